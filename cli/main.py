@@ -1,0 +1,210 @@
+"""`poller`: track items, read events, run the daemon, serve the provider simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+
+from cli import render
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+from config.wiring import build_service, engine_for
+from worker.errors import ConfigurationError, InputError, PollerError
+from worker.follow import FollowCursor
+from worker.service import PollerService
+from worker.store.migrate import upgrade
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning our errors into one clear line and an exit code."""
+    try:
+        app()
+    except InputError as err:
+        _fail(str(err), 2)
+    except PollerError as err:
+        _fail(str(err), 1)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(code)
+
+
+@lru_cache(maxsize=1)
+def _settings() -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log_format, "WARNING" if settings.log_level.upper() == "INFO"
+                      else settings.log_level)
+    return settings
+
+
+@lru_cache(maxsize=1)
+def _service() -> PollerService:
+    settings = _settings()
+    upgrade(engine_for(settings))
+    return build_service(settings)
+
+
+@app.command()
+def track(
+    provider: Annotated[str, typer.Argument(help="Provider name, e.g. billit.")],
+    ref: Annotated[str, typer.Argument(help="What the provider's status endpoint needs, e.g. an OrderID.")],
+    interval: Annotated[Optional[float], typer.Option(help="Seconds between polls.")] = None,
+    kind: Annotated[Optional[str], typer.Option(help="Resource kind, when a provider has several.")] = None,
+    account: Annotated[str, typer.Option(help="Which configured account of the provider.")] = "default",
+) -> None:
+    """Start watching an item; prints its id."""
+    item = _service().track(provider, ref, kind=kind, account=account,
+                            interval_s=interval or _settings().default_interval_seconds)
+    typer.echo(item.id)
+
+
+@app.command()
+def untrack(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Stop watching an item. Its events are kept."""
+    item = _service().untrack(item_id)
+    typer.echo(f"untracked item {item.id} ({item.provider} {item.kind} {item.ref})")
+
+
+@app.command()
+def pause(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Stop polling an item until it is resumed."""
+    _service().pause(item_id, True)
+    typer.echo(f"paused item {item_id}")
+
+
+@app.command()
+def resume(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Resume a paused (or gone) item; it is polled at the next tick."""
+    _service().pause(item_id, False)
+    typer.echo(f"resumed item {item_id}")
+
+
+@app.command()
+def items(as_json: Annotated[bool, typer.Option("--json", help="A JSON array.")] = False) -> None:
+    """List tracked items with their state and schedule."""
+    rows = _service().items()
+    if as_json:
+        typer.echo(json.dumps([render.item_dict(i) for i in rows], indent=2))
+    else:
+        typer.echo(render.items_table(rows))
+
+
+@app.command()
+def events(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    after: Annotated[Optional[str], typer.Option(help="Only events after this event id.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    poll_seconds: Annotated[float, typer.Option(help="How often --follow looks for new events.")] = 0.5,
+) -> None:
+    """Print change events in order."""
+    service = _service()
+    cursor = FollowCursor(floor=service.event_position(after) if after else 0)
+    # Out-of-order commits on PostgreSQL can briefly leave a hole; wait this long for it to fill.
+    grace = 10.0
+    while True:
+        batch = service.events_after(max(0, cursor.floor), limit=1000)
+        by_pos = {e.position: e for e in batch}
+        for pos in cursor.accept(by_pos):
+            e = by_pos[pos]
+            typer.echo(render.event_json(e) if as_json else render.event_line(e))
+        cursor.settle(time.monotonic(), grace if follow else 0.0)
+        if len(batch) == 1000:
+            continue
+        if not follow:
+            return
+        sys.stdout.flush()
+        time.sleep(poll_seconds)  # the follow loop's own pace, not a synchronization
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (the daemon also does this on start)."""
+    upgrade(engine_for(_settings()))
+    typer.echo("database is up to date")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Run a Celery worker (for deployments with a shared broker)."""
+    settings = _require_broker()
+    upgrade(engine_for(settings))
+    from config.celery_app import app as celery_app
+
+    argv = ["worker", "--loglevel", settings.log_level, "--without-mingle", "--without-gossip"]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat: the one `dispatch_due` tick (exactly one beat per deployment)."""
+    settings = _require_broker()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    from config.celery_app import app as celery_app
+
+    celery_app.start(["beat", "--loglevel", settings.log_level])
+
+
+def _require_broker() -> Settings:
+    settings = _settings()
+    if not settings.broker_url:
+        raise ConfigurationError("POLLER_BROKER_URL is not set (`poller run` starts an embedded Redis)")
+    return settings
+
+
+@app.command()
+def run() -> None:
+    """Run worker and beat on this machine; embedded Redis and SQLite unless configured."""
+    from cli.daemon import run_daemon
+
+    raise SystemExit(run_daemon(_settings()))
+
+
+@app.command()
+def simulate(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8900,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
+    stage_seconds: Annotated[float, typer.Option(help="Simulated seconds between life stages.")] = 10.0,
+    orders: Annotated[int, typer.Option(help="Billit orders to create at start.")] = 3,
+) -> None:
+    """Serve the provider APIs (Billit) on loopback, with faults on demand."""
+    from simulator.server import Simulator, SimulatorConfig
+
+    sim = Simulator(SimulatorConfig(port=port, speed=speed, stage_seconds=stage_seconds,
+                                    seed_orders=orders))
+    sim.start()
+    typer.echo(sim.describe())
+    interrupt_on_sigterm()
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+
+
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (systemd, docker stop, kill) like Ctrl-C: one clean shutdown path."""
+    def _handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _handler)
+
+
+if __name__ == "__main__":
+    main()

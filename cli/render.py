@@ -1,0 +1,74 @@
+"""How items and events look on a terminal and as JSON lines."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from worker.store.models import Event, Item
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, or None."""
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def item_dict(item: Item) -> dict[str, Any]:
+    """An item as a JSON object."""
+    return {
+        "id": item.id, "provider": item.provider, "account": item.account, "kind": item.kind,
+        "ref": item.ref, "interval_seconds": item.interval_s, "state": item.state,
+        "last_status": item.last_status, "last_poll_at": iso(item.last_polled_at),
+        "last_success_at": iso(item.last_success_at), "next_poll_at": iso(item.next_poll_at),
+        "consecutive_failures": item.consecutive_failures, "failing": item.failing,
+        "last_error": item.last_error, "last_error_at": iso(item.last_error_at),
+        "created_at": iso(item.created_at),
+    }
+
+
+def items_table(items: list[Item]) -> str:
+    """A plain-text table of items."""
+    head = ("ID", "PROVIDER", "ACCOUNT", "KIND", "REF", "STATE", "STATUS", "LAST POLL", "NEXT POLL",
+            "FAILS", "LAST ERROR")
+    rows = [head] + [(
+        str(i.id), i.provider, i.account, i.kind, i.ref, i.state, i.last_status or "-",
+        _short(i.last_polled_at), _short(i.next_poll_at), str(i.consecutive_failures),
+        (i.last_error or "-")[:60],
+    ) for i in items]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _short(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def event_dict(event: Event) -> dict[str, Any]:
+    """The JSON-lines form of an event: ``id``, ``type``, ``created_at``, ``data`` (+ item, seq)."""
+    return {"id": event.id, "type": event.type, "created_at": iso(event.created_at),
+            "item_id": event.item_id, "seq": event.seq, "data": event.data}
+
+
+def event_json(event: Event) -> str:
+    """One JSON object on one line."""
+    return json.dumps(event_dict(event), separators=(",", ":"), sort_keys=False)
+
+
+def event_line(event: Event) -> str:
+    """A one-line human summary of an event."""
+    d = event.data
+    head = (f"{_short(event.created_at)}  {event.id}  item {event.item_id} #{event.seq}  "
+            f"{event.type:<15} {d.get('provider')} {d.get('kind')} {d.get('ref')}")
+    if event.type == "status.changed":
+        changes = ", ".join(f"{c['path']}: {_brief(c['from'])} -> {_brief(c['to'])}" for c in d["changes"][:4])
+        more = f" (+{len(d['changes']) - 4} more)" if len(d["changes"]) > 4 else ""
+        return f"{head}  {d.get('previous_status')} -> {d.get('status')}  [{changes}{more}]"
+    if event.type in ("poll.failing", "item.gone"):
+        return f"{head}  {d.get('error')}"
+    return f"{head}  {d.get('status')}" + ("  (terminal)" if d.get("terminal") else "")
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 50 else text[:47] + "..."

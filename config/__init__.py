@@ -1,0 +1,1 @@
+"""Wiring: settings (the only reader of the environment), logging, the Celery app."""

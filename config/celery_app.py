@@ -1,0 +1,64 @@
+"""The Celery app: configuration from Settings, the one beat entry, logging through structlog.
+
+`celery -A config.celery_app worker|beat` and `poller worker|beat|run` all load this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging
+
+from config.logging import configure_logging
+from config.settings import Settings, get_settings
+
+#: Task names, fixed so renaming a Python function never orphans queued messages.
+DISPATCH_TASK = "polling.dispatch_due"
+POLL_TASK = "polling.poll_items"
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings``. The broker must be set (``poller run`` sets it)."""
+    app = Celery("status_poller", broker=settings.broker_url or "redis://127.0.0.1:6379/0",
+                 include=["tasks.polling"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        enable_utc=True,
+        # Polls are protected by the database lease, not by broker redelivery: a poll lost with a
+        # dead worker is re-dispatched when its lease ends, so early ack cannot lose an item and
+        # avoids Redis's visibility-timeout redelivery of long tasks (celery#2599, #7009).
+        task_acks_late=False,
+        # One message at a time per process: chunks already batch the work, and a deep prefetch
+        # would strand claimed items in a busy process's buffer past their lease.
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        worker_concurrency=settings.worker_concurrency,
+        broker_connection_retry_on_startup=True,
+        task_time_limit=settings.lease_seconds * 1.5,
+        task_soft_time_limit=settings.lease_seconds * 1.2,
+        beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
+        beat_max_loop_interval=max(1.0, settings.tick_seconds),
+        beat_schedule={
+            "dispatch-due": {
+                "task": DISPATCH_TASK,
+                "schedule": settings.tick_seconds,
+                # A tick nobody ran in time is worthless: the next one claims the same items.
+                "options": {"expires": settings.tick_seconds},
+            },
+        },
+    )
+    return app
+
+
+@setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    # Connecting this signal stops Celery from installing its own handlers.
+    s = get_settings()
+    configure_logging(s.log_format, s.log_level)
+
+
+app = create_app(get_settings())

@@ -1,0 +1,75 @@
+"""Settings from the environment (``POLLER_*``) and an optional ``.env`` file.
+
+This is the only module that reads the environment. Everything else receives values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigurationError
+from worker.providers.billit import BillitSettings
+
+
+class Settings(BaseSettings):
+    """Every setting, with safe local defaults. Secrets have no defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="POLLER_", env_file=".env", env_nested_delimiter="__", extra="ignore"
+    )
+
+    #: Directory for the embedded defaults: SQLite file, embedded Redis, beat state.
+    home: Path = Path("var")
+    #: SQLAlchemy URL; a SQLite file under ``home`` when unset.
+    database_url: str | None = None
+    #: Celery broker; `poller run` starts an embedded Redis when unset.
+    broker_url: str | None = None
+
+    tick_seconds: float = Field(5.0, gt=0)
+    lease_seconds: float = Field(120.0, gt=0)
+    dispatch_limit: int = Field(20_000, gt=0)
+    dispatch_chunk: int = Field(50, gt=0)
+    default_interval_seconds: float = Field(300.0, gt=0)
+    failing_after: int = Field(5, ge=1)
+    backoff_base_seconds: float = Field(10.0, gt=0)
+    backoff_max_seconds: float = Field(3600.0, gt=0)
+    jitter_ratio: float = Field(0.1, ge=0, lt=1)
+    http_timeout_seconds: float = Field(10.0, gt=0)
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    worker_concurrency: int = Field(4, gt=0)
+
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+
+    billit: BillitSettings = BillitSettings()
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``{home}/poller.db``."""
+        return self.database_url or f"sqlite+pysqlite:///{(self.home / 'poller.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once.
+
+    Raises:
+        ConfigurationError: a value is invalid; the message names the variable.
+    """
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise ConfigurationError(describe_validation_error(err)) from None
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """Name the environment variable behind each invalid setting, without echoing secrets."""
+    lines = []
+    for e in err.errors():
+        var = "POLLER_" + "__".join(str(p).upper() for p in e["loc"])
+        lines.append(f"{var}: {e['msg']}")
+    return "invalid settings: " + "; ".join(lines)

@@ -1,0 +1,1 @@
+"""Thin Celery tasks: bind log context, call worker.service, nothing else."""

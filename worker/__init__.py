@@ -1,0 +1,1 @@
+"""status-poller application package: domain, diff, providers, store and service. Never imports Celery."""

@@ -1,0 +1,80 @@
+"""Pure backoff arithmetic, shared by polling (and later by webhook delivery).
+
+Randomness comes in as ``rand`` (a float in [0, 1)) and time as ``now``, so every result is
+reproducible in a test.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+#: Retry-After values above this are treated as this (a broken header must not park an item for years).
+MAX_RETRY_AFTER_S = 24 * 3600.0
+
+
+def failure_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    rand: float,
+    retry_after: float | None = None,
+) -> float:
+    """Seconds to wait after the ``attempt``-th consecutive failure.
+
+    Capped exponential backoff with "equal jitter": the delay is drawn from the upper half of
+    ``min(cap, base * 2**(attempt-1))``, so retries spread out but never collapse to zero.
+    A provider's ``Retry-After`` is a floor: we never come back earlier than asked.
+
+    Args:
+        attempt: consecutive failures so far, including this one (1 for the first).
+        base: the first delay, in seconds.
+        cap: the largest delay our own backoff produces, in seconds.
+        rand: a uniform random number in [0, 1).
+        retry_after: seconds the provider asked us to wait, if it said so.
+
+    Returns:
+        The delay in seconds.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    # Exponent clamped so a long outage cannot overflow the float.
+    ceiling = min(cap, base * 2 ** min(attempt - 1, 60))
+    delay = ceiling / 2 + rand * ceiling / 2
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return delay
+
+
+def success_delay(interval: float, *, jitter_ratio: float, rand: float) -> float:
+    """Seconds until the next regular poll: the item's interval +/- ``jitter_ratio``.
+
+    The jitter keeps items tracked at the same moment from staying in lock-step forever
+    (changedetection.io's restart thundering herd, #3178).
+    """
+    return interval * (1 - jitter_ratio + 2 * jitter_ratio * rand)
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Parse a Retry-After header: delta-seconds or an HTTP date. Returns seconds from ``now``.
+
+    Unparseable values give ``None`` (ignored) rather than an error: the header is advice.
+    A date in the past gives 0.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - now).total_seconds())

@@ -1,0 +1,101 @@
+"""Domain values shared by the pure core and the I/O shell."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JSON = Any
+
+
+class EventType(str, enum.Enum):
+    """The change-event types, dotted as in Standard Webhooks."""
+
+    OBSERVED = "status.observed"
+    CHANGED = "status.changed"
+    GONE = "item.gone"
+    FAILING = "poll.failing"
+    RECOVERED = "poll.recovered"
+
+
+class ItemState(str, enum.Enum):
+    """Where a tracked item is in its polling life."""
+
+    ACTIVE = "active"  #: polled on schedule
+    TERMINAL = "terminal"  #: the provider reports a final status; no more polls
+    PAUSED = "paused"  #: an operator paused it
+    GONE = "gone"  #: the provider says it no longer exists
+
+
+@dataclass(frozen=True)
+class StatusDocument:
+    """A provider response normalized to the fields that matter.
+
+    Attributes:
+        status: the main status, a short snake_case word (e.g. ``pending_delivery``, ``paid``).
+        terminal: True when the item reached a final state and polling should stop.
+        fields: the normalized fields that are diffed, a JSON object.
+        raw: the provider's body as parsed JSON, kept verbatim for audit.
+    """
+
+    status: str
+    terminal: bool
+    fields: dict[str, JSON]
+    raw: JSON = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed leaf (or added/removed list element) between two snapshots."""
+
+    path: str
+    old: JSON
+    new: JSON
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The wire form used in event payloads: ``{path, from, to}``."""
+        return {"path": self.path, "from": self.old, "to": self.new}
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """What a poll needs to know about an item: where to ask and what to ask for."""
+
+    id: int
+    provider: str
+    account: str
+    kind: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class PollState:
+    """The item's polling bookkeeping before a poll, as the decision logic needs it."""
+
+    interval_s: float
+    consecutive_failures: int = 0
+    failing: bool = False
+    has_snapshot: bool = False
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to be written: type and data; the store assigns id, seq and time."""
+
+    type: EventType
+    data: dict[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one poll decided: new snapshot (if any), events and the item's next schedule."""
+
+    state: ItemState
+    next_poll_at: datetime | None
+    consecutive_failures: int
+    failing: bool
+    events: list[NewEvent]
+    snapshot: StatusDocument | None = None
+    error: str | None = None

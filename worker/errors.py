@@ -1,0 +1,80 @@
+"""The one error hierarchy of worker/, grouped by how an error is handled.
+
+- ConfigurationError: the deployment is wrong; fail at boot or name the setting to fix.
+- ProviderUnavailable: transient (timeout, connection, 5xx, 429); retry with backoff.
+- ProviderResponseInvalid: the provider answered something we cannot use (4xx, bad JSON,
+  schema drift); retrying soon will not help, so retry slowly and alert.
+- ItemGone: the provider says the item does not exist; stop polling it.
+- InputError: a user gave bad input (CLI, settings file); say what was wrong, store nothing.
+"""
+
+from __future__ import annotations
+
+
+class PollerError(Exception):
+    """Root of every error raised by worker/."""
+
+
+class ConfigurationError(PollerError):
+    """A setting is missing or invalid; the message names the variable to set."""
+
+
+class InputError(PollerError):
+    """Bad input from a user; nothing was stored."""
+
+
+class DuplicateItemError(InputError):
+    """The provider, account, kind and ref are already tracked."""
+
+    def __init__(self, message: str, existing_id: int) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
+class ItemNotFoundError(InputError):
+    """No tracked item has that id."""
+
+
+class ProviderError(PollerError):
+    """A provider call failed. Carries the provider, the HTTP status and a short body excerpt."""
+
+    #: Whether a quick retry can help (drives backoff); overridden by subclasses.
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status_code: int | None = None,
+        body_excerpt: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status_code = status_code
+        self.body_excerpt = body_excerpt
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        parts = [f"{self.provider}: {self.message}"]
+        if self.status_code is not None:
+            parts.append(f"(HTTP {self.status_code})")
+        if self.body_excerpt:
+            parts.append(f"body: {self.body_excerpt!r}")
+        return " ".join(parts)
+
+
+class ProviderUnavailable(ProviderError):
+    """Timeout, connection error, 5xx or 429: retry with backoff, honouring Retry-After."""
+
+    retryable = True
+
+
+class ProviderResponseInvalid(ProviderError):
+    """Other 4xx, unparseable or schema-drifted body: a quick retry will not help."""
+
+
+class ItemGone(ProviderError):
+    """The provider says the item no longer exists (404): stop polling it."""

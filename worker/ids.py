@@ -1,0 +1,25 @@
+"""Public identifiers: sortable, unique, URL-safe."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+#: Crockford's base32: no I, L, O, U, so ids survive being read aloud or retyped.
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def event_id(now: datetime, entropy: bytes) -> str:
+    """An ``evt_`` id in ULID layout: 48-bit millisecond time then 80 random bits.
+
+    Args:
+        now: creation time (aware).
+        entropy: at least 10 random bytes.
+    """
+    if len(entropy) < 10:
+        raise ValueError("event_id needs 10 bytes of entropy")
+    value = (int(now.timestamp() * 1000) << 80) | int.from_bytes(entropy[:10], "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "evt_" + "".join(reversed(chars))

@@ -1,0 +1,1 @@
+"""Provider adapters: one module per provider API, each a fetch (I/O) and a normalize (pure)."""

@@ -1,0 +1,178 @@
+"""What every provider adapter is, and the HTTP plumbing they share.
+
+requests exceptions are translated into the project's errors here and only here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Protocol
+
+import requests
+
+from worker.backoff import parse_retry_after
+from worker.domain import ItemRef, StatusDocument
+from worker.errors import ItemGone, ProviderResponseInvalid, ProviderUnavailable
+
+#: How much of a response body goes into an error message.
+EXCERPT_CHARS = 200
+
+
+class Provider(Protocol):
+    """A provider adapter: knows one API's paths, auth and response shape."""
+
+    name: ClassVar[str]
+    #: The resources it can poll; the first is the default ``--kind``.
+    kinds: ClassVar[tuple[str, ...]]
+
+    def validate_ref(self, kind: str, ref: str) -> str:
+        """Check a reference at track time; return it canonicalized or raise InputError."""
+        ...
+
+    def fetch(self, item: ItemRef) -> Any:
+        """Ask the provider for the item's status; return the parsed JSON body."""
+        ...
+
+    def normalize(self, raw: Any, item: ItemRef) -> StatusDocument:
+        """Pure: turn a parsed body into a StatusDocument or raise ProviderResponseInvalid."""
+        ...
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """HTTP behaviour shared by all adapters."""
+
+    timeout_s: float = 10.0
+    max_body_bytes: int = 1_000_000
+    user_agent: str = "status-poller/0.1"
+
+
+def utcnow() -> datetime:
+    """The wall clock, in UTC. The default clock of the I/O shell."""
+    return datetime.now(timezone.utc)
+
+
+class HttpClient:
+    """A keep-alive ``requests.Session`` with a timeout on every call and error translation.
+
+    Args:
+        provider: the provider name, used in errors.
+        base_url: scheme, host and optional path prefix.
+        options: timeout and size cap.
+        session: an injected session (tests, or sharing a pool); a new one by default.
+        clock: returns "now" for Retry-After dates.
+        describe_error: turns a provider's JSON error body into a short message.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        options: HttpOptions = HttpOptions(),
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        describe_error: Callable[[Any], str | None] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.options = options
+        self.session = session or requests.Session()
+        self.session.headers.setdefault("User-Agent", options.user_agent)
+        self.clock = clock
+        self.describe_error = describe_error or (lambda body: None)
+
+    def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        data: Mapping[str, str] | None = None,
+        not_found_is_gone: bool = True,
+    ) -> tuple[int, Any]:
+        """Send one request and return ``(status_code, parsed JSON body)`` for a 2xx answer.
+
+        Raises:
+            ProviderUnavailable: timeout, connection error, 5xx or 429 (with ``retry_after``).
+            ItemGone: 404, when ``not_found_is_gone``.
+            ProviderResponseInvalid: any other non-2xx, a body over the size cap, or non-JSON.
+        """
+        url = f"{self.base_url}{path}"
+        try:
+            resp = self.session.request(
+                method, url, headers=dict(headers or {}), params=params, json=json_body, data=data,
+                timeout=self.options.timeout_s, stream=True, allow_redirects=False,
+            )
+        except requests.Timeout as err:
+            raise ProviderUnavailable(
+                f"{method} {path} timed out after {self.options.timeout_s:g}s", provider=self.provider
+            ) from err
+        except requests.RequestException as err:
+            raise ProviderUnavailable(
+                f"{method} {path} failed: {type(err).__name__}", provider=self.provider
+            ) from err
+        with resp:
+            body = self._read_capped(resp, method, path)
+        return resp.status_code, self._interpret(resp, body, method, path, not_found_is_gone)
+
+    def _read_capped(self, resp: requests.Response, method: str, path: str) -> bytes:
+        limit = self.options.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in resp.iter_content(chunk_size=65536):
+                size += len(chunk)
+                if size > limit:
+                    raise ProviderResponseInvalid(
+                        f"{method} {path}: response body larger than {limit} bytes",
+                        provider=self.provider, status_code=resp.status_code,
+                    )
+                chunks.append(chunk)
+        except requests.RequestException as err:
+            # A body that stalls or breaks mid-way is a transport failure, like a timeout.
+            raise ProviderUnavailable(
+                f"{method} {path}: reading the response failed: {type(err).__name__}",
+                provider=self.provider, status_code=resp.status_code,
+            ) from err
+        return b"".join(chunks)
+
+    def _interpret(
+        self, resp: requests.Response, body: bytes, method: str, path: str, not_found_is_gone: bool
+    ) -> Any:
+        status = resp.status_code
+        text = body.decode("utf-8", errors="replace")
+        parsed: Any = None
+        parse_error: str | None = None
+        try:
+            parsed = json.loads(text) if text.strip() else None
+        except ValueError as err:
+            parse_error = f"{err.msg} at line {err.lineno} column {err.colno}" if isinstance(
+                err, json.JSONDecodeError) else str(err)
+        excerpt = text[:EXCERPT_CHARS]
+        described = self.describe_error(parsed) if parsed is not None and status >= 300 else None
+        what = f"{method} {path} answered {status}" + (f": {described}" if described else "")
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now=self.clock())
+            raise ProviderUnavailable(what, provider=self.provider, status_code=status,
+                                      body_excerpt=None if described else excerpt,
+                                      retry_after=retry_after)
+        if status == 404 and not_found_is_gone:
+            raise ItemGone(what, provider=self.provider, status_code=status,
+                           body_excerpt=None if described else excerpt)
+        if status >= 300 or status < 200:
+            raise ProviderResponseInvalid(what, provider=self.provider, status_code=status,
+                                          body_excerpt=None if described else excerpt)
+        if parse_error is not None or parsed is None:
+            ctype = resp.headers.get("Content-Type", "no Content-Type")
+            reason = parse_error or "empty body"
+            raise ProviderResponseInvalid(
+                f"{method} {path} answered {status} with a body that is not JSON ({ctype}; {reason})",
+                provider=self.provider, status_code=status, body_excerpt=excerpt,
+            )
+        return parsed

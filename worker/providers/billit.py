@@ -1,0 +1,180 @@
+"""Billit order status: ``GET /v1/orders/{OrderID}`` with ``ApiKey`` and ``PartyID`` headers.
+
+Docs: seed 002 ("Get Status Info of a Sales Invoice"), https://docs.billit.be/docs/types,
+https://docs.billit.be/docs/header-values. See PROVIDERS.md section 5.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, SecretStr
+
+from worker.domain import ItemRef, StatusDocument
+from worker.errors import ConfigurationError, InputError, ProviderResponseInvalid
+from worker.providers.base import HttpClient
+
+NAME = "billit"
+
+#: OrderStatus values that end an order's life (https://docs.billit.be/docs/types).
+FINAL_ORDER_STATUS = {"Paid": "paid", "Canceled": "canceled", "Credited": "credited"}
+
+#: Every documented OrderStatus, mapped to our snake_case status; anything else is "unknown".
+ORDER_STATUS = {
+    "Draft": "draft", "ToSend": "to_send", "ToPay": "to_pay", "ToInvoice": "to_invoice",
+    "ToDeliver": "to_deliver", "ToDomiciliate": "to_domiciliate", "Sent": "sent",
+    "Invoiced": "invoiced", "DeliveryNoteCreated": "delivery_note_created",
+    "OrderFormCreated": "order_form_created", "Refused": "refused", "ApprovalNeeded": "approval_needed",
+    "Delivered": "delivered", "PaymentFileGenerated": "payment_file_generated", **FINAL_ORDER_STATUS,
+}
+
+#: DocumentDeliveryStatus values (seed 002).
+DELIVERY_STATUS = {"Pending": "pending_delivery", "Delivered": "delivered", "Error": "refused"}
+
+#: Peppol invoice-response (IMR) codes. Billit's DocumentDeliveryInfo text depends on the account's
+#: language ("Ontvangen", "Betaald"), so the status comes from the language-independent code that
+#: starts each incoming message's Description ("PD: The document has been paid.").
+IMR_STATUS = {
+    "AB": "received", "IP": "in_process", "UQ": "under_query", "CA": "conditionally_accepted",
+    "RE": "rejected", "AP": "accepted", "PD": "paid",
+}
+_IMR_CODE = re.compile(r"^\s*([A-Z]{2})\s*:")
+
+#: CurrentDocumentDeliveryDetails keys -> normalized names (all documented fields).
+DELIVERY_FIELDS = {
+    "IsDocumentDelivered": "is_delivered", "DocumentDeliveryStatus": "status",
+    "DocumentDeliveryDate": "date", "DocumentDeliveryInfo": "info",
+    "DocumentRefusedDate": "refused_date", "DocumentRefusedReasonTC": "refused_reason",
+    "DocumentRefusedInfo": "refused_info",
+}
+
+#: Messages[] keys -> normalized names.
+MESSAGE_FIELDS = {
+    "Description": "description", "FileID": "file_id", "CreationDate": "creation_date",
+    "TransportType": "transport_type", "Success": "success", "Trials": "trials",
+    "Destination": "destination", "MessageDirection": "direction",
+}
+
+
+class BillitSettings(BaseModel):
+    """Settings for one Billit account (``POLLER_BILLIT__*``)."""
+
+    base_url: str = "https://api.billit.be"
+    api_key: SecretStr | None = None
+    party_id: str | None = None
+
+    def require(self) -> tuple[str, str]:
+        """The ApiKey and PartyID, or a ConfigurationError naming the missing variable."""
+        missing = [name for name, value in (("POLLER_BILLIT__API_KEY", self.api_key),
+                                             ("POLLER_BILLIT__PARTY_ID", self.party_id)) if not value]
+        if missing:
+            raise ConfigurationError(f"billit is not configured: set {' and '.join(missing)}")
+        assert self.api_key is not None and self.party_id is not None
+        return self.api_key.get_secret_value(), self.party_id
+
+
+def describe_error(body: Any) -> str | None:
+    """Billit error bodies are ``{"errors": [{"Code": ..., "Description": ...}]}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+        return None
+    parts = []
+    for err in body["errors"]:
+        if isinstance(err, dict):
+            code, desc = err.get("Code"), err.get("Description") or err.get("Message")
+            parts.append(f"{code}: {desc}" if code and desc else str(code or desc))
+    return "; ".join(p for p in parts if p and p != "None") or None
+
+
+class BillitProvider:
+    """Polls Billit orders."""
+
+    name: ClassVar[str] = NAME
+    kinds: ClassVar[tuple[str, ...]] = ("order",)
+
+    def __init__(self, settings: BillitSettings, http: HttpClient) -> None:
+        self.settings = settings
+        self.http = http
+
+    def validate_ref(self, kind: str, ref: str) -> str:
+        """An OrderID is a positive integer."""
+        ref = ref.strip()
+        if not ref.isdigit() or int(ref) == 0:
+            raise InputError(f"billit {kind} ref must be a numeric OrderID, got {ref!r}")
+        return str(int(ref))
+
+    def fetch(self, item: ItemRef) -> Any:
+        """``GET /v1/orders/{OrderID}``."""
+        api_key, party_id = self.settings.require()
+        _, body = self.http.request_json(
+            "GET", f"/v1/orders/{item.ref}", headers={"ApiKey": api_key, "PartyID": party_id}
+        )
+        return body
+
+    def normalize(self, raw: Any, item: ItemRef) -> StatusDocument:
+        """See :func:`normalize`."""
+        return normalize(raw, ref=item.ref)
+
+
+def normalize(raw: Any, *, ref: str | None = None) -> StatusDocument:
+    """Normalize a Billit order body to the fields that carry its status.
+
+    Fields: ``order_status`` (verbatim), ``delivery`` (every CurrentDocumentDeliveryDetails field,
+    or None before sending) and ``messages`` (sorted by creation date, so a reordered list is no
+    change). Terminal when OrderStatus is Paid, Canceled or Credited, or a PD ("paid") invoice
+    response arrived: after that nothing in the order moves.
+
+    Raises:
+        ProviderResponseInvalid: the body is not an order (no OrderID, wrong types, another order).
+    """
+    if not isinstance(raw, dict):
+        raise _invalid(f"order body is a JSON {type(raw).__name__}, not an object")
+    if "OrderID" not in raw:
+        raise _invalid("order body has no OrderID")
+    if ref is not None and str(raw["OrderID"]) != str(ref):
+        raise _invalid(f"asked for order {ref} but the body is order {raw['OrderID']!r}")
+    order_status = raw.get("OrderStatus")
+    if order_status is not None and not isinstance(order_status, str):
+        raise _invalid(f"OrderStatus is a {type(order_status).__name__}, not a string")
+
+    details = raw.get("CurrentDocumentDeliveryDetails")
+    if details is not None and not isinstance(details, dict):
+        raise _invalid("CurrentDocumentDeliveryDetails is not an object")
+    delivery = {ours: details.get(theirs) for theirs, ours in DELIVERY_FIELDS.items()} if details else None
+
+    raw_messages = raw.get("Messages") or []
+    if not isinstance(raw_messages, list) or not all(isinstance(m, dict) for m in raw_messages):
+        raise _invalid("Messages is not a list of objects")
+    messages = [{ours: m.get(theirs) for theirs, ours in MESSAGE_FIELDS.items()} for m in raw_messages]
+    messages.sort(key=lambda m: (str(m["creation_date"] or ""), str(m["file_id"] or "")))
+
+    fields = {"order_status": order_status, "delivery": delivery, "messages": messages}
+    status, terminal = _status(order_status, delivery, messages)
+    return StatusDocument(status=status, terminal=terminal, fields=fields, raw=raw)
+
+
+def _status(
+    order_status: str | None, delivery: dict[str, Any] | None, messages: list[dict[str, Any]]
+) -> tuple[str, bool]:
+    if order_status in FINAL_ORDER_STATUS:
+        return FINAL_ORDER_STATUS[order_status], True
+    for message in reversed(messages):
+        code = _imr_code(message)
+        if code:
+            return IMR_STATUS[code], code == "PD"
+    if delivery and delivery.get("status") is not None:
+        return DELIVERY_STATUS.get(str(delivery["status"]), "unknown"), False
+    return ORDER_STATUS.get(order_status or "", "unknown"), False
+
+
+def _imr_code(message: dict[str, Any]) -> str | None:
+    if str(message.get("direction") or "").lower() != "incoming":
+        return None
+    match = _IMR_CODE.match(str(message.get("description") or ""))
+    if match and match.group(1) in IMR_STATUS:
+        return match.group(1)
+    return None
+
+
+def _invalid(message: str) -> ProviderResponseInvalid:
+    return ProviderResponseInvalid(message, provider=NAME)

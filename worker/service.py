@@ -1,0 +1,224 @@
+"""The only place that mixes I/O with the pure core: track, dispatch and poll."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.domain import ItemRef, PollOutcome, StatusDocument
+from worker.errors import (
+    ConfigurationError,
+    InputError,
+    ItemGone,
+    ProviderError,
+    ProviderResponseInvalid,
+)
+from worker.ids import event_id
+from worker.policy import PollPolicy, after_failure, after_gone, after_success
+from worker.providers.base import utcnow
+from worker.providers.registry import ProviderSet
+from worker.store import repo
+from worker.store.models import Event, Item
+from worker.store.repo import Claim, PollWork
+
+log = structlog.get_logger(__name__)
+
+#: Shortest and longest poll interval a user may ask for, in seconds.
+MIN_INTERVAL_S = 0.1
+MAX_INTERVAL_S = 31 * 24 * 3600.0
+
+
+@dataclass
+class PollReport:
+    """Counts of what one batch of polls did (for logs and metrics)."""
+
+    polled: int = 0
+    changed: int = 0
+    failed: int = 0
+    gone: int = 0
+    lost_lease: int = 0
+    skipped: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+class PollerService:
+    """Tracks items, claims due ones and polls them.
+
+    Args:
+        sessions: the session factory of the poller's database.
+        providers: the provider adapters.
+        policy: backoff and alert tunables.
+        clock: wall clock (UTC); injected in tests.
+        rng: random source for jitter.
+        entropy: random bytes for event ids.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        providers: ProviderSet,
+        policy: PollPolicy = PollPolicy(),
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        entropy: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.sessions = sessions
+        self.providers = providers
+        self.policy = policy
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.entropy = entropy
+
+    # -- tracking -------------------------------------------------------------------------
+
+    def track(
+        self, provider: str, ref: str, *, interval_s: float, kind: str | None = None,
+        account: str = "default",
+    ) -> Item:
+        """Register an item; it is due at once.
+
+        Raises:
+            InputError: unknown provider or kind, a malformed ref or interval.
+            DuplicateItemError: already tracked.
+        """
+        adapter = self.providers.get(provider)
+        kind = kind or adapter.kinds[0]
+        if kind not in adapter.kinds:
+            raise InputError(f"{provider} has no kind {kind!r}; known: {', '.join(adapter.kinds)}")
+        if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
+            raise InputError(
+                f"interval must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, got {interval_s:g}")
+        if not account or len(account) > 80:
+            raise InputError("account must be 1 to 80 characters")
+        ref = adapter.validate_ref(kind, ref)
+        with self.sessions.begin() as session:
+            item = repo.add_item(session, provider=provider, account=account, kind=kind, ref=ref,
+                                 interval_s=interval_s, now=self.clock())
+        log.info("item.tracked", item_id=item.id, provider=provider, kind=kind, ref=ref)
+        return item
+
+    def untrack(self, item_id: int) -> Item:
+        """Stop tracking an item. Its events stay in the event table."""
+        with self.sessions.begin() as session:
+            item = repo.delete_item(session, item_id)
+        log.info("item.untracked", item_id=item_id)
+        return item
+
+    def pause(self, item_id: int, paused: bool = True) -> Item:
+        """Pause or resume polling of one item."""
+        with self.sessions.begin() as session:
+            item = repo.set_paused(session, item_id, paused, now=self.clock())
+        log.info("item.paused" if paused else "item.resumed", item_id=item_id)
+        return item
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def dispatch_due(
+        self, enqueue: Callable[[list[Claim]], None], *, lease_s: float, limit: int, chunk_size: int
+    ) -> int:
+        """Claim the due items and hand them to ``enqueue`` in chunks. Returns how many.
+
+        The claim commits before anything is enqueued: if enqueueing fails, the items simply
+        come due again when their lease runs out.
+        """
+        with self.sessions.begin() as session:
+            claims = repo.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
+        for start in range(0, len(claims), chunk_size):
+            enqueue(claims[start:start + chunk_size])
+        return len(claims)
+
+    # -- polling --------------------------------------------------------------------------
+
+    def poll_claims(self, claims: Sequence[Claim], *, deadline: datetime | None = None) -> PollReport:
+        """Poll each claimed item that still holds its lease, one transaction per item.
+
+        The database is read before and written after each HTTP call, never held across it.
+        Items not started by ``deadline`` (the end of their lease) are left alone: by then they
+        are due again and another dispatch owns them, so polling them would poll twice.
+        """
+        with self.sessions.begin() as session:
+            work = repo.load_work(session, claims)
+        report = PollReport()
+        for unit in work:
+            if deadline is not None and self.clock() >= deadline:
+                report.skipped += 1
+                continue
+            self._poll(unit, report)
+        return report
+
+    def _poll(self, unit: PollWork, report: PollReport) -> None:
+        item = unit.item
+        bound = log.bind(item_id=item.id, provider=item.provider, ref=item.ref)
+        try:
+            adapter = self.providers.get(item.provider)
+            raw = adapter.fetch(item)
+            doc = adapter.normalize(raw, item)
+        except ItemGone as err:
+            outcome = after_gone(item, unit.previous, err)
+        except ProviderError as err:
+            outcome = self._failure(unit, err)
+        except (ConfigurationError, InputError) as err:
+            outcome = self._failure(unit, ProviderResponseInvalid(str(err), provider=item.provider))
+        except Exception as err:  # noqa: BLE001 - one broken adapter must not sink the batch
+            bound.exception("poll.internal_error")
+            outcome = self._failure(unit, ProviderResponseInvalid(
+                f"internal error: {type(err).__name__}: {err}", provider=item.provider))
+        else:
+            outcome = after_success(item, unit.state, unit.previous, doc, now=self.clock(),
+                                    policy=self.policy, rand=self.rng.random())
+        now = self.clock()
+        ids = [event_id(now, self.entropy(10)) for _ in outcome.events]
+        with self.sessions.begin() as session:
+            written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids)
+        report.polled += 1
+        if written is None:
+            report.lost_lease += 1
+            bound.warning("poll.lease_lost")
+            return
+        report.events.extend(ids)
+        if outcome.error:
+            report.gone += outcome.state.value == "gone"
+            report.failed += outcome.state.value != "gone"
+            bound.warning("poll.failed", error=outcome.error, failures=outcome.consecutive_failures)
+        elif outcome.snapshot is not None:
+            report.changed += 1
+        for ev in written:
+            bound.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq,
+                       status=ev.data.get("status"))
+
+    def _failure(self, unit: PollWork, err: ProviderError) -> PollOutcome:
+        return after_failure(unit.item, unit.state, unit.previous, err, now=self.clock(),
+                             policy=self.policy, rand=self.rng.random())
+
+    # -- reading --------------------------------------------------------------------------
+
+    def items(self) -> list[Item]:
+        """All tracked items."""
+        with self.sessions.begin() as session:
+            return list(repo.list_items(session))
+
+    def events_after(self, position: int, limit: int = 1000) -> list[Event]:
+        """Events after a stream position."""
+        with self.sessions.begin() as session:
+            return list(repo.events_after(session, position, limit))
+
+    def event_position(self, event_id_: str) -> int:
+        """The stream position of an event id."""
+        with self.sessions.begin() as session:
+            return repo.event_position(session, event_id_)
+
+    def latest_snapshot(self, item_id: int) -> StatusDocument | None:
+        """The latest stored document of an item (raw included)."""
+        with self.sessions.begin() as session:
+            snap = repo.latest_snapshot(session, item_id)
+            return StatusDocument(snap.status, snap.terminal, snap.fields, snap.raw) if snap else None
+
+
+__all__ = ["PollerService", "PollReport", "ItemRef"]

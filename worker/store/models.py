@@ -1,0 +1,102 @@
+"""SQLAlchemy models: tracked items, their snapshots and the change events (the outbox)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from worker.store.types import BigId, JSONDoc, UTCDateTime
+
+#: Explicit constraint names, so Alembic migrations are the same on every database.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Item(Base):
+    """A provider resource being watched.
+
+    Invariant: ``next_poll_at`` is NULL unless ``state`` is ``active``, so the due-items index
+    holds only what may be polled and a claim never looks at finished items.
+    """
+
+    __tablename__ = "items"
+    __table_args__ = (UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    account: Mapped[str] = mapped_column(String(80), default="default")
+    kind: Mapped[str] = mapped_column(String(40))
+    ref: Mapped[str] = mapped_column(String(200))
+    interval_s: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    #: Bumped by every claim; a poll writes only if the lease it was given is still current.
+    lease_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status: Mapped[str | None] = mapped_column(String(80))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The last per-item event sequence number handed out.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Snapshot(Base):
+    """A normalized status document, stored only when it differs from the one before."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_item_latest", "item_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(80))
+    terminal: Mapped[bool] = mapped_column(Boolean)
+    fields: Mapped[Any] = mapped_column(JSONDoc)
+    raw: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+
+
+class Event(Base):
+    """A change event. ``position`` orders the stream; ``id`` is the public, stable id.
+
+    Events outlive their item (untracking keeps history), so ``item_id`` has no foreign key.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("item_id", "seq", name="uq_events_item_seq"),)
+
+    position: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    item_id: Mapped[int] = mapped_column(Integer, index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[Any] = mapped_column(JSONDoc)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,0 +1,198 @@
+"""Repository functions. Each takes a Session and never commits: the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
+from worker.errors import DuplicateItemError, InputError, ItemNotFoundError
+from worker.store.models import Event, Item, Snapshot
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An item handed to a poll, with the lease that entitles it to write."""
+
+    item_id: int
+    lease_id: int
+
+
+@dataclass(frozen=True)
+class PollWork:
+    """Everything a poll needs, read in one short transaction before the HTTP call."""
+
+    claim: Claim
+    item: ItemRef
+    state: PollState
+    previous: StatusDocument | None
+
+
+def add_item(
+    session: Session, *, provider: str, account: str, kind: str, ref: str, interval_s: float,
+    now: datetime,
+) -> Item:
+    """Insert a new active item, due at once.
+
+    Raises:
+        DuplicateItemError: the same provider, account, kind and ref is already tracked.
+    """
+    existing = session.scalar(select(Item.id).where(
+        Item.provider == provider, Item.account == account, Item.kind == kind, Item.ref == ref))
+    if existing is not None:
+        raise DuplicateItemError(
+            f"{provider} {kind} {ref!r} (account {account!r}) is already tracked as item {existing}",
+            existing_id=existing,
+        )
+    item = Item(provider=provider, account=account, kind=kind, ref=ref, interval_s=interval_s,
+                state=ItemState.ACTIVE.value, next_poll_at=now, lease_id=0, consecutive_failures=0,
+                failing=False, event_seq=0, created_at=now, updated_at=now)
+    session.add(item)
+    session.flush()
+    return item
+
+
+def get_item(session: Session, item_id: int) -> Item:
+    """The item with ``item_id``, or ItemNotFoundError."""
+    item = session.get(Item, item_id)
+    if item is None:
+        raise ItemNotFoundError(f"no tracked item has id {item_id}")
+    return item
+
+
+def delete_item(session: Session, item_id: int) -> Item:
+    """Stop tracking: delete the item and its snapshots. Its events stay."""
+    item = get_item(session, item_id)
+    session.delete(item)
+    session.flush()
+    return item
+
+
+def set_paused(session: Session, item_id: int, paused: bool, *, now: datetime) -> Item:
+    """Pause (no polls) or resume (due now) an item. Resuming also revives a gone item.
+
+    Pausing bumps the lease so a poll already in flight cannot write after the pause.
+    """
+    item = get_item(session, item_id)
+    if paused:
+        item.state, item.next_poll_at = ItemState.PAUSED.value, None
+        item.lease_id += 1
+    else:
+        item.state, item.next_poll_at = ItemState.ACTIVE.value, now
+    item.updated_at = now
+    session.flush()
+    return item
+
+
+def list_items(session: Session) -> Sequence[Item]:
+    """All items in id order."""
+    return session.scalars(select(Item).order_by(Item.id)).all()
+
+
+def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) -> list[Claim]:
+    """Claim up to ``limit`` due items, most overdue first, and push them one lease ahead.
+
+    One UPDATE ... WHERE id IN (indexed range scan) ... RETURNING: its cost follows the number of
+    due items, not the number tracked. On PostgreSQL the inner select skips rows another
+    dispatcher has locked, so concurrent dispatchers claim disjoint sets; SQLite serializes
+    writers (BEGIN IMMEDIATE), which gives the same guarantee.
+    """
+    due = (select(Item.id).where(Item.next_poll_at <= now)
+           .order_by(Item.next_poll_at).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    stmt = (update(Item).where(Item.id.in_(due.scalar_subquery()))
+            .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Item.lease_id + 1)
+            .returning(Item.id, Item.lease_id)
+            .execution_options(synchronize_session=False))
+    return [Claim(row.id, row.lease_id) for row in session.execute(stmt)]
+
+
+def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
+    """Read the claimed items still under their lease, with their latest snapshots."""
+    if not claims:
+        return []
+    leases = {c.item_id: c.lease_id for c in claims}
+    items = session.scalars(select(Item).where(Item.id.in_(leases))).all()
+    current = [i for i in items if i.lease_id == leases[i.id] and i.state == ItemState.ACTIVE.value]
+    latest_ids = (select(func.max(Snapshot.id)).where(Snapshot.item_id.in_([i.id for i in current]))
+                  .group_by(Snapshot.item_id))
+    snaps = {s.item_id: s for s in session.scalars(select(Snapshot).where(Snapshot.id.in_(latest_ids)))}
+    work = []
+    for item in sorted(current, key=lambda i: i.id):
+        snap = snaps.get(item.id)
+        previous = StatusDocument(snap.status, snap.terminal, snap.fields) if snap else None
+        work.append(PollWork(
+            claim=Claim(item.id, item.lease_id),
+            item=ItemRef(item.id, item.provider, item.account, item.kind, item.ref),
+            state=PollState(item.interval_s, item.consecutive_failures, item.failing, snap is not None),
+            previous=previous,
+        ))
+    return work
+
+
+def apply_outcome(
+    session: Session, claim: Claim, outcome: PollOutcome, *, now: datetime, event_ids: Sequence[str]
+) -> list[Event] | None:
+    """Write one poll's result: item schedule, new snapshot, events. All or nothing.
+
+    The item row is updated only if ``claim`` still holds the lease; otherwise nothing is written
+    and None is returned (the item was re-claimed, paused or untracked while we polled).
+
+    Returns:
+        The inserted events, or None when the lease was lost.
+    """
+    if len(event_ids) != len(outcome.events):
+        raise ValueError("one event id per event is needed")
+    values: dict[str, Any] = {
+        "state": outcome.state.value, "next_poll_at": outcome.next_poll_at,
+        "consecutive_failures": outcome.consecutive_failures, "failing": outcome.failing,
+        "last_polled_at": now, "updated_at": now, "event_seq": Item.event_seq + len(outcome.events),
+    }
+    if outcome.error is None:
+        values["last_success_at"] = now
+    else:
+        values["last_error"], values["last_error_at"] = outcome.error, now
+    if outcome.snapshot is not None:
+        values["last_status"] = outcome.snapshot.status
+    stmt = (update(Item).where(Item.id == claim.item_id, Item.lease_id == claim.lease_id)
+            .values(**values).returning(Item.event_seq).execution_options(synchronize_session=False))
+    last_seq = session.execute(stmt).scalar_one_or_none()
+    if last_seq is None:
+        return None
+    if outcome.snapshot is not None:
+        doc = outcome.snapshot
+        session.add(Snapshot(item_id=claim.item_id, taken_at=now, status=doc.status,
+                             terminal=doc.terminal, fields=doc.fields, raw=doc.raw))
+    first_seq = last_seq - len(outcome.events) + 1
+    events = [Event(id=eid, item_id=claim.item_id, seq=first_seq + n, type=ev.type.value,
+                    data=ev.data, created_at=now)
+              for n, (eid, ev) in enumerate(zip(event_ids, outcome.events))]
+    session.add_all(events)
+    session.flush()
+    return events
+
+
+def event_position(session: Session, event_id: str) -> int:
+    """The stream position of an event id, or InputError when no event has it."""
+    pos = session.scalar(select(Event.position).where(Event.id == event_id))
+    if pos is None:
+        raise InputError(f"no event has id {event_id!r}")
+    return pos
+
+
+def events_after(session: Session, position: int, limit: int = 1000) -> Sequence[Event]:
+    """Events after ``position`` in stream order."""
+    return session.scalars(select(Event).where(Event.position > position)
+                           .order_by(Event.position).limit(limit)).all()
+
+
+def latest_snapshot(session: Session, item_id: int) -> Snapshot | None:
+    """The item's newest snapshot."""
+    return session.scalar(select(Snapshot).where(Snapshot.item_id == item_id)
+                          .order_by(Snapshot.id.desc()).limit(1))
