@@ -144,3 +144,14 @@ def broker_url(redis_server: EmbeddedRedis) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+# -- the provider simulator ----------------------------------------------------------------
+
+@pytest.fixture
+def sim():
+    """The provider simulator on a free loopback port; its clock moves only when told."""
+    from simulator.server import Simulator, SimulatorConfig
+
+    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start() as server:
+        yield server

@@ -11,7 +11,7 @@ from datetime import datetime
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.domain import ItemRef, PollOutcome, StatusDocument
+from worker.domain import ItemRef, StatusDocument
 from worker.errors import (
     ConfigurationError,
     InputError,
@@ -156,24 +156,31 @@ class PollerService:
     def _poll(self, unit: PollWork, report: PollReport) -> None:
         item = unit.item
         bound = log.bind(item_id=item.id, provider=item.provider, ref=item.ref)
+        doc: StatusDocument | None = None
+        error: ProviderError | None = None
         try:
             adapter = self.providers.get(item.provider)
-            raw = adapter.fetch(item)
-            doc = adapter.normalize(raw, item)
-        except ItemGone as err:
-            outcome = after_gone(item, unit.previous, err)
+            doc = adapter.normalize(adapter.fetch(item), item)
         except ProviderError as err:
-            outcome = self._failure(unit, err)
+            error = err
         except (ConfigurationError, InputError) as err:
-            outcome = self._failure(unit, ProviderResponseInvalid(str(err), provider=item.provider))
+            error = ProviderResponseInvalid(str(err), provider=item.provider)
         except Exception as err:  # noqa: BLE001 - one broken adapter must not sink the batch
             bound.exception("poll.internal_error")
-            outcome = self._failure(unit, ProviderResponseInvalid(
-                f"internal error: {type(err).__name__}: {err}", provider=item.provider))
-        else:
-            outcome = after_success(item, unit.state, unit.previous, doc, now=self.clock(),
-                                    policy=self.policy, rand=self.rng.random())
+            error = ProviderResponseInvalid(f"internal error: {type(err).__name__}: {err}",
+                                            provider=item.provider)
+        # One "now" for the decision and the write, so the stored schedule is exactly the decided one.
         now = self.clock()
+        rand = self.rng.random()
+        if isinstance(error, ItemGone):
+            outcome = after_gone(item, unit.previous, error)
+        elif error is not None:
+            outcome = after_failure(item, unit.state, unit.previous, error, now=now, policy=self.policy,
+                                    rand=rand)
+        else:
+            assert doc is not None
+            outcome = after_success(item, unit.state, unit.previous, doc, now=now, policy=self.policy,
+                                    rand=rand)
         ids = [event_id(now, self.entropy(10)) for _ in outcome.events]
         with self.sessions.begin() as session:
             written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids)
@@ -192,10 +199,6 @@ class PollerService:
         for ev in written:
             bound.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq,
                        status=ev.data.get("status"))
-
-    def _failure(self, unit: PollWork, err: ProviderError) -> PollOutcome:
-        return after_failure(unit.item, unit.state, unit.previous, err, now=self.clock(),
-                             policy=self.policy, rand=self.rng.random())
 
     # -- reading --------------------------------------------------------------------------
 

@@ -1,0 +1,182 @@
+"""End to end: `poller run` (a real Celery worker and beat, real Redis) against the simulator.
+
+Time in the simulator moves only when the test says so; the poller runs on real time with a
+fast tick. Waiting is by checking the database until a condition holds or a deadline passes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from worker.policy import PollPolicy
+from worker.providers.registry import ProviderSet
+from worker.service import PollerService
+from worker.store.db import make_engine, make_sessionmaker
+
+pytestmark = pytest.mark.e2e
+
+STAGE = 10.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 30.0, proc=None, log: Path | None = None):
+    """Re-check ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"poller exited ({proc.returncode}) while waiting for {what}\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{_tail(log)}")
+        time.sleep(0.05)  # re-check interval of a condition wait, not a synchronization
+
+
+def _tail(log: Path | None) -> str:
+    return "\n".join(log.read_text().splitlines()[-40:]) if log and log.exists() else ""
+
+
+class Daemon:
+    """A `poller run` process group and the log it writes."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc, self.log = proc, log
+
+    def interrupt(self) -> int:
+        """Ctrl-C at the terminal: SIGINT to the whole process group."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def daemon_env(db_url, sim, tmp_path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
+    env.update({
+        "POLLER_HOME": str(tmp_path / "var"),
+        "POLLER_DATABASE_URL": db_url,
+        "POLLER_TICK_SECONDS": "0.2",
+        "POLLER_LEASE_SECONDS": "20",
+        "POLLER_BACKOFF_BASE_SECONDS": "0.4",
+        "POLLER_BACKOFF_MAX_SECONDS": "1.5",
+        "POLLER_FAILING_AFTER": "3",
+        "POLLER_HTTP_TIMEOUT_SECONDS": "2",
+        "POLLER_WORKER_CONCURRENCY": "2",
+        "POLLER_LOG_FORMAT": "json",
+        "POLLER_BILLIT__BASE_URL": sim.url,
+        "POLLER_BILLIT__API_KEY": "sim-billit-key",
+        "POLLER_BILLIT__PARTY_ID": "1234",
+    })
+    return env
+
+
+def start_daemon(env: dict[str, str], log: Path) -> Daemon:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run"], env=env, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return Daemon(proc, log)
+
+
+@pytest.fixture
+def daemon(daemon_env, tmp_path, request) -> Iterator[Daemon]:
+    """`poller run`: embedded Redis on SQLite, the shared test Redis on PostgreSQL."""
+    if "postgresql" in daemon_env["POLLER_DATABASE_URL"]:
+        daemon_env["POLLER_BROKER_URL"] = request.getfixturevalue("broker_url")
+    d = start_daemon(daemon_env, tmp_path / "poller.log")
+    yield d
+    if d.proc.poll() is None:
+        d.interrupt()
+
+
+@pytest.fixture
+def service(db_url) -> Iterator[PollerService]:
+    """The test's own view of the database (tracking and reading only)."""
+    engine = make_engine(db_url)
+    yield PollerService(make_sessionmaker(engine), ProviderSet({}), PollPolicy())
+    engine.dispose()
+
+
+def sequences(service: PollerService) -> dict[int, list[tuple[int, str, str | None]]]:
+    out: dict[int, list] = {}
+    for e in service.events_after(0):
+        out.setdefault(e.item_id, []).append((e.seq, e.type, e.data["status"]))
+    return out
+
+
+PAID = ["to_send", "pending_delivery", "delivered", "received", "paid"]
+REFUSED = ["to_send", "pending_delivery", "refused", "credited"]
+
+
+def expected(statuses: list[str]) -> list[tuple[int, str, str]]:
+    return [(n + 1, "status.observed" if n == 0 else "status.changed", s) for n, s in enumerate(statuses)]
+
+
+def test_orders_live_and_storm_through_real_worker(daemon, service, sim):
+    """Three orders, polled by Celery, give their exact event sequences; a 500/429 storm backs
+    off, raises poll.failing once and poll.recovered when it ends."""
+    for ref, scenario in ((1001, "paid"), (1002, "refused"), (1003, "paid")):
+        sim.billit.create_order(ref, scenario)
+    ids = [service.track("billit", str(ref), interval_s=0.3).id for ref in (1001, 1002, 1003)]
+    lives = dict(zip(ids, (PAID, REFUSED, PAID)))
+    for stage in range(5):
+        want = {i: expected(life[:stage + 1]) for i, life in lives.items()}
+        wait_for(f"stage {stage} events", lambda: sequences(service) == want or None,
+                 proc=daemon.proc, log=daemon.log)
+        sim.clock.advance(STAGE)
+    items = {i.id: i for i in service.items()}
+    assert all(items[i].state == "terminal" and items[i].next_poll_at is None for i in ids)
+    assert len({e.id for e in service.events_after(0)}) == 5 + 4 + 5
+
+    # The storm: 500s until the failing alert, then a 429 with Retry-After, then recovery.
+    sim.billit.create_order(1004)
+    storm = service.track("billit", "1004", interval_s=0.3).id
+    wait_for("observed 1004", lambda: storm in sequences(service), proc=daemon.proc, log=daemon.log)
+    sim.faults.add("billit", "500")
+    wait_for("poll.failing", lambda: any(e.type == "poll.failing" for e in service.events_after(0)),
+             proc=daemon.proc, log=daemon.log)
+    item = next(i for i in service.items() if i.id == storm)
+    gap = (item.next_poll_at - item.last_polled_at).total_seconds()
+    assert item.consecutive_failures >= 3 and item.failing and "answered 500" in item.last_error
+    assert 0.4 * 2 ** min(item.consecutive_failures - 1, 2) / 2 <= gap <= 1.5, gap  # backed off
+    sim.faults.clear()
+    sim.faults.add("billit", "429", retry_after=3)
+    wait_for("a 429 recorded", lambda: "429" in (next(
+        i for i in service.items() if i.id == storm).last_error or ""), proc=daemon.proc, log=daemon.log)
+    item = next(i for i in service.items() if i.id == storm)
+    assert (item.next_poll_at - item.last_polled_at).total_seconds() >= 3  # Retry-After honoured
+    sim.faults.clear()
+    wait_for("poll.recovered", lambda: any(e.type == "poll.recovered" for e in service.events_after(0)),
+             timeout=30, proc=daemon.proc, log=daemon.log)
+    storm_events = [t for _, t, _ in sequences(service)[storm]]
+    assert storm_events == ["status.observed", "poll.failing", "poll.recovered"]
+    # Nothing happened twice for the finished orders while the storm went on.
+    assert {i: sequences(service)[i] for i in ids} == {i: expected(life) for i, life in lives.items()}
+
+
+def test_ctrl_c_stops_everything_cleanly(daemon_env, tmp_path, sim, service):
+    """`poller run` on embedded defaults: it migrates, polls, and Ctrl-C stops worker, beat and
+    the embedded Redis."""
+    daemon_env.pop("POLLER_BROKER_URL", None)
+    sim.billit.create_order(1001)
+    service.track("billit", "1001", interval_s=0.3)
+    d = start_daemon(daemon_env, tmp_path / "run.log")
+    try:
+        wait_for("first event", lambda: service.events_after(0), proc=d.proc, log=d.log)
+        log = d.log.read_text()
+        port = int(log.split("broker redis://127.0.0.1:")[1].split("/")[0])
+        assert redis.Redis(port=port).ping()
+    finally:
+        code = d.interrupt()
+    assert code == 0, _tail(d.log)
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, socket_connect_timeout=0.5).ping()
+    assert "poller: stopping" in d.log.read_text()
