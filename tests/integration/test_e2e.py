@@ -146,7 +146,8 @@ def test_orders_live_and_storm_through_real_worker(daemon, service, sim):
     item = next(i for i in service.items() if i.id == storm)
     gap = (item.next_poll_at - item.last_polled_at).total_seconds()
     assert item.consecutive_failures >= 3 and item.failing and "answered 500" in item.last_error
-    assert 0.4 * 2 ** min(item.consecutive_failures - 1, 2) / 2 <= gap <= 1.5, gap  # backed off
+    ceiling = min(1.5, 0.4 * 2 ** (item.consecutive_failures - 1))  # base 0.4, cap 1.5
+    assert ceiling / 2 <= gap <= ceiling, gap  # backed off, equal jitter
     sim.faults.clear()
     sim.faults.add("billit", "429", retry_after=3)
     wait_for("a 429 recorded", lambda: "429" in (next(
