@@ -58,12 +58,11 @@ class ProviderError(PollerError):
         self.retry_after = retry_after
 
     def __str__(self) -> str:
-        parts = [f"{self.provider}: {self.message}"]
-        if self.status_code is not None:
-            parts.append(f"(HTTP {self.status_code})")
+        text = f"{self.provider}: {self.message}"
         if self.body_excerpt:
-            parts.append(f"body: {self.body_excerpt!r}")
-        return " ".join(parts)
+            # One line, whitespace collapsed: an HTML error page stays readable in `poller items`.
+            text += f" (body: {' '.join(self.body_excerpt.split())[:120]!r})"
+        return text
 
 
 class ProviderUnavailable(ProviderError):
