@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
     import redis
     from sqlalchemy import text
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     t0 = time.perf_counter()
     populate(args.url, args.tracked, args.due, now)
     load_s = time.perf_counter() - t0

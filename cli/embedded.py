@@ -52,17 +52,16 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.home / "redis.log", "ab")
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.home.resolve()), "--save", "", "--appendonly", "no",
-             "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C at the terminal must not kill the broker before the
-            # workers have shut down; we stop it last.
-            start_new_session=True,
-        )
-        log.close()
+        with open(self.home / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--dir", str(self.home.resolve()), "--save", "", "--appendonly", "no",
+                 "--protected-mode", "yes"],
+                stdout=log, stderr=subprocess.STDOUT,
+                # Own session: a Ctrl-C at the terminal must not kill the broker before the
+                # workers have shut down; we stop it last.
+                start_new_session=True,
+            )
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while True:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from functools import lru_cache
-from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -61,8 +58,8 @@ def _service() -> PollerService:
 def track(
     provider: Annotated[str, typer.Argument(help="Provider name, e.g. billit.")],
     ref: Annotated[str, typer.Argument(help="What the provider's status endpoint needs, e.g. an OrderID.")],
-    interval: Annotated[Optional[float], typer.Option(help="Seconds between polls.")] = None,
-    kind: Annotated[Optional[str], typer.Option(help="Resource kind, when a provider has several.")] = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between polls.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Resource kind, when a provider has several.")] = None,
     account: Annotated[str, typer.Option(help="Which configured account of the provider.")] = "default",
 ) -> None:
     """Start watching an item; prints its id."""
@@ -105,7 +102,7 @@ def items(as_json: Annotated[bool, typer.Option("--json", help="A JSON array.")]
 @app.command()
 def events(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    after: Annotated[Optional[str], typer.Option(help="Only events after this event id.")] = None,
+    after: Annotated[str | None, typer.Option(help="Only events after this event id.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
     poll_seconds: Annotated[float, typer.Option(help="How often --follow looks for new events.")] = 0.5,
 ) -> None:
@@ -138,7 +135,7 @@ def migrate() -> None:
 
 @app.command()
 def worker(
-    concurrency: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Run a Celery worker (for deployments with a shared broker)."""
     settings = _require_broker()

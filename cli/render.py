@@ -37,7 +37,7 @@ def items_table(items: list[Item]) -> str:
         (i.last_error or "-")[:60],
     ) for i in items]
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def _short(value: datetime | None) -> str:

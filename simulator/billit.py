@@ -12,9 +12,10 @@ import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from simulator.clock import SimClock
 from simulator.faults import FaultPlan, render_fault

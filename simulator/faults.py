@@ -8,8 +8,9 @@ and, when a fault comes back, answers with ``render_fault`` instead of (or, for
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from simulator.router import HTML_TYPE, JSON_TYPE, Response
 

@@ -6,6 +6,7 @@ error handling are exercised exactly as against the real providers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
@@ -249,10 +250,8 @@ class _HTTPServer(ThreadingHTTPServer):
     def shutdown(self) -> None:
         """Ask the serving loop to exit; the caller joins the serving thread."""
         self._stop_requested.set()
-        try:
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
-        except OSError:
-            pass
 
     def server_close(self) -> None:
         super().server_close()
@@ -280,10 +279,8 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._conn_lock:
             sockets = list(self._open)
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients hanging up (timeouts, the "slow" fault) are expected, not noise.

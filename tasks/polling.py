@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import structlog
@@ -26,7 +26,7 @@ def _service() -> PollerService:
 def dispatch_due() -> int:
     """Claim due items and enqueue them as poll_items chunks. Runs every tick."""
     settings = get_settings()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
 
     def enqueue(chunk: list[Claim]) -> None:
         deadline = started + timedelta(seconds=settings.lease_seconds)
@@ -37,7 +37,7 @@ def dispatch_due() -> int:
 
     count = _service().dispatch_due(enqueue, lease_s=settings.lease_seconds,
                                     limit=settings.dispatch_limit, chunk_size=settings.dispatch_chunk)
-    elapsed = (datetime.now(timezone.utc) - started).total_seconds()
+    elapsed = (datetime.now(UTC) - started).total_seconds()
     if count:
         log.info("dispatch.tick", claimed=count, seconds=round(elapsed, 4))
     return count

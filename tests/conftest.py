@@ -7,7 +7,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -34,7 +34,7 @@ class Clock:
     """A clock the test moves by hand."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+        self.now = start or datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:

@@ -6,7 +6,7 @@ reproducible in a test.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 #: Retry-After values above this are treated as this (a broken header must not park an item for years).
@@ -40,7 +40,7 @@ def failure_delay(
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
     # Exponent clamped so a long outage cannot overflow the float.
-    ceiling = min(cap, base * 2 ** min(attempt - 1, 60))
+    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 60))
     delay = ceiling / 2 + rand * ceiling / 2
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
@@ -76,5 +76,5 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())

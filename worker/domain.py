@@ -10,7 +10,7 @@ from typing import Any
 JSON = Any
 
 
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     """The change-event types, dotted as in Standard Webhooks."""
 
     OBSERVED = "status.observed"
@@ -20,7 +20,7 @@ class EventType(str, enum.Enum):
     RECOVERED = "poll.recovered"
 
 
-class ItemState(str, enum.Enum):
+class ItemState(enum.StrEnum):
     """Where a tracked item is in its polling life."""
 
     ACTIVE = "active"  #: polled on schedule

@@ -8,18 +8,26 @@ from datetime import datetime
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def event_id(now: datetime, entropy: bytes) -> str:
+def event_id(now: datetime, entropy: bytes, offset: int = 0) -> str:
     """An ``evt_`` id in ULID layout: 48-bit millisecond time then 80 random bits.
 
     Args:
         now: creation time (aware).
         entropy: at least 10 random bytes.
+        offset: added to the random part, so ids made together in one millisecond sort in order.
     """
     if len(entropy) < 10:
         raise ValueError("event_id needs 10 bytes of entropy")
-    value = (int(now.timestamp() * 1000) << 80) | int.from_bytes(entropy[:10], "big")
+    # The top random bit is cleared so adding a small offset can never carry into the time part.
+    rand = (int.from_bytes(entropy[:10], "big") >> 1) + offset
+    value = (int(now.timestamp() * 1000) << 80) | rand
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return "evt_" + "".join(reversed(chars))
+
+
+def event_ids(now: datetime, entropy: bytes, count: int) -> list[str]:
+    """``count`` ids for events written together, in increasing order."""
+    return [event_id(now, entropy, n) for n in range(count)]

@@ -19,7 +19,7 @@ from worker.errors import (
     ProviderError,
     ProviderResponseInvalid,
 )
-from worker.ids import event_id
+from worker.ids import event_ids
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
 from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
@@ -181,7 +181,7 @@ class PollerService:
             assert doc is not None
             outcome = after_success(item, unit.state, unit.previous, doc, now=now, policy=self.policy,
                                     rand=rand)
-        ids = [event_id(now, self.entropy(10)) for _ in outcome.events]
+        ids = event_ids(now, self.entropy(10), len(outcome.events))
         with self.sessions.begin() as session:
             written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids)
         report.polled += 1

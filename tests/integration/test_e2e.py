@@ -126,10 +126,10 @@ def test_orders_live_and_storm_through_real_worker(daemon, service, sim):
     for ref, scenario in ((1001, "paid"), (1002, "refused"), (1003, "paid")):
         sim.billit.create_order(ref, scenario)
     ids = [service.track("billit", str(ref), interval_s=0.3).id for ref in (1001, 1002, 1003)]
-    lives = dict(zip(ids, (PAID, REFUSED, PAID)))
+    lives = dict(zip(ids, (PAID, REFUSED, PAID), strict=True))
     for stage in range(5):
         want = {i: expected(life[:stage + 1]) for i, life in lives.items()}
-        wait_for(f"stage {stage} events", lambda: sequences(service) == want or None,
+        wait_for(f"stage {stage} events", lambda want=want: sequences(service) == want or None,
                  proc=daemon.proc, log=daemon.log)
         sim.clock.advance(STAGE)
     items = {i.id: i for i in service.items()}

@@ -132,7 +132,8 @@ def test_500_storm_backs_off_then_fails_then_recovers(service, sim, clock):
         gaps.append((it.next_poll_at - before).total_seconds())
         next_due(service, clock)
     assert it.consecutive_failures == 5 and it.failing and "answered 500" in it.last_error
-    assert all(lo <= g <= hi for g, (lo, hi) in zip(gaps, [(1, 2), (2, 4), (4, 8), (8, 16), (16, 32)])), gaps
+    ladder = [(1, 2), (2, 4), (4, 8), (8, 16), (16, 32)]  # base 2: [ceiling/2, ceiling]
+    assert all(lo <= g <= hi for g, (lo, hi) in zip(gaps, ladder, strict=True)), gaps
     sim.faults.clear()
     poll_round(service)
     types = [e.type for e in service.events_after(0)]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from worker.backoff import MAX_RETRY_AFTER_S, failure_delay, parse_retry_after, success_delay
 
-NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("attempt", "rand", "expected"), [

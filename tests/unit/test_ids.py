@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from worker.ids import event_id
+from worker.ids import event_id, event_ids
 
-NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 def test_event_id_layout_and_order():
@@ -15,3 +15,9 @@ def test_event_id_layout_and_order():
     b = event_id(NOW + timedelta(milliseconds=1), bytes(10))
     assert a.startswith("evt_") and len(a) == 30 and a < b
     assert event_id(NOW, b"\x01" * 10) != a
+
+
+def test_ids_made_together_sort_in_order():
+    """Events written by one poll in one millisecond keep their order in their ids."""
+    ids = event_ids(NOW, b"\xff" * 10, 3)
+    assert ids == sorted(ids) and len(set(ids)) == 3

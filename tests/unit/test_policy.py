@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from worker.domain import EventType, ItemRef, ItemState, PollState, StatusDocume
 from worker.errors import ItemGone, ProviderResponseInvalid, ProviderUnavailable
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
 
-NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC)
 ITEM = ItemRef(7, "billit", "default", "order", "1001")
 POLICY = PollPolicy(backoff_base_s=10, backoff_max_s=1000, jitter_ratio=0.1, failing_after=3)
 A = StatusDocument("to_send", False, {"order_status": "ToSend"})

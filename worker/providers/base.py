@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import requests
@@ -52,7 +52,7 @@ class HttpOptions:
 
 def utcnow() -> datetime:
     """The wall clock, in UTC. The default clock of the I/O shell."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class HttpClient:

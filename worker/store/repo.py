@@ -172,7 +172,7 @@ def apply_outcome(
     first_seq = last_seq - len(outcome.events) + 1
     events = [Event(id=eid, item_id=claim.item_id, seq=first_seq + n, type=ev.type.value,
                     data=ev.data, created_at=now)
-              for n, (eid, ev) in enumerate(zip(event_ids, outcome.events))]
+              for n, (eid, ev) in enumerate(zip(event_ids, outcome.events, strict=True))]
     session.add_all(events)
     session.flush()
     return events
