@@ -11,7 +11,7 @@ import logging
 import selectors
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -22,6 +22,7 @@ from simulator.admin import register_admin_routes
 from simulator.billit import BillitProvider
 from simulator.clock import SimClock
 from simulator.faults import FaultPlan
+from simulator.registry import build_extra_providers
 from simulator.router import Provider, Request, Response, Router, json_response
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ class SimulatorConfig:
     billit_api_key: str = "sim-billit-key"
     billit_party_id: str = "1234"
     seed_orders: int = 3
+    #: Lifetime of every access token the fake auth services issue, in real (wall-clock)
+    #: seconds: clients compare expiry with their own wall clock.
+    token_ttl_seconds: float = 3600.0
+    #: Provider-specific options (credentials, keys, seed counts), read by each provider module.
+    options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -76,6 +82,8 @@ class Simulator:
             wait=self._stopping.wait,
         )
         self.providers: dict[str, Provider] = {self.billit.name: self.billit}
+        for provider in build_extra_providers(self.config, self.clock, self.faults, self._stopping.wait):
+            self.providers[provider.name] = provider
         self.router = Router()
         for provider in self.providers.values():
             provider.register(self.router)
@@ -137,6 +145,13 @@ class Simulator:
         self.stop()
 
     # ---- introspection ----------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # sim.amili_collection etc.: each fake provider by its name.
+        providers = self.__dict__.get("providers", {})
+        if name in providers:
+            return providers[name]
+        raise AttributeError(name)
 
     @property
     def port(self) -> int:
