@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigurationError
+from worker.providers.amili_distribution import AmiliDistributionSettings
 from worker.providers.billit import BillitSettings
 
 
@@ -47,6 +48,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     billit: BillitSettings = BillitSettings()
+    amili_distribution: AmiliDistributionSettings = AmiliDistributionSettings()
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``{home}/poller.db``."""

@@ -9,9 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from worker.policy import PollPolicy
-from worker.providers.base import HttpOptions
+from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.service import PollerService
+from worker.store.credentials import DbCredentialStore
 from worker.store.db import make_engine, make_sessionmaker
 
 _engines: dict[tuple[int, str], Engine] = {}
@@ -39,8 +40,10 @@ def policy_for(settings: Settings) -> PollPolicy:
 
 def build_service(settings: Settings) -> PollerService:
     """The poller service with providers configured from settings."""
-    providers = ProviderSet(
-        {name: getattr(settings, name) for name in REGISTRY},
-        HttpOptions(timeout_s=settings.http_timeout_seconds, max_body_bytes=settings.max_body_bytes),
+    sessions = sessions_for(settings)
+    ctx = ProviderContext(
+        http=HttpOptions(timeout_s=settings.http_timeout_seconds, max_body_bytes=settings.max_body_bytes),
+        credentials=DbCredentialStore(sessions),
     )
-    return PollerService(sessions_for(settings), providers, policy_for(settings))
+    providers = ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
+    return PollerService(sessions, providers, policy_for(settings))

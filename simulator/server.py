@@ -80,6 +80,8 @@ class Simulator:
             party_id=self.config.billit_party_id,
             stage_seconds=self.config.stage_seconds,
             wait=self._stopping.wait,
+            options=self.config.options,
+            token_ttl_seconds=self.config.token_ttl_seconds,
         )
         self.providers: dict[str, Provider] = {self.billit.name: self.billit}
         for provider in build_extra_providers(self.config, self.clock, self.faults, self._stopping.wait):

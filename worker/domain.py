@@ -38,12 +38,14 @@ class StatusDocument:
         terminal: True when the item reached a final state and polling should stop.
         fields: the normalized fields that are diffed, a JSON object.
         raw: the provider's body as parsed JSON, kept verbatim for audit.
+        version: the provider's change marker (ETag) when it has one.
     """
 
     status: str
     terminal: bool
     fields: dict[str, JSON]
     raw: JSON = None
+    version: str | None = None
 
 
 @dataclass(frozen=True)

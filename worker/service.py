@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
@@ -88,7 +88,7 @@ class PollerService:
             InputError: unknown provider or kind, a malformed ref or interval.
             DuplicateItemError: already tracked.
         """
-        adapter = self.providers.get(provider)
+        adapter = self.providers.get(provider, account)
         kind = kind or adapter.kinds[0]
         if kind not in adapter.kinds:
             raise InputError(f"{provider} has no kind {kind!r}; known: {', '.join(adapter.kinds)}")
@@ -159,8 +159,12 @@ class PollerService:
         doc: StatusDocument | None = None
         error: ProviderError | None = None
         try:
-            adapter = self.providers.get(item.provider)
-            doc = adapter.normalize(adapter.fetch(item), item)
+            adapter = self.providers.get(item.provider, item.account)
+            fetched = adapter.fetch(item, unit.previous)
+            if fetched.not_modified and unit.previous is not None:
+                doc = unit.previous
+            else:
+                doc = replace(adapter.normalize(fetched.raw, item), version=fetched.version)
         except ProviderError as err:
             error = err
         except (ConfigurationError, InputError) as err:
@@ -183,7 +187,8 @@ class PollerService:
                                     rand=rand)
         ids = event_ids(now, self.entropy(10), len(outcome.events))
         with self.sessions.begin() as session:
-            written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids)
+            written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids,
+                                         version=doc.version if doc is not None else None)
         report.polled += 1
         if written is None:
             report.lost_lease += 1

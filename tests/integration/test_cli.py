@@ -13,7 +13,7 @@ import pytest
 
 from worker.policy import PollPolicy
 from worker.providers.billit import BillitSettings
-from worker.providers.registry import ProviderSet
+from worker.providers.registry import REGISTRY, ProviderSet
 from worker.service import PollerService
 from worker.store.db import make_engine, make_sessionmaker, sqlite_url
 
@@ -53,7 +53,7 @@ def test_track_items_untrack(env):
 
 @pytest.mark.parametrize(("args", "message"), [
     (("track", "billit", "1001"), "billit order '1001' (account 'default') is already tracked as item 1"),
-    (("track", "nope", "1"), "unknown provider 'nope'; known: billit"),
+    (("track", "nope", "1"), f"unknown provider 'nope'; known: {', '.join(sorted(REGISTRY))}"),
     (("track", "billit", "12ab"), "numeric OrderID, got '12ab'"),
     (("track", "billit", "5", "--interval", "-1"), "interval must be between"),
     (("untrack", "99"), "no tracked item has id 99"),

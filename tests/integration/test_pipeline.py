@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from worker.errors import DuplicateItemError, InputError
 from worker.policy import PollPolicy
-from worker.providers.base import HttpOptions
+from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import ProviderSet
 from worker.service import PollerService
@@ -28,7 +28,7 @@ POLICY = PollPolicy(backoff_base_s=2, backoff_max_s=60, jitter_ratio=0.1, failin
 @pytest.fixture
 def service(engine, sim, clock):
     settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")
-    providers = ProviderSet({"billit": settings}, HttpOptions(timeout_s=0.5), clock=clock)
+    providers = ProviderSet({"billit": settings}, ProviderContext(http=HttpOptions(timeout_s=0.5), clock=clock))
     return PollerService(make_sessionmaker(engine), providers, POLICY, clock=clock, rng=random.Random(7))
 
 

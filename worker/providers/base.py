@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -21,6 +21,21 @@ from worker.errors import ItemGone, ProviderResponseInvalid, ProviderUnavailable
 EXCERPT_CHARS = 200
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetch brought back.
+
+    Attributes:
+        raw: the parsed body (kept verbatim in the snapshot).
+        version: the provider's own change marker (an ETag), when it has one.
+        not_modified: the provider said nothing changed since ``version`` (HTTP 304).
+    """
+
+    raw: Any = None
+    version: str | None = None
+    not_modified: bool = False
+
+
 class Provider(Protocol):
     """A provider adapter: knows one API's paths, auth and response shape."""
 
@@ -32,8 +47,8 @@ class Provider(Protocol):
         """Check a reference at track time; return it canonicalized or raise InputError."""
         ...
 
-    def fetch(self, item: ItemRef) -> Any:
-        """Ask the provider for the item's status; return the parsed JSON body."""
+    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+        """Ask the provider for the item's status. ``previous`` allows conditional requests."""
         ...
 
     def normalize(self, raw: Any, item: ItemRef) -> StatusDocument:
@@ -48,6 +63,21 @@ class HttpOptions:
     timeout_s: float = 10.0
     max_body_bytes: int = 1_000_000
     user_agent: str = "status-poller/0.1"
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What adapters get from the shell besides their own settings.
+
+    Attributes:
+        http: shared HTTP behaviour.
+        clock: wall clock (token expiry, Retry-After dates, JWT ``exp``).
+        credentials: durable store for credentials that rotate (Billit's refresh token).
+    """
+
+    http: HttpOptions = HttpOptions()
+    clock: Callable[[], datetime] = field(default_factory=lambda: utcnow)
+    credentials: Any = None
 
 
 def utcnow() -> datetime:
@@ -95,8 +125,12 @@ class HttpClient:
         json_body: Any = None,
         data: Mapping[str, str] | None = None,
         not_found_is_gone: bool = True,
+        allow_empty: bool = False,
     ) -> tuple[int, Any]:
-        """Send one request and return ``(status_code, parsed JSON body)`` for a 2xx answer.
+        """Send one request and return ``(status_code, parsed JSON body)`` for a 2xx or 304 answer.
+
+        A 304 (after a conditional request) returns ``(304, None)``; so does an empty 2xx body
+        when ``allow_empty``.
 
         Raises:
             ProviderUnavailable: timeout, connection error, 5xx or 429 (with ``retry_after``).
@@ -119,7 +153,9 @@ class HttpClient:
             ) from err
         with resp:
             body = self._read_capped(resp, method, path)
-        return resp.status_code, self._interpret(resp, body, method, path, not_found_is_gone)
+        if resp.status_code == 304:
+            return 304, None
+        return resp.status_code, self._interpret(resp, body, method, path, not_found_is_gone, allow_empty)
 
     def _read_capped(self, resp: requests.Response, method: str, path: str) -> bytes:
         limit = self.options.max_body_bytes
@@ -143,7 +179,8 @@ class HttpClient:
         return b"".join(chunks)
 
     def _interpret(
-        self, resp: requests.Response, body: bytes, method: str, path: str, not_found_is_gone: bool
+        self, resp: requests.Response, body: bytes, method: str, path: str, not_found_is_gone: bool,
+        allow_empty: bool,
     ) -> Any:
         status = resp.status_code
         text = body.decode("utf-8", errors="replace")
@@ -168,6 +205,8 @@ class HttpClient:
         if status >= 300 or status < 200:
             raise ProviderResponseInvalid(what, provider=self.provider, status_code=status,
                                           body_excerpt=None if described else excerpt)
+        if parse_error is None and parsed is None and allow_empty:
+            return None
         if parse_error is not None or parsed is None:
             ctype = resp.headers.get("Content-Type", "no Content-Type")
             reason = parse_error or "empty body"

@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
+from worker.credentials import SharedRefresh
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ConfigurationError, InputError, ProviderResponseInvalid
-from worker.providers.base import HttpClient
+from worker.providers.auth import CachedToken, Token, token_from_response, with_token
+from worker.providers.base import Fetched, HttpClient, ProviderContext
+from worker.providers.settings import ProviderSettings, secret
 
 NAME = "billit"
 
@@ -57,21 +60,27 @@ MESSAGE_FIELDS = {
 }
 
 
-class BillitSettings(BaseModel):
-    """Settings for one Billit account (``POLLER_BILLIT__*``)."""
+class BillitSettings(ProviderSettings):
+    """``POLLER_BILLIT__*``: ApiKey, or OAuth2 with a rotating refresh token."""
+
+    NAME: ClassVar[str] = NAME
 
     base_url: str = "https://api.billit.be"
-    api_key: SecretStr | None = None
     party_id: str | None = None
+    #: ApiKey auth ("only allowed for non-commercial integrations", Billit's docs).
+    api_key: SecretStr | None = None
+    #: OAuth2 (Authorization Code flow): the app's client and the refresh token the operator got
+    #: from the one-time authorization. The token rotates on every refresh; the current one is kept
+    #: in the database, and this setting only seeds it (set a new one to replace it).
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    #: Where OAuth2 tokens are refreshed, relative to base_url.
+    token_path: str = "/OAuth2/token"
 
-    def require(self) -> tuple[str, str]:
-        """The ApiKey and PartyID, or a ConfigurationError naming the missing variable."""
-        missing = [name for name, value in (("POLLER_BILLIT__API_KEY", self.api_key),
-                                             ("POLLER_BILLIT__PARTY_ID", self.party_id)) if not value]
-        if missing:
-            raise ConfigurationError(f"billit is not configured: set {' and '.join(missing)}")
-        assert self.api_key is not None and self.party_id is not None
-        return self.api_key.get_secret_value(), self.party_id
+    def uses_oauth(self) -> bool:
+        """OAuth2 when a refresh token is configured and no ApiKey is."""
+        return self.api_key is None and self.refresh_token is not None
 
 
 def describe_error(body: Any) -> str | None:
@@ -92,9 +101,16 @@ class BillitProvider:
     name: ClassVar[str] = NAME
     kinds: ClassVar[tuple[str, ...]] = ("order",)
 
-    def __init__(self, settings: BillitSettings, http: HttpClient) -> None:
-        self.settings = settings
-        self.http = http
+    def __init__(self, settings: BillitSettings, account: str, ctx: ProviderContext) -> None:
+        self.settings, self.account = settings, account
+        self.http = HttpClient(NAME, settings.base_url, ctx.http, clock=ctx.clock, describe_error=describe_error)
+        self.tokens: CachedToken | None = None
+        self.refresher: SharedRefresh | None = None
+        if settings.uses_oauth() and ctx.credentials is not None:
+            self.refresher = SharedRefresh(ctx.credentials, f"{NAME}:{account}", secret(settings.refresh_token),
+                                           self._refresh, ctx.clock)
+            self.tokens = CachedToken(self.refresher.token, ctx.clock)
+        self.clock = ctx.clock
 
     def validate_ref(self, kind: str, ref: str) -> str:
         """An OrderID is a positive integer."""
@@ -103,13 +119,50 @@ class BillitProvider:
             raise InputError(f"billit {kind} ref must be a numeric OrderID, got {ref!r}")
         return str(int(ref))
 
-    def fetch(self, item: ItemRef) -> Any:
-        """``GET /v1/orders/{OrderID}``."""
-        api_key, party_id = self.settings.require()
-        _, body = self.http.request_json(
-            "GET", f"/v1/orders/{item.ref}", headers={"ApiKey": api_key, "PartyID": party_id}
-        )
-        return body
+    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+        """``GET /v1/orders/{OrderID}`` with ``ApiKey`` or a bearer token, and ``PartyID``."""
+        self._check_configured()
+        path = f"/v1/orders/{item.ref}"
+        if self.tokens is not None:
+            def call(token: str) -> Any:
+                return self.http.request_json("GET", path, headers={
+                    "Authorization": f"Bearer {token}", "PartyID": str(self.settings.party_id)})[1]
+            return Fetched(with_token(self.tokens, call))
+        if self.settings.uses_oauth():
+            raise ConfigurationError("billit OAuth2 needs the database credential store (internal wiring error)")
+        _, body = self.http.request_json("GET", path, headers={
+            "ApiKey": secret(self.settings.api_key), "PartyID": str(self.settings.party_id)})
+        return Fetched(body)
+
+    def _check_configured(self) -> None:
+        env = BillitSettings.env_name
+        missing = []
+        if not self.settings.party_id:
+            missing.append(env("party_id", self.account))
+        if not self.settings.api_key and not self.settings.refresh_token:
+            missing.append(f"{env('api_key', self.account)} (or, for OAuth2, {env('client_id', self.account)}, "
+                           f"{env('client_secret', self.account)} and {env('refresh_token', self.account)})")
+        if missing:
+            raise ConfigurationError(f"billit account {self.account!r} is not configured: set {' and '.join(missing)}")
+
+    def _refresh(self, refresh_token: str) -> tuple[Token, str]:
+        """Spend the refresh token: ``POST /OAuth2/token`` (JSON), returns the access and next refresh token."""
+        self.settings.require(self.account, "client_id", "client_secret")
+        try:
+            _, body = self.http.request_json("POST", self.settings.token_path, not_found_is_gone=False, json_body={
+                "grant_type": "refresh_token", "client_id": self.settings.client_id,
+                "client_secret": secret(self.settings.client_secret), "refresh_token": refresh_token})
+        except ProviderResponseInvalid as err:
+            if err.status_code in (400, 401):
+                raise ConfigurationError(
+                    f"billit refused the stored refresh token ({err.message}); authorize again and set "
+                    f"{BillitSettings.env_name('refresh_token', self.account)} to the new refresh token") from err
+            raise
+        token = token_from_response(body, now=self.clock(), provider=NAME)
+        new_refresh = body.get("refresh_token") if isinstance(body, dict) else None
+        if not isinstance(new_refresh, str) or not new_refresh:
+            raise ProviderResponseInvalid("billit token response has no refresh_token", provider=NAME)
+        return token, new_refresh
 
     def normalize(self, raw: Any, item: ItemRef) -> StatusDocument:
         """See :func:`normalize`."""

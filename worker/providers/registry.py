@@ -2,37 +2,33 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
-
 from worker.errors import InputError
-from worker.providers import billit
-from worker.providers.base import HttpClient, HttpOptions, Provider, utcnow
+from worker.providers import amili_distribution, billit
+from worker.providers.base import Provider, ProviderContext
+from worker.providers.settings import DEFAULT_ACCOUNT, ProviderSettings
 
 
 @dataclass(frozen=True)
 class ProviderSpec:
-    """How to build one provider's adapter."""
+    """How to build one provider's adapter for one account."""
 
     name: str
-    settings_cls: type[BaseModel]
-    build: Callable[[Any, HttpOptions, Callable[[], datetime]], Provider]
-    default_base_url: str
-
-
-def _billit(settings: billit.BillitSettings, http: HttpOptions, clock: Callable[[], datetime]) -> Provider:
-    client = HttpClient(billit.NAME, settings.base_url, http, clock=clock,
-                        describe_error=billit.describe_error)
-    return billit.BillitProvider(settings, client)
+    settings_cls: type[ProviderSettings]
+    factory: Callable[[Any, str, ProviderContext], Provider]
 
 
 #: Every provider this build knows.
 REGISTRY: dict[str, ProviderSpec] = {
-    billit.NAME: ProviderSpec(billit.NAME, billit.BillitSettings, _billit, "https://api.billit.be"),
+    spec.name: spec for spec in (
+        ProviderSpec(billit.NAME, billit.BillitSettings, billit.BillitProvider),
+        ProviderSpec(amili_distribution.NAME, amili_distribution.AmiliDistributionSettings,
+                     amili_distribution.AmiliDistributionProvider),
+    )
 }
 
 
@@ -45,27 +41,30 @@ def spec(name: str) -> ProviderSpec:
 
 
 class ProviderSet:
-    """Adapters built on first use and kept, so each keeps its HTTP connections alive.
+    """Adapters built on first use and kept, one per provider and account, so each keeps its HTTP
+    connections alive and its access token cached.
 
     Args:
-        settings: provider name -> that provider's settings model.
-        http: shared HTTP options.
-        clock: wall clock for Retry-After dates.
+        settings: provider name -> that provider's settings.
+        ctx: HTTP options, clock and credential store shared by all adapters.
     """
 
-    def __init__(
-        self, settings: Mapping[str, BaseModel], http: HttpOptions = HttpOptions(),
-        clock: Callable[[], datetime] = utcnow,
-    ) -> None:
+    def __init__(self, settings: Mapping[str, ProviderSettings], ctx: ProviderContext | None = None) -> None:
         self._settings = settings
-        self._http = http
-        self._clock = clock
-        self._built: dict[str, Provider] = {}
+        self.ctx = ctx or ProviderContext()
+        self._built: dict[tuple[str, str], Provider] = {}
+        self._lock = threading.Lock()
 
-    def get(self, name: str) -> Provider:
-        """The adapter for provider ``name``."""
-        if name not in self._built:
-            s = spec(name)
-            cfg = self._settings.get(name) or s.settings_cls()
-            self._built[name] = s.build(cfg, self._http, self._clock)
-        return self._built[name]
+    def get(self, name: str, account: str = DEFAULT_ACCOUNT) -> Provider:
+        """The adapter for ``account`` of provider ``name``.
+
+        Raises:
+            InputError: unknown provider.
+            ConfigurationError: unknown account, or invalid account settings.
+        """
+        with self._lock:
+            if (name, account) not in self._built:
+                s = spec(name)
+                base = self._settings.get(name) or s.settings_cls()
+                self._built[name, account] = s.factory(base.for_account(account), account, self.ctx)
+            return self._built[name, account]

@@ -65,6 +65,8 @@ class Item(Base):
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The last per-item event sequence number handed out.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    #: The provider's change marker (ETag) from the last successful poll, for conditional requests.
+    version: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -88,6 +90,7 @@ class Event(Base):
     """A change event. ``position`` orders the stream; ``id`` is the public, stable id.
 
     Events outlive their item (untracking keeps history), so ``item_id`` has no foreign key.
+    Provider-level events (``provider.paused``) belong to no item: ``item_id`` and ``seq`` are NULL.
     """
 
     __tablename__ = "events"
@@ -95,8 +98,28 @@ class Event(Base):
 
     position: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
-    item_id: Mapped[int] = mapped_column(Integer, index=True)
-    seq: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    seq: Mapped[int | None] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(40))
     data: Mapped[Any] = mapped_column(JSONDoc)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Credential(Base):
+    """A rotating credential (Billit's single-use refresh token) and the access token it bought.
+
+    Secret values: this table must be protected like the settings that seed it.
+    """
+
+    __tablename__ = "credentials"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    access_token: Mapped[str | None] = mapped_column(Text)
+    access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    access_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Digest of the configured seed token, to notice when an operator configures a new one.
+    seed_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    #: A refresher holds the row until then; a crashed one frees it by time.
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -126,7 +126,7 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
     work = []
     for item in sorted(current, key=lambda i: i.id):
         snap = snaps.get(item.id)
-        previous = StatusDocument(snap.status, snap.terminal, snap.fields) if snap else None
+        previous = StatusDocument(snap.status, snap.terminal, snap.fields, version=item.version) if snap else None
         work.append(PollWork(
             claim=Claim(item.id, item.lease_id),
             item=ItemRef(item.id, item.provider, item.account, item.kind, item.ref),
@@ -137,7 +137,8 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
 
 
 def apply_outcome(
-    session: Session, claim: Claim, outcome: PollOutcome, *, now: datetime, event_ids: Sequence[str]
+    session: Session, claim: Claim, outcome: PollOutcome, *, now: datetime, event_ids: Sequence[str],
+    version: str | None = None,
 ) -> list[Event] | None:
     """Write one poll's result: item schedule, new snapshot, events. All or nothing.
 
@@ -156,6 +157,7 @@ def apply_outcome(
     }
     if outcome.error is None:
         values["last_success_at"] = now
+        values["version"] = version
     else:
         values["last_error"], values["last_error_at"] = outcome.error, now
     if outcome.snapshot is not None:

@@ -1,0 +1,73 @@
+"""Small pure helpers the normalizers share."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from worker.errors import ProviderResponseInvalid
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def snake(value: Any) -> str | None:
+    """An enum value in one spelling: ``"Open"``, ``"OPEN"`` and ``"open"`` all give ``"open"``;
+    ``"PaymentReminder"`` and ``"PAYMENT_REMINDER"`` give ``"payment_reminder"``."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    if not text.isupper():
+        text = _CAMEL.sub("_", text)
+    return re.sub(r"[\s\-]+", "_", text).lower()
+
+
+def rfc1123_to_iso(value: Any) -> Any:
+    """``"Tue, 07 Oct 2025 07:41:01 GMT"`` -> ``"2025-10-07T07:41:01Z"``; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return value
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def obj(value: Any, what: str, provider: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else ProviderResponseInvalid naming ``what``."""
+    if not isinstance(value, dict):
+        raise ProviderResponseInvalid(f"{what} is a JSON {type(value).__name__}, not an object", provider=provider)
+    return value
+
+
+def optional_obj(value: Any, what: str, provider: str) -> dict[str, Any] | None:
+    """Like :func:`obj` but None passes."""
+    return None if value is None else obj(value, what, provider)
+
+
+def objects(value: Any, what: str, provider: str) -> list[dict[str, Any]]:
+    """A list of JSON objects (None is an empty list), else ProviderResponseInvalid."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ProviderResponseInvalid(f"{what} is not a list of objects", provider=provider)
+    return value
+
+
+def number(value: Any) -> float | int | None:
+    """A JSON number, or a numeric string, as a number; anything else None (tolerated)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return None
+    return None

@@ -1,0 +1,82 @@
+"""Settings shared by every provider: one account at the top level, more under ``accounts``.
+
+``POLLER_BILLIT__API_KEY`` configures the ``default`` account; ``POLLER_BILLIT__ACCOUNTS__ACME__API_KEY``
+configures account ``acme``, inheriting every setting it does not override (the base URL, say).
+Credentials live here, never on item rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from worker.errors import ConfigurationError
+
+#: The account an item belongs to when ``track`` names none.
+DEFAULT_ACCOUNT = "default"
+
+
+class ProviderSettings(BaseModel):
+    """Base of each provider's settings model."""
+
+    #: The provider name, for messages and environment variable names.
+    NAME: ClassVar[str] = ""
+
+    base_url: str = ""
+    #: Overrides POLLER_HTTP_TIMEOUT_SECONDS for this provider.
+    timeout_seconds: float | None = Field(None, gt=0)
+    #: Calls per second allowed to this provider, shared by all workers (None = unlimited).
+    rate_limit_per_second: float | None = Field(5.0, gt=0)
+    #: How many calls may go at once before the rate applies.
+    rate_limit_burst: int = Field(10, ge=1)
+    #: More accounts of the same provider, by name: each a partial override of these settings.
+    accounts: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def env_name(cls, field: str, account: str = DEFAULT_ACCOUNT) -> str:
+        """The environment variable that sets ``field`` for ``account``."""
+        prefix = f"POLLER_{cls.NAME.upper()}__"
+        if account != DEFAULT_ACCOUNT:
+            prefix += f"ACCOUNTS__{account.upper()}__"
+        return prefix + field.upper()
+
+    def account_names(self) -> list[str]:
+        """``default`` and every named account."""
+        return [DEFAULT_ACCOUNT, *sorted(a for a in self.accounts if a != DEFAULT_ACCOUNT)]
+
+    def for_account(self, account: str) -> Self:
+        """These settings as seen by ``account``.
+
+        Raises:
+            ConfigurationError: no such account, or its overrides are invalid (naming the variable).
+        """
+        if account == DEFAULT_ACCOUNT:
+            return self
+        if account not in self.accounts:
+            known = ", ".join(self.account_names())
+            raise ConfigurationError(
+                f"{self.NAME} has no account {account!r} (known: {known}); configure it with "
+                f"{self.env_name('<setting>', account)}")
+        merged = self.model_dump(exclude={"accounts"})
+        for key, value in merged.items():
+            if isinstance(value, SecretStr):
+                merged[key] = value.get_secret_value()
+        merged.update(self.accounts[account])
+        try:
+            return type(self).model_validate(merged)
+        except ValidationError as err:
+            problems = "; ".join(f"{self.env_name(str(e['loc'][0]), account)}: {e['msg']}" for e in err.errors())
+            raise ConfigurationError(f"invalid settings for {self.NAME} account {account!r}: {problems}") from None
+
+    def require(self, account: str, *fields: str) -> None:
+        """Raise a ConfigurationError naming every unset variable among ``fields``."""
+        missing = [self.env_name(f, account) for f in fields if not getattr(self, f)]
+        if missing:
+            raise ConfigurationError(f"{self.NAME} account {account!r} is not configured: set {', '.join(missing)}")
+
+
+def secret(value: SecretStr | None) -> str:
+    """The plain value of a secret setting that ``require`` has checked."""
+    assert value is not None
+    return value.get_secret_value()
