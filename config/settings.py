@@ -13,6 +13,9 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigurationError
+from worker.providers.amili_ada import AmiliAdaSettings
+from worker.providers.amili_arm import AmiliArmSettings
+from worker.providers.amili_collection import AmiliCollectionSettings
 from worker.providers.amili_distribution import AmiliDistributionSettings
 from worker.providers.billit import BillitSettings
 
@@ -49,6 +52,9 @@ class Settings(BaseSettings):
 
     billit: BillitSettings = BillitSettings()
     amili_distribution: AmiliDistributionSettings = AmiliDistributionSettings()
+    amili_collection: AmiliCollectionSettings = AmiliCollectionSettings()
+    amili_ada: AmiliAdaSettings = AmiliAdaSettings()
+    amili_arm: AmiliArmSettings = AmiliArmSettings()
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``{home}/poller.db``."""

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.errors import ProviderResponseInvalid
-from worker.providers import billit
+from worker.providers import amili_ada, amili_arm, amili_collection, amili_distribution, billit
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -31,3 +31,27 @@ def test_billit_normalize_total(raw):
         return
     assert isinstance(doc.status, str) and isinstance(doc.terminal, bool)
     json.dumps(doc.fields)  # storable
+
+
+NORMALIZERS = {
+    "amili_distribution": amili_distribution.normalize,
+    "amili_collection.invoice": amili_collection.normalize_invoice,
+    "amili_collection.batch": amili_collection.normalize_batch,
+    "amili_ada": amili_ada.normalize,
+    "amili_arm": amili_arm.normalize,
+}
+wrapped = st.fixed_dictionaries({}, optional={"data": json_values, "httpStatus": st.sampled_from([200, 202, 206, 500]),
+                                               "body": json_values, "Status": json_values, "Transaction": json_values,
+                                               "_id": json_values, "closed": json_values})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(sorted(NORMALIZERS)), st.one_of(json_values, wrapped))
+def test_every_normalizer_total(name, raw):
+    """Each provider's normalizer returns a document or raises ProviderResponseInvalid."""
+    try:
+        doc = NORMALIZERS[name](raw)
+    except ProviderResponseInvalid:
+        return
+    assert isinstance(doc.status, str) and isinstance(doc.terminal, bool)
+    json.dumps(doc.fields)

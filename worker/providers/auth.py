@@ -126,17 +126,13 @@ def token_from_response(
     return Token(value, expires, now)
 
 
-def client_credentials(
-    auth: HttpClient, *, client_id: str, client_secret: str, scope: str | None, clock: Callable[[], datetime],
+def client_credentials_token(
+    auth: HttpClient, *, client_id: str, client_secret: str, scope: str | None, now: datetime,
     path: str = "/token",
-) -> Callable[[str | None], Token]:
-    """A fetch function for OAuth2 client credentials: ``POST {auth}/token``, form-encoded."""
-
-    def fetch(stale: str | None) -> Token:
-        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret}
-        if scope:
-            form["scope"] = scope
-        _, body = auth.request_json("POST", path, data=form, not_found_is_gone=False)
-        return token_from_response(body, now=clock(), provider=auth.provider)
-
-    return fetch
+) -> Token:
+    """OAuth2 client credentials: ``POST {auth}/token``, form-encoded, as Amili's Identiverse expects."""
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": client_secret}
+    if scope:
+        form["scope"] = scope
+    _, body = auth.request_json("POST", path, data=form, not_found_is_gone=False)
+    return token_from_response(body, now=now, provider=auth.provider)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.errors import InputError
-from worker.providers import amili_distribution, billit
+from worker.providers import amili_ada, amili_arm, amili_collection, amili_distribution, billit
 from worker.providers.base import Provider, ProviderContext
 from worker.providers.settings import DEFAULT_ACCOUNT, ProviderSettings
 
@@ -28,6 +28,10 @@ REGISTRY: dict[str, ProviderSpec] = {
         ProviderSpec(billit.NAME, billit.BillitSettings, billit.BillitProvider),
         ProviderSpec(amili_distribution.NAME, amili_distribution.AmiliDistributionSettings,
                      amili_distribution.AmiliDistributionProvider),
+        ProviderSpec(amili_collection.NAME, amili_collection.AmiliCollectionSettings,
+                     amili_collection.AmiliCollectionProvider),
+        ProviderSpec(amili_ada.NAME, amili_ada.AmiliAdaSettings, amili_ada.AmiliAdaProvider),
+        ProviderSpec(amili_arm.NAME, amili_arm.AmiliArmSettings, amili_arm.AmiliArmProvider),
     )
 }
 

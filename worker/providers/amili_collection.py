@@ -1,0 +1,167 @@
+"""Amili Norway Debt.Collection: invoices, cases and batches under ``/orgs/{orgId}``.
+
+Docs: seed 001 (https://docs.amili.dev/getinvoicebyid-4148069e0), the AutoCollect pages and the
+example workflow (https://docs.amili.dev/example-workflow-359631m0); PROVIDERS.md section 2.
+Auth: OAuth2 client credentials at ``{auth}/token``, bearer token cached until shortly before
+``expires_on``, one forced refresh and retry on a 401.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import SecretStr
+
+from worker.domain import ItemRef, StatusDocument
+from worker.errors import InputError, ItemGone, ProviderResponseInvalid
+from worker.providers.auth import CachedToken, Token, client_credentials_token, with_token
+from worker.providers.base import Fetched, HttpClient, ProviderContext
+from worker.providers.common import number, obj, objects, snake
+from worker.providers.settings import ProviderSettings, secret
+
+NAME = "amili_collection"
+
+#: Batch statuses that end polling ("poll until ... SUCCESS, PARTIAL, or FAILED").
+FINAL_BATCH = {"success", "partial", "failed"}
+#: Statuses that close an invoice or case even when ``closedAt`` is missing [I].
+FINAL_STATUS = {"closed", "withdrawn", "cancelled", "canceled", "paid", "terminated"}
+
+
+class AmiliCollectionSettings(ProviderSettings):
+    """``POLLER_AMILI_COLLECTION__*``."""
+
+    NAME: ClassVar[str] = NAME
+
+    #: Staging: https://api.staging.amili.no/collection/v1
+    base_url: str = "https://api.amili.no/collection/v1"
+    #: Identiverse; staging: https://auth.staging.amili.no
+    auth_url: str = "https://auth.amili.no"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    org_id: str | None = None
+    #: Optional OAuth2 scope (reading needs none in the docs).
+    scope: str | None = None
+
+
+class AmiliCollectionProvider:
+    """Polls collection invoices, cases and batches."""
+
+    name: ClassVar[str] = NAME
+    kinds: ClassVar[tuple[str, ...]] = ("invoice", "case", "batch")
+
+    def __init__(self, settings: AmiliCollectionSettings, account: str, ctx: ProviderContext) -> None:
+        self.settings, self.account = settings, account
+        self.http = HttpClient(NAME, settings.base_url, ctx.http, clock=ctx.clock, describe_error=describe_error)
+        # The token service gets its own client (other host) but shares the connection pool.
+        auth = HttpClient(NAME, settings.auth_url, ctx.http, session=self.http.session, clock=ctx.clock,
+                          describe_error=describe_error)
+        self.auth, self.clock = auth, ctx.clock
+        self.tokens = CachedToken(self._new_token, ctx.clock)
+
+    def _new_token(self, stale: str | None) -> Token:
+        self.settings.require(self.account, "client_id", "client_secret")
+        return client_credentials_token(self.auth, client_id=str(self.settings.client_id),
+                                        client_secret=secret(self.settings.client_secret),
+                                        scope=self.settings.scope, now=self.clock())
+
+    def validate_ref(self, kind: str, ref: str) -> str:
+        """Invoice and batch ids are opaque ids (UUIDs in the docs); a case is its case number."""
+        ref = ref.strip()
+        if not ref or len(ref) > 200 or "/" in ref:
+            raise InputError(f"{NAME} {kind} ref must be 1 to 200 characters without '/', got {ref!r}")
+        return ref
+
+    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+        """GET the invoice, the case (by case number) or the batch, with a bearer token."""
+        self.settings.require(self.account, "org_id")
+        org = self.settings.org_id
+        if item.kind == "invoice":
+            return Fetched(self._get(f"/orgs/{org}/invoices/{item.ref}"))
+        if item.kind == "batch":
+            return Fetched(self._get(f"/orgs/{org}/batches/{item.ref}"))
+        body = self._get(f"/orgs/{org}/cases", params={"CaseNumber": item.ref})
+        cases = objects(obj(body, "cases body", NAME).get("data"), "cases data", NAME)
+        match = [c for c in cases if str(c.get("caseNumber")) == item.ref] or cases[:1]
+        if not match:
+            raise ItemGone(f"no case with CaseNumber {item.ref}", provider=NAME, status_code=200)
+        # Kept in the same envelope as the single reads, so one normalizer serves both.
+        return Fetched({"summary": body.get("summary"), "data": match[0]})
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        def call(token: str) -> Any:
+            return self.http.request_json("GET", path, params=params, headers={
+                "Authorization": f"Bearer {token}", "Accept": "application/json"})[1]
+        return with_token(self.tokens, call)
+
+    def normalize(self, raw: Any, item: ItemRef) -> StatusDocument:
+        """See :func:`normalize_batch` and :func:`normalize_invoice`."""
+        return normalize_batch(raw) if item.kind == "batch" else normalize_invoice(raw)
+
+
+def describe_error(body: Any) -> str | None:
+    """Error bodies: ``{"errors": [{"code", "message"}]}``, OAuth's ``{"error", "error_description"}``,
+    or a message."""
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("errors"), list):
+        parts = [f"{e.get('code') or e.get('Code')}: {e.get('message') or e.get('Message')}"
+                 for e in body["errors"] if isinstance(e, dict)]
+        return "; ".join(parts) or None
+    if body.get("error"):
+        return f"{body['error']}: {body.get('error_description', '')}".rstrip(": ")
+    text = body.get("message") or body.get("Message")
+    return str(text) if text else None
+
+
+def _data(raw: Any) -> dict[str, Any]:
+    body = obj(raw, f"{NAME} body", NAME)
+    return obj(body.get("data"), f"{NAME} data", NAME)
+
+
+def normalize_invoice(raw: Any) -> StatusDocument:
+    """Normalize an invoice (``GET /invoices/{id}``) or a case (``GET /cases`` element).
+
+    Enum values are folded to one spelling, so the old (``Open``, ``NOTICE``) and new (``OPEN``,
+    ``PAYMENT_REMINDER``) API generations give the same fields. Terminal when ``closedAt`` is set
+    (the docs give no full status list), or the status says closed.
+
+    Raises:
+        ProviderResponseInvalid: no ``data`` object, or it has no ``id``.
+    """
+    data = _data(raw)
+    if not data.get("id"):
+        raise ProviderResponseInvalid(f"{NAME} data has no id", provider=NAME)
+    claims = [{"type": snake(c.get("type")), "original_amount": number(c.get("originalAmount")),
+               "current_amount": number(c.get("currentAmount")), "paid_amount": number(c.get("paidAmount")),
+               "currency": c.get("currency")} for c in objects(data.get("claims"), "claims", NAME)]
+    status, kind = snake(data.get("status")), snake(data.get("type"))
+    fields = {
+        "status": status, "type": kind,
+        "original_amount": number(data.get("originalInvoiceAmount", data.get("originalAmount"))),
+        "current_amount": number(data.get("currentAmount")), "paid_amount": number(data.get("paidAmount")),
+        "currency": data.get("currency"), "closed_at": data.get("closedAt"), "claims": claims,
+        "case_number": data.get("collectionCaseNumber", data.get("caseNumber")),
+    }
+    terminal = bool(data.get("closedAt")) or status in FINAL_STATUS
+    main = status or "unknown"
+    if terminal and main not in FINAL_STATUS:
+        main = "closed"
+    return StatusDocument(main, terminal, fields, raw)
+
+
+def normalize_batch(raw: Any) -> StatusDocument:
+    """Normalize a batch: status QUEUED ... SUCCESS / PARTIAL / FAILED (terminal), counts, failures."""
+    data = _data(raw)
+    if not data.get("batchId") and not data.get("id"):
+        raise ProviderResponseInvalid(f"{NAME} batch has no batchId", provider=NAME)
+    status = snake(data.get("status"))
+    succeeded = data.get("succeeded")
+    failed = data.get("failed")
+    fields = {
+        "status": status, "finished_at": data.get("finishedAt"),
+        "succeeded": len(succeeded) if isinstance(succeeded, list) else number(succeeded),
+        "failed": len(failed) if isinstance(failed, list) else number(failed),
+        "failures": [f.get("reference") for f in failed if isinstance(f, dict)] if isinstance(failed, list) else [],
+    }
+    return StatusDocument(status or "unknown", status in FINAL_BATCH, fields, raw)
+
