@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, gt=0)
     worker_concurrency: int = Field(4, gt=0)
 
+    #: Circuit breaker, per provider account: pause it when, within the window, at least
+    #: min_calls were made and failure_ratio of them failed (timeouts, 5xx, 429).
+    breaker_window_seconds: float = Field(60.0, gt=0)
+    breaker_min_calls: int = Field(10, ge=1)
+    breaker_failure_ratio: float = Field(0.5, gt=0, le=1)
+    breaker_cooldown_seconds: float = Field(30.0, gt=0)
+    breaker_max_cooldown_seconds: float = Field(600.0, gt=0)
+    #: A rate-limited poll waits up to this long for its slot, else it is deferred.
+    rate_limit_max_wait_seconds: float = Field(2.0, ge=0)
+
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 

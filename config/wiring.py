@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 
+import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from worker.guard import BreakerPolicy, RedisGuard
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
@@ -46,4 +48,16 @@ def build_service(settings: Settings) -> PollerService:
         credentials=DbCredentialStore(sessions),
     )
     providers = ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
-    return PollerService(sessions, providers, policy_for(settings))
+    return PollerService(sessions, providers, policy_for(settings), guard=guard_for(settings),
+                         max_throttle_wait_s=settings.rate_limit_max_wait_seconds)
+
+
+def guard_for(settings: Settings) -> RedisGuard | None:
+    """Rate limits and breakers live in the broker's Redis; without one there is nothing to share."""
+    url = settings.broker_url
+    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    return RedisGuard(redis.Redis.from_url(url), BreakerPolicy(
+        window_s=settings.breaker_window_seconds, min_calls=settings.breaker_min_calls,
+        failure_ratio=settings.breaker_failure_ratio, cooldown_s=settings.breaker_cooldown_seconds,
+        max_cooldown_s=settings.breaker_max_cooldown_seconds))

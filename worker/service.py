@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,9 +21,10 @@ from worker.errors import (
     ProviderError,
     ProviderResponseInvalid,
 )
+from worker.guard import Admission, RedisGuard, Transition
 from worker.ids import event_ids
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
-from worker.providers.base import utcnow
+from worker.providers.base import Provider, utcnow
 from worker.providers.registry import ProviderSet
 from worker.store import repo
 from worker.store.models import Event, Item
@@ -44,6 +47,7 @@ class PollReport:
     gone: int = 0
     lost_lease: int = 0
     skipped: int = 0
+    deferred: int = 0
     events: list[str] = field(default_factory=list)
 
 
@@ -57,6 +61,9 @@ class PollerService:
         clock: wall clock (UTC); injected in tests.
         rng: random source for jitter.
         entropy: random bytes for event ids.
+        guard: rate limits and circuit breakers shared by all workers (None: none).
+        max_throttle_wait_s: a rate-limited poll sleeps up to this long; beyond, it is deferred.
+        sleep: how to wait for a rate-limit slot.
     """
 
     def __init__(
@@ -68,6 +75,9 @@ class PollerService:
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
         entropy: Callable[[int], bytes] = os.urandom,
+        guard: RedisGuard | None = None,
+        max_throttle_wait_s: float = 2.0,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.sessions = sessions
         self.providers = providers
@@ -75,6 +85,9 @@ class PollerService:
         self.clock = clock
         self.rng = rng or random.Random()
         self.entropy = entropy
+        self.guard = guard
+        self.max_throttle_wait_s = max_throttle_wait_s
+        self.sleep = sleep
 
     # -- tracking -------------------------------------------------------------------------
 
@@ -155,11 +168,18 @@ class PollerService:
 
     def _poll(self, unit: PollWork, report: PollReport) -> None:
         item = unit.item
-        bound = log.bind(item_id=item.id, provider=item.provider, ref=item.ref)
+        bound = log.bind(item_id=item.id, provider=item.provider, account=item.account, ref=item.ref)
         doc: StatusDocument | None = None
         error: ProviderError | None = None
+        admission = Admission(True)
         try:
             adapter = self.providers.get(item.provider, item.account)
+            if self.guard is not None:
+                admission = self.guard.admit(item.provider, item.account)
+                defer_to = self._defer_time(admission, adapter)
+                if defer_to is not None:
+                    self._defer(unit, defer_to, report, bound)
+                    return
             fetched = adapter.fetch(item, unit.previous)
             if fetched.not_modified and unit.previous is not None:
                 doc = unit.previous
@@ -173,6 +193,12 @@ class PollerService:
             bound.exception("poll.internal_error")
             error = ProviderResponseInvalid(f"internal error: {type(err).__name__}: {err}",
                                             provider=item.provider)
+        if self.guard is not None:
+            # Only the provider failing counts against it; a 404 or a bad body means it answered.
+            ok = error is None or not error.retryable
+            transition = self.guard.record(item.provider, item.account, ok=ok, probe=admission.probe)
+            if transition is not None:
+                self._provider_event(item.provider, item.account, transition, error)
         # One "now" for the decision and the write, so the stored schedule is exactly the decided one.
         now = self.clock()
         rand = self.rng.random()
@@ -204,6 +230,46 @@ class PollerService:
         for ev in written:
             bound.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq,
                        status=ev.data.get("status"))
+
+    def _defer_time(self, admission: Admission, adapter: Provider) -> datetime | None:
+        """When a poll may not go now: the breaker's reopening time, or the next rate-limit slot."""
+        assert self.guard is not None
+        if not admission.go:
+            assert admission.defer_until_ms is not None
+            # Spread the deferred items over a second so they do not all return at once.
+            return datetime.fromtimestamp(admission.defer_until_ms / 1000, UTC) + timedelta(
+                seconds=self.rng.random())
+        settings = adapter.settings
+        if settings.rate_limit_per_second:
+            wait = self.guard.throttle(adapter.name, adapter.account, rate=settings.rate_limit_per_second,
+                                       burst=settings.rate_limit_burst, max_wait_s=self.max_throttle_wait_s)
+            if wait > self.max_throttle_wait_s:
+                return self.clock() + timedelta(seconds=wait)
+            if wait > 0:
+                self.sleep(wait)  # a reserved slot: waiting is cheaper than re-dispatching
+        return None
+
+    def _defer(self, unit: PollWork, until: datetime, report: PollReport, bound: Any) -> None:
+        with self.sessions.begin() as session:
+            repo.defer(session, unit.claim, until, now=self.clock())
+        report.deferred += 1
+        bound.info("poll.deferred", until=until.isoformat())
+
+    def _provider_event(self, provider: str, account: str, transition: Transition,
+                        error: ProviderError | None) -> None:
+        """Log a breaker transition and write it to the event table (once: Redis decided it atomically)."""
+        until = (datetime.fromtimestamp(transition.until_ms / 1000, UTC).isoformat()
+                 if transition.until_ms else None)
+        data = {"provider": provider, "account": account, "failures": transition.failures,
+                "calls": transition.calls, "paused_until": until, "error": str(error) if error else None}
+        if transition.kind == "reopened":
+            log.warning("provider.still_failing", **data)
+            return
+        etype = "provider.paused" if transition.kind == "opened" else "provider.resumed"
+        now = self.clock()
+        with self.sessions.begin() as session:
+            repo.add_provider_event(session, event_ids(now, self.entropy(10), 1)[0], etype, data, now=now)
+        (log.error if transition.kind == "opened" else log.warning)(etype, **data)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -42,6 +42,9 @@ class Provider(Protocol):
     name: ClassVar[str]
     #: The resources it can poll; the first is the default ``--kind``.
     kinds: ClassVar[tuple[str, ...]]
+    #: This account's settings (``rate_limit_per_second`` and friends are read by the shell).
+    settings: Any
+    account: str
 
     def validate_ref(self, kind: str, ref: str) -> str:
         """Check a reference at track time; return it canonicalized or raise InputError."""

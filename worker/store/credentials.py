@@ -45,13 +45,13 @@ class DbCredentialStore:
     def try_lock(self, key: str, now: datetime, ttl_s: float) -> bool:
         """Compare-and-set on ``locked_until``: exactly one caller wins while the lease runs."""
         with self.sessions.begin() as s:
-            result = s.execute(
+            won = s.execute(
                 update(Credential)
                 .where(Credential.key == key,
                        or_(Credential.locked_until.is_(None), Credential.locked_until < now))
-                .values(locked_until=now + timedelta(seconds=ttl_s))
-                .execution_options(synchronize_session=False))
-            return bool(result.rowcount == 1)
+                .values(locked_until=now + timedelta(seconds=ttl_s)).returning(Credential.key)
+                .execution_options(synchronize_session=False)).scalar_one_or_none()
+            return won is not None
 
     def save(self, key: str, *, refresh_token: str, access_token: str, expires_at: datetime,
              issued_at: datetime) -> None:

@@ -180,6 +180,22 @@ def apply_outcome(
     return events
 
 
+def defer(session: Session, claim: Claim, until: datetime, *, now: datetime) -> bool:
+    """Move a claimed item's next poll without polling it (rate limit, open breaker)."""
+    moved = session.execute(update(Item).where(Item.id == claim.item_id, Item.lease_id == claim.lease_id)
+                            .values(next_poll_at=until, updated_at=now).returning(Item.id)
+                            .execution_options(synchronize_session=False)).scalar_one_or_none()
+    return moved is not None
+
+
+def add_provider_event(session: Session, event_id: str, etype: str, data: dict[str, Any], *, now: datetime) -> Event:
+    """An event about a provider, not an item (``provider.paused``, ``provider.resumed``)."""
+    event = Event(id=event_id, item_id=None, seq=None, type=etype, data=data, created_at=now)
+    session.add(event)
+    session.flush()
+    return event
+
+
 def event_position(session: Session, event_id: str) -> int:
     """The stream position of an event id, or InputError when no event has it."""
     pos = session.scalar(select(Event.position).where(Event.id == event_id))
