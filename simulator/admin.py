@@ -13,7 +13,7 @@ from simulator.router import HttpError, Request, Response, Router, json_response
 if TYPE_CHECKING:
     from simulator.server import Simulator
 
-_FAULT_FIELDS = ("provider", "kind", "count", "retry_after", "delay", "ref")
+_FAULT_FIELDS = ("provider", "kind", "count", "retry_after", "delay", "ref", "drop", "set")
 
 
 def register_admin_routes(router: Router, sim: Simulator) -> None:

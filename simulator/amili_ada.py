@@ -212,10 +212,10 @@ class AmiliAdaProvider:
         for index in range(seed):
             self.create_case(scenario=scenarios[index % len(scenarios)])
 
-    def _write_private_key(self, key_dir: object) -> str:
+    def _write_private_key(self, key_dir: str | os.PathLike[str] | None) -> str:
         """Write the generated key where the poller (maybe another process) can read it."""
         if key_dir:
-            directory = os.fspath(key_dir)  # type: ignore[arg-type]
+            directory = os.fspath(key_dir)
             os.makedirs(directory, exist_ok=True)
         else:
             directory = tempfile.mkdtemp(prefix="sim-amili-ada-")
@@ -304,7 +304,10 @@ class AmiliAdaProvider:
         """Sign the login JWT a client would send (needs the generated private key)."""
         if self.private_key_pem is None or self.algorithm is None:
             raise RuntimeError("no private key: the public key was configured via amili_ada_public_key_pem")
-        claims = {"api_code": self.api_code if api_code is None else api_code, "exp": int(self.wall_time() + lifetime)}
+        claims = {
+            "api_code": self.api_code if api_code is None else api_code,
+            "exp": int(self.wall_time() + lifetime),
+        }
         return jwt.encode(claims, self.private_key_pem, algorithm=self.algorithm)
 
     def expire_tokens(self) -> int:
@@ -335,9 +338,7 @@ class AmiliAdaProvider:
             key = f"sign the login JWT {self.algorithm} with {self.private_key_path}"
         else:
             key = "sign the login JWT with the private key matching amili_ada_public_key_pem"
-        lines = [
-            f"Amili ADA cases ({self.stage_seconds:g} sim-seconds per stage; api_code={self.api_code}, {key}):"
-        ]
+        lines = [f"Amili ADA cases ({self.stage_seconds:g} sim-seconds per stage; api_code={self.api_code}, {key}):"]
         for info in self.cases():
             lines.append(
                 f"  {info['_id']}  {info['invoice_number']}  scenario={info['scenario']:<9} "
@@ -400,7 +401,10 @@ class AmiliAdaProvider:
             return None
         return render_fault(
             fault,
-            normal=lambda: eve_error(500, "fault: no token for a malformed answer"),
+            # A would-be login answer (not stored) for "malformed" to cut in half.
+            normal=lambda: json_response(
+                200, {"token": secrets.token_urlsafe(32), "expires": rfc1123(datetime.now(UTC))}
+            ),
             error=self._fault_error,
             wait=self._wait,
         )
@@ -506,8 +510,9 @@ class AmiliAdaProvider:
             max_results = min(_int_param(request, "max_results", DEFAULT_PAGE_SIZE), MAX_PAGE_SIZE)
             documents = self._documents()
             matched = [doc for doc in documents if where is None or _matches(doc, where)]
+            # Stable sorts applied last key first give a multi-key sort.
             for field, descending in reversed(sort):
-                matched.sort(key=lambda doc, f=field: _sort_key(_values(doc, f)), reverse=descending)
+                matched.sort(key=_sort_by(field), reverse=descending)
             start = (page - 1) * max_results
             items = [_project(doc, projection) for doc in matched[start : start + max_results]]
         except _BadQuery as exc:
@@ -590,9 +595,7 @@ class AmiliAdaProvider:
         except ValueError as exc:
             raise HttpError(400, str(exc)) from exc
         case = self._get(case_id)
-        return json_response(
-            201, {"_id": case_id, "invoice_number": case.invoice_number, "scenario": case.scenario}
-        )
+        return json_response(201, {"_id": case_id, "invoice_number": case.invoice_number, "scenario": case.scenario})
 
     def _admin_set_stage(self, request: Request, case_id: str) -> Response:
         data = request.json_object()
@@ -703,24 +706,17 @@ class AmiliAdaProvider:
             "invoice_registration": case.invoice_id,
             "latest_state_date": state_history[-1]["state_date"],
         }
+        remaining = {
+            "capital": remaining_capital,
+            "costs": remaining_costs,
+            "interest": remaining_interest,
+        }
         # Swedish cases are in SEK, so the local_* amounts equal the total_* ones.
-        for prefix in ("local", "total"):
-            body.update(
-                {
-                    f"{prefix}_added_capital_amount": CAPITAL,
-                    f"{prefix}_added_costs_amount": added_costs,
-                    f"{prefix}_added_interest_amount": 0,
-                    f"{prefix}_added_transaction_amount": CAPITAL + added_costs,
-                    f"{prefix}_remaining_capital_amount": remaining_capital,
-                    f"{prefix}_remaining_costs_amount": remaining_costs,
-                    f"{prefix}_remaining_interest_amount": remaining_interest,
-                    f"{prefix}_remaining_transaction_amount": remaining_capital + remaining_costs + remaining_interest,
-                }
-            )
-            if prefix == "local":
-                body.update(
-                    {"state": state, "state_history": state_history, "status": status, "status_history": status_history}
-                )
+        body.update(_amounts("local", added_costs, remaining))
+        body.update(
+            {"state": state, "state_history": state_history, "status": status, "status_history": status_history}
+        )
+        body.update(_amounts("total", added_costs, remaining))
         body["transactions"] = transactions
         body["reference_number"] = str(FIRST_REFERENCE_NUMBER + case.seq)
         # Like Eve, the etag is a hash of the content, so it changes exactly when the case does.
@@ -728,9 +724,7 @@ class AmiliAdaProvider:
         body["_etag"] = hashlib.blake2b(content, digest_size=16).hexdigest()
         return body
 
-    def _transaction(
-        self, case: _Case, stage: int, origin: str, kind: str, tag: str, amount: int
-    ) -> dict[str, Any]:
+    def _transaction(self, case: _Case, stage: int, origin: str, kind: str, tag: str, amount: int) -> dict[str, Any]:
         moment = self._moment(case, stage)
         return {
             "bank_transaction_date": rfc1123(moment.replace(hour=0, minute=0, second=0, microsecond=0)),
@@ -745,7 +739,22 @@ class AmiliAdaProvider:
     def _customer(seq: int) -> tuple[str, str, str]:
         if seq < len(_CUSTOMERS):
             return _CUSTOMERS[seq]
-        return (f"Simulated Customer {seq + 1}", f"{700101 + seq:06d}-{(1234 + seq * 7) % 10000:04d}", str(12345 + seq))
+        id_number = f"{700101 + seq:06d}-{(1234 + seq * 7) % 10000:04d}"
+        return (f"Simulated Customer {seq + 1}", id_number, str(12345 + seq))
+
+
+def _amounts(prefix: str, added_costs: int, remaining: dict[str, int]) -> dict[str, int]:
+    """The eight ``<prefix>_added_*`` / ``<prefix>_remaining_*`` amounts, in seed 004's order."""
+    return {
+        f"{prefix}_added_capital_amount": CAPITAL,
+        f"{prefix}_added_costs_amount": added_costs,
+        f"{prefix}_added_interest_amount": 0,
+        f"{prefix}_added_transaction_amount": CAPITAL + added_costs,
+        f"{prefix}_remaining_capital_amount": remaining["capital"],
+        f"{prefix}_remaining_costs_amount": remaining["costs"],
+        f"{prefix}_remaining_interest_amount": remaining["interest"],
+        f"{prefix}_remaining_transaction_amount": sum(remaining.values()),
+    }
 
 
 # (state, status) at each stage of each scenario.
@@ -877,9 +886,14 @@ def _field_matches(values: list[Any], condition: Any) -> bool:
         return True
     if condition is None:
         return not values or any(value is None for value in candidates)
-    return any(value == condition and type(value) is not bool or value is condition for value in candidates) or (
-        isinstance(condition, bool) and any(value is condition for value in candidates)
-    )
+    return any(_equal(value, condition) for value in candidates)
+
+
+def _equal(value: Any, condition: Any) -> bool:
+    # JSON true must not equal 1 (Python's True == 1 would say it does).
+    if isinstance(value, bool) or isinstance(condition, bool):
+        return value is condition
+    return bool(value == condition)
 
 
 def _matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
@@ -902,6 +916,11 @@ def _safe_matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
         return _matches(doc, where)
     except _BadQuery:
         return False
+
+
+def _sort_by(field: str) -> Callable[[dict[str, Any]], tuple[int, Any]]:
+    """A sort key function for the (dotted) ``field``."""
+    return lambda doc: _sort_key(_values(doc, field))
 
 
 def _sort_key(values: list[Any]) -> tuple[int, Any]:
@@ -950,8 +969,10 @@ def _project(doc: dict[str, Any], projection: dict[str, Any] | None) -> dict[str
     if including:
         for meta in META_FIELDS:
             tree[meta] = True
-        return _include(doc, tree)
-    return _exclude(doc, tree)
+        included: dict[str, Any] = _include(doc, tree)
+        return included
+    excluded: dict[str, Any] = _exclude(doc, tree)
+    return excluded
 
 
 def _include(doc: Any, tree: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ and, when a fault comes back, answers with ``render_fault`` instead of (or, for
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -14,7 +15,7 @@ from typing import Any
 
 from simulator.router import HTML_TYPE, JSON_TYPE, Response
 
-FAULT_KINDS: tuple[str, ...] = ("500", "503", "429", "slow", "malformed", "html", "404", "401")
+FAULT_KINDS: tuple[str, ...] = ("500", "503", "429", "slow", "malformed", "html", "404", "401", "drift")
 DEFAULT_SLOW_DELAY = 5.0
 DEFAULT_RETRY_AFTER = 1
 
@@ -30,6 +31,10 @@ class Fault:
     retry_after: int | None = None
     delay: float | None = None
     ref: str | None = None
+    #: "drift": dotted paths removed from the normal JSON answer, and paths set to new values
+    #: (an unknown enum value, a wrong type), so tests see a provider's schema change.
+    drop: tuple[str, ...] = ()
+    set: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the fault as a JSON-ready dict."""
@@ -52,6 +57,8 @@ class FaultPlan:
         retry_after: int | None = None,
         delay: float | None = None,
         ref: str | None = None,
+        drop: list[str] | None = None,
+        set: dict[str, Any] | None = None,  # noqa: A002 - the admin API's own word
     ) -> dict[str, Any]:
         """Arm a fault for ``provider`` (optionally only for one ``ref``) and return it."""
         kind = str(kind)
@@ -65,6 +72,12 @@ class FaultPlan:
             raise ValueError(f"retry_after must be a non-negative integer, got {retry_after!r}")
         if delay is not None and (not _is_number(delay) or delay < 0):
             raise ValueError(f"delay must be a non-negative number, got {delay!r}")
+        if drop is not None and (not isinstance(drop, list) or not all(isinstance(d, str) and d for d in drop)):
+            raise ValueError("drop must be a list of dotted paths")
+        if set is not None and (not isinstance(set, dict) or not all(isinstance(k, str) and k for k in set)):
+            raise ValueError("set must be an object of dotted path -> value")
+        if kind == "drift" and not drop and not set:
+            raise ValueError("a drift fault needs drop and/or set")
         if kind == "slow" and delay is None:
             delay = DEFAULT_SLOW_DELAY
         if kind == "429" and retry_after is None:
@@ -79,6 +92,8 @@ class FaultPlan:
                 delay=None if delay is None else float(delay),
                 # Refs arrive as path segments, so compare them as strings.
                 ref=None if ref is None else str(ref),
+                drop=tuple(drop or ()),
+                set=dict(set) if set else None,
             )
             self._next_id += 1
             self._faults.append(fault)
@@ -173,7 +188,41 @@ def render_fault(
         return Response(200, body[: max(1, len(body) // 2)], JSON_TYPE)
     if kind == "html":
         return Response(200, _HTML_200, HTML_TYPE)
+    if kind == "drift":
+        answer = normal()
+        try:
+            body = json.loads(answer.body)
+        except ValueError:
+            return answer
+        for path in fault.drop:
+            _apply(body, path, None, remove=True)
+        for path, value in (fault.set or {}).items():
+            _apply(body, path, value, remove=False)
+        return Response(answer.status, json.dumps(body).encode(), JSON_TYPE, dict(answer.headers))
     raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def _apply(body: Any, path: str, value: Any, *, remove: bool) -> None:
+    """Remove or set ``a.b.0.c`` inside a JSON value; missing parents are left alone."""
+    *parents, last = path.split(".")
+    node = body
+    for part in parents:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return
+    if isinstance(node, dict):
+        if remove:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+        if remove:
+            del node[int(last)]
+        else:
+            node[int(last)] = value
 
 
 def _is_int(value: object) -> bool:

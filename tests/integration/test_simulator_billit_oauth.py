@@ -226,17 +226,6 @@ def test_expired_bearer_token_is_access_token_expired(sim: Simulator) -> None:
     assert get_order(sim, order_id, bearer(fresh)).status_code == 200
 
 
-def test_zero_ttl_tokens_are_born_expired() -> None:
-    """With token_ttl_seconds=0 every access token is already expired, and expires_in is 0."""
-    config = SimulatorConfig(port=0, speed=0, seed_orders=1, token_ttl_seconds=0, options={"billit_oauth": "yes"})
-    with Simulator(config).start() as simulator:
-        response = refresh(simulator, "sim-billit-refresh-0")
-        assert response.json()["expires_in"] == 0
-        order_id = simulator.billit.orders()[0]["id"]
-        assert_billit_error(get_order(simulator, order_id, bearer(response.json()["access_token"])),
-                            401, "AccessTokenExpired")
-
-
 def test_expire_tokens_revokes_access_tokens(sim: Simulator) -> None:
     """expire_tokens() makes every issued access token 401 AccessTokenRevoked, not the refresh token."""
     order_id = sim.billit.create_order()

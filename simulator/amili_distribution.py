@@ -1,0 +1,462 @@
+"""Fake of Amili Norway Distribution's (Compello) ``POST /send/pstatus`` (seed 000, PROVIDERS.md section 1).
+
+Each invoice follows a scripted life (a *scenario*) on the shared SimClock, one
+stage every ``stage_seconds`` simulated seconds. The body at a given stage is a
+pure function of the invoice and the stage, so polling within a stage returns
+the same bytes.
+
+Decisions where the docs are silent (PROVIDERS.md marks them [U]):
+
+* The request body names the invoice as ``{"Identifier": ...}`` or
+  ``{"InvoiceNo": ...}``, at top level or nested as ``{"Invoice": {...}}`` (the
+  send call's names). Keys match case-insensitively, as ASP.NET model binding does.
+  When both are given the Identifier is tried first, then the invoice number.
+* No auth by default (the page documents none). With option
+  ``amili_distribution_token`` set, ``Authorization: Bearer <token>`` is required.
+  That token is static (issued elsewhere, by the Partner API), so there is no
+  token endpoint and ``expire_tokens()`` has nothing to expire.
+* Errors are ASP.NET Web API's ``{"Message": ...}``.
+* ``InvoiceData`` is an empty string (its content is unknown); ``InvoiceLink`` is
+  empty until the request is Completed; ``DeliveryTime`` is null until delivered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from simulator.clock import SimClock
+from simulator.faults import FaultPlan, render_fault
+from simulator.router import HttpError, Request, Response, Router, json_response
+
+if TYPE_CHECKING:
+    from simulator.server import SimulatorConfig
+
+NAME = "amili_distribution"
+
+# Last stage of each scenario; after it nothing changes.
+SCENARIOS: dict[str, int] = {"ok": 3, "failed": 2, "handled": 3}
+
+# Request status, top-level "Status" (seed 000).
+STATUS_NEW, STATUS_PENDING, STATUS_COMPLETED = 1, 2, 3
+
+CHANNEL = "EHF"
+FAILED_LOG_TEXT = "Invalid EHF: missing buyer reference"
+HANDLED_LOG_TEXT = "Handled by Compello Support: buyer reference added and invoice resent"
+PENDING_LOG_TEXT = "Sent to the receiver's access point, waiting for receipt"
+OK_LOG_TEXT = "Receipt received from the receiver's access point"
+COMPANY = "Simulated Seller AS"
+# A link host that can never resolve (RFC 2606), so nobody mistakes it for Compello's.
+LINK_BASE = "https://distribution.sim.invalid/lookup"
+
+DENIED = "Authorization has been denied for this request."
+NOT_FOUND = "Invoice not found"
+FIRST_INVOICE_NO = 250001
+FIRST_TRANSACTION_RID = 7_300_001
+
+_RECEIPT_NAMESPACE = uuid.UUID("0b7f9a1e-3c5d-5e2f-8a41-6d2c9b0e7f35")
+
+
+def compello_timestamp(moment: datetime) -> str:
+    """Format like the docs' ``2025-09-23T11:10:15``: no zone, no fraction."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def error_response(status: int, message: str) -> Response:
+    """ASP.NET Web API's error body ``{"Message": ...}`` with the given status."""
+    return json_response(status, {"Message": message})
+
+
+def kid_number(base: str) -> str:
+    """A Norwegian KID: ``base`` digits plus a MOD10 (Luhn) check digit."""
+    total = 0
+    for index, char in enumerate(reversed(base)):
+        digit = int(char) * (2 if index % 2 == 0 else 1)
+        total += digit - 9 if digit > 9 else digit
+    return f"{base}{(10 - total % 10) % 10}"
+
+
+@dataclass
+class _Invoice:
+    identifier: str
+    invoice_no: str
+    scenario: str
+    seq: int
+    # Simulated instant the invoice was at stage 0; stage k starts at born + k * stage_seconds.
+    born: float
+
+
+class AmiliDistributionProvider:
+    """The fake Distribution pstatus API plus its Python and admin controls."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        clock: SimClock,
+        faults: FaultPlan,
+        config: SimulatorConfig,
+        wait: Callable[[float], object] = time.sleep,
+    ) -> None:
+        if config.stage_seconds <= 0:
+            raise ValueError(f"stage_seconds must be > 0, got {config.stage_seconds}")
+        options = config.options
+        self.clock = clock
+        self.faults = faults
+        self.stage_seconds = float(config.stage_seconds)
+        token = options.get("amili_distribution_token")
+        if token is not None and (not isinstance(token, str) or not token):
+            raise ValueError("amili_distribution_token must be a non-empty string when set")
+        self.token: str | None = token
+        # No token endpoint here: the count stays 0, kept so tests treat every provider alike.
+        self.tokens_issued = 0
+        self._wait = wait
+        self._lock = threading.Lock()
+        self._invoices: dict[str, _Invoice] = {}
+        self._by_number: dict[str, str] = {}
+        self._next_seq = 0
+
+        seed = options.get("amili_distribution_seed", 2)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"amili_distribution_seed must be a non-negative integer, got {seed!r}")
+        scenarios = tuple(SCENARIOS)
+        for index in range(seed):
+            self.create_invoice(scenario=scenarios[index % len(scenarios)])
+
+    # ---- Python API -------------------------------------------------------------
+
+    def create_invoice(self, identifier: str | None = None, invoice_no: str | None = None, scenario: str = "ok") -> str:
+        """Create an invoice at stage 0 now; return its identifier (both it and the number find it)."""
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; allowed: {', '.join(SCENARIOS)}")
+        for label, value in (("identifier", identifier), ("invoice_no", invoice_no)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{label} must be a non-empty string, got {value!r}")
+        born = self.clock.now()
+        with self._lock:
+            seq = self._next_seq
+            if identifier is None:
+                identifier = self._free(lambda n: f"SIM-DIST-{n:04d}", self._invoices, seq + 1)
+            elif identifier in self._invoices:
+                raise ValueError(f"invoice with Identifier {identifier!r} already exists")
+            if invoice_no is None:
+                invoice_no = self._free(lambda n: str(FIRST_INVOICE_NO + n - 1), self._by_number, seq + 1)
+            elif invoice_no in self._by_number:
+                raise ValueError(f"invoice with InvoiceNo {invoice_no!r} already exists")
+            self._next_seq += 1
+            self._invoices[identifier] = _Invoice(identifier, invoice_no, scenario, seq, born)
+            self._by_number[invoice_no] = identifier
+        return identifier
+
+    def invoices(self) -> list[dict[str, Any]]:
+        """List invoices as ``{"Identifier", "InvoiceNo", "scenario", "stage", "final_stage", "Status", ...}``."""
+        now = self.clock.now()
+        with self._lock:
+            snapshot = list(self._invoices.values())
+        result = []
+        for invoice in snapshot:
+            stage = self._stage(invoice, now)
+            body = self._render(invoice, stage)
+            transaction = body["Transaction"]
+            result.append(
+                {
+                    "Identifier": invoice.identifier,
+                    "InvoiceNo": invoice.invoice_no,
+                    "scenario": invoice.scenario,
+                    "stage": stage,
+                    "final_stage": SCENARIOS[invoice.scenario],
+                    "Status": body["Status"],
+                    "TransactionStatus": None if transaction is None else transaction["Status"],
+                }
+            )
+        return result
+
+    def stage_of(self, identifier: str) -> int:
+        """Return the stage an invoice is at now."""
+        return self._stage(self._get(identifier), self.clock.now())
+
+    def set_stage(self, identifier: str, stage: int) -> None:
+        """Jump an invoice to ``stage`` now; it keeps moving on from there."""
+        invoice = self._get(identifier)
+        final = SCENARIOS[invoice.scenario]
+        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= final:
+            raise ValueError(f"stage must be an integer 0..{final} for scenario {invoice.scenario!r}")
+        with self._lock:
+            invoice.born = self.clock.now() - stage * self.stage_seconds
+
+    def status_body(self, identifier: str) -> dict[str, Any]:
+        """Return the body ``POST /send/pstatus`` would answer for this invoice now."""
+        invoice = self._get(identifier)
+        return self._render(invoice, self._stage(invoice, self.clock.now()))
+
+    def expire_tokens(self) -> int:
+        """Nothing to expire: the optional bearer token is static. Returns 0."""
+        return 0
+
+    # ---- server hooks -----------------------------------------------------------
+
+    def register(self, router: Router) -> None:
+        """Add ``POST /send/pstatus`` and the ``/_sim/amili_distribution/...`` admin routes."""
+        router.add("POST", "/send/pstatus", self._http_pstatus, label=NAME)
+        router.add("GET", "/_sim/amili_distribution/invoices", self._admin_list, label="_sim")
+        router.add("POST", "/_sim/amili_distribution/invoices", self._admin_create, label="_sim")
+        router.add("POST", "/_sim/amili_distribution/invoices/{identifier}/stage", self._admin_set_stage, label="_sim")
+        router.add("POST", "/_sim/amili_distribution/tokens/expire", self._admin_expire_tokens, label="_sim")
+
+    def describe_lines(self) -> list[str]:
+        """Human lines listing the invoices and where they are in their life."""
+        auth = "Bearer token required" if self.token else "no auth"
+        lines = [f"Amili Distribution invoices ({self.stage_seconds:g} sim-seconds per stage; {auth}):"]
+        for info in self.invoices():
+            lines.append(
+                f"  {info['Identifier']}  InvoiceNo={info['InvoiceNo']}  scenario={info['scenario']:<7} "
+                f"stage {info['stage']}/{info['final_stage']}  Status={info['Status']}"
+                f"  Transaction.Status={info['TransactionStatus']}"
+            )
+        if len(lines) == 1:
+            lines.append("  (none yet; POST /_sim/amili_distribution/invoices to add one)")
+        return lines
+
+    def env(self, base_url: str) -> dict[str, str]:
+        """The poller settings that point it at this fake."""
+        env = {"POLLER_AMILI_DISTRIBUTION__BASE_URL": base_url}
+        if self.token:
+            env["POLLER_AMILI_DISTRIBUTION__TOKEN"] = self.token
+        return env
+
+    # ---- HTTP handlers ----------------------------------------------------------
+
+    def _http_pstatus(self, request: Request) -> Response:
+        denied = self._authenticate(request)
+        if denied is not None:
+            return denied
+        fault = self.faults.take(NAME, self._pick_ref(request))
+        if fault is not None:
+            faulted = render_fault(
+                fault, normal=lambda: self._answer(request), error=self._fault_error, wait=self._wait
+            )
+            if faulted is not None:
+                return faulted
+        return self._answer(request)
+
+    def _answer(self, request: Request) -> Response:
+        try:
+            identifier, invoice_no = _requested(request)
+        except HttpError as exc:
+            return error_response(400, exc.message)
+        invoice = self._find(identifier, invoice_no)
+        if invoice is None:
+            return error_response(404, NOT_FOUND)
+        return json_response(200, self._render(invoice, self._stage(invoice, self.clock.now())))
+
+    def _authenticate(self, request: Request) -> Response | None:
+        """Check the optional bearer token; return the 401 to send, or None when allowed."""
+        if self.token is None:
+            return None
+        scheme, _, credentials = (request.header("Authorization") or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or credentials.strip() != self.token:
+            return error_response(401, DENIED)
+        return None
+
+    def _find(self, identifier: str | None, invoice_no: str | None) -> _Invoice | None:
+        with self._lock:
+            if identifier is not None and identifier in self._invoices:
+                return self._invoices[identifier]
+            if invoice_no is not None and invoice_no in self._by_number:
+                return self._invoices[self._by_number[invoice_no]]
+        return None
+
+    def _pick_ref(self, request: Request) -> str | None:
+        """The fault ref for a request: a fault armed for an invoice hits whichever way it is asked for."""
+        try:
+            identifier, invoice_no = _requested(request)
+        except HttpError:
+            return None
+        invoice = self._find(identifier, invoice_no)
+        candidates = [c for c in (identifier, invoice_no) if c is not None]
+        if invoice is not None:
+            candidates += [invoice.identifier, invoice.invoice_no]
+        scoped = {f["ref"] for f in self.faults.active(NAME) if f["ref"] is not None}
+        for candidate in candidates:
+            if candidate in scoped:
+                return candidate
+        return candidates[0] if candidates else None
+
+    @staticmethod
+    def _fault_error(status: int) -> Response:
+        if status == 401:
+            return error_response(401, DENIED)
+        if status == 404:
+            return error_response(404, NOT_FOUND)
+        if status == 429:
+            return error_response(429, "Too many requests, retry later")
+        return error_response(status, "An error has occurred.")
+
+    # ---- admin handlers ---------------------------------------------------------
+
+    def _admin_list(self, request: Request) -> Response:
+        return json_response(200, {"invoices": self.invoices()})
+
+    def _admin_create(self, request: Request) -> Response:
+        data = request.json_object()
+        # The Python names and the API's names are both accepted.
+        aliases = {"identifier": "identifier", "Identifier": "identifier", "invoice_no": "invoice_no"}
+        aliases.update({"InvoiceNo": "invoice_no", "scenario": "scenario"})
+        unknown = set(data) - set(aliases)
+        if unknown:
+            fields = ", ".join(sorted(unknown))
+            raise HttpError(400, f"unknown field(s): {fields}; allowed: Identifier, InvoiceNo, scenario")
+        values: dict[str, Any] = {aliases[key]: value for key, value in data.items()}
+        scenario = values.get("scenario", "ok")
+        if not isinstance(scenario, str):
+            raise HttpError(400, "scenario must be a string")
+        invoice_no: Any = values.get("invoice_no")
+        if isinstance(invoice_no, int) and not isinstance(invoice_no, bool):
+            invoice_no = str(invoice_no)
+        try:
+            identifier = self.create_invoice(values.get("identifier"), invoice_no, scenario)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from exc
+        invoice = self._get(identifier)
+        return json_response(
+            201, {"Identifier": identifier, "InvoiceNo": invoice.invoice_no, "scenario": invoice.scenario}
+        )
+
+    def _admin_set_stage(self, request: Request, identifier: str) -> Response:
+        data = request.json_object()
+        try:
+            self.set_stage(identifier, data.get("stage"))  # type: ignore[arg-type]
+        except KeyError as exc:
+            raise HttpError(404, str(exc.args[0])) from exc
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from exc
+        return json_response(200, {"Identifier": identifier, "stage": self.stage_of(identifier)})
+
+    def _admin_expire_tokens(self, request: Request) -> Response:
+        return json_response(200, {"expired": self.expire_tokens(), "tokens_issued": self.tokens_issued})
+
+    # ---- invoice life -----------------------------------------------------------
+
+    @staticmethod
+    def _free(make: Callable[[int], str], taken: dict[str, Any], start: int) -> str:
+        number = start
+        while make(number) in taken:
+            number += 1
+        return make(number)
+
+    def _get(self, identifier: str) -> _Invoice:
+        with self._lock:
+            invoice = self._invoices.get(identifier)
+        if invoice is None:
+            raise KeyError(f"invoice {identifier} does not exist")
+        return invoice
+
+    def _stage(self, invoice: _Invoice, now: float) -> int:
+        # The epsilon absorbs float error so advance(stage_seconds) lands exactly on the next stage.
+        reached = int((now - invoice.born) / self.stage_seconds + 1e-9)
+        return max(0, min(SCENARIOS[invoice.scenario], reached))
+
+    def _moment(self, invoice: _Invoice, stage: int) -> datetime:
+        return self.clock.wall(invoice.born + stage * self.stage_seconds)
+
+    def _render(self, invoice: _Invoice, stage: int) -> dict[str, Any]:
+        """Build the pstatus body for ``invoice`` at ``stage`` (seed 000's shape)."""
+        received = self._moment(invoice, 0)
+        receipt = str(uuid.uuid5(_RECEIPT_NAMESPACE, f"{NAME}/{invoice.identifier}"))
+        filename = f"EHF_{received.strftime('%Y%m%d%H%M%S')}_{invoice.seq + 1:04d}.xml"
+        status = (STATUS_NEW, STATUS_PENDING)[stage] if stage < 2 else STATUS_COMPLETED
+        transaction = None if stage < 2 else self._transaction(invoice, stage, filename)
+        return {
+            "ReceiptId": receipt,
+            "Filename": filename,
+            "InvoiceData": "",
+            "Received": compello_timestamp(received),
+            "Status": status,
+            "Transaction": transaction,
+            "InvoiceLink": f"{LINK_BASE}/{receipt}" if status == STATUS_COMPLETED else "",
+        }
+
+    def _transaction(self, invoice: _Invoice, stage: int, filename: str) -> dict[str, Any]:
+        """The ``Transaction`` object once the request is Completed (stage 2 on)."""
+        processed = compello_timestamp(self._moment(invoice, 2))
+        now = compello_timestamp(self._moment(invoice, stage))
+        invoice_day = self._moment(invoice, 0).replace(hour=0, minute=0, second=0, microsecond=0)
+        amount_ex_vat = round(1000 + (invoice.seq * 137) % 9000 + ((invoice.seq * 29) % 100) / 100, 2)
+
+        delivery_time: str | None = None
+        correlation = ""
+        if invoice.scenario == "ok":
+            if stage >= 3:
+                tx_status, log_text, channel_status = "OK", OK_LOG_TEXT, "Delivered"
+                delivery_time, correlation = now, "Matched"
+            else:
+                tx_status, log_text, channel_status = "Pending", PENDING_LOG_TEXT, "Sent"
+            channel_update = now
+        else:
+            tx_status, log_text, channel_status = "Failed", FAILED_LOG_TEXT, "Rejected"
+            # The channel said no at stage 2; Support's later handling is not a channel event.
+            channel_update = processed
+            if invoice.scenario == "handled" and stage >= 3:
+                tx_status, log_text = "Handled", f"{FAILED_LOG_TEXT}; {HANDLED_LOG_TEXT}"
+
+        return {
+            "TransactionRid": FIRST_TRANSACTION_RID + invoice.seq,
+            "LogTime": now,
+            "DeliveryTime": delivery_time,
+            "Status": tx_status,
+            "Company": COMPANY,
+            "Channel": CHANNEL,
+            "RequestedChannel": CHANNEL,
+            "ActualChannel": CHANNEL,
+            "Direction": "Out",
+            "InvoiceType": "Invoice",
+            "InvoiceNumber": invoice.invoice_no,
+            "Filename": filename,
+            "LogText": log_text,
+            "InvoiceeName": f"Simulated Buyer {invoice.seq + 1} AS",
+            "InvoiceDate": compello_timestamp(invoice_day),
+            "DueDate": compello_timestamp(invoice_day + timedelta(days=14)),
+            "Amount": round(amount_ex_vat * 1.25, 2),
+            "AmountExVat": amount_ex_vat,
+            "KID": kid_number(f"{FIRST_INVOICE_NO + invoice.seq:08d}"),
+            "ChannelStatus": channel_status,
+            "ChannelUpdateTime": channel_update,
+            "CorrelationStatus": correlation,
+        }
+
+
+def _requested(request: Request) -> tuple[str | None, str | None]:
+    """Read ``(Identifier, InvoiceNo)`` from a pstatus body; HttpError(400) when neither is usable."""
+    if not request.body.strip():
+        raise HttpError(400, "The request body is empty: give Identifier or InvoiceNo.")
+    data = request.json()
+    if not isinstance(data, dict):
+        raise HttpError(400, "The request body must be a JSON object with Identifier or InvoiceNo.")
+    found: dict[str, str | None] = {"identifier": None, "invoiceno": None}
+    nested = _field(data, "invoice")
+    for source in (data, nested if isinstance(nested, dict) else {}):
+        for key in found:
+            value = _field(source, key)
+            if found[key] is not None or value is None:
+                continue
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str):
+                raise HttpError(400, f"{'Identifier' if key == 'identifier' else 'InvoiceNo'} must be a string.")
+            found[key] = value.strip() or None
+    if found["identifier"] is None and found["invoiceno"] is None:
+        raise HttpError(400, "Give Identifier or InvoiceNo (top level or inside Invoice).")
+    return found["identifier"], found["invoiceno"]
+
+
+def _field(data: dict[str, Any], name: str) -> Any:
+    # ASP.NET binds JSON properties case-insensitively.
+    for key, value in data.items():
+        if isinstance(key, str) and key.lower() == name:
+            return value
+    return None
