@@ -179,12 +179,15 @@ def simulate(
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
     stage_seconds: Annotated[float, typer.Option(help="Simulated seconds between life stages.")] = 10.0,
     orders: Annotated[int, typer.Option(help="Billit orders to create at start.")] = 3,
+    billit_oauth: Annotated[bool, typer.Option(help="Billit takes OAuth2 bearer tokens (rotating refresh token).")]
+    = False,
+    token_ttl: Annotated[float, typer.Option(help="Lifetime of issued access tokens, real seconds.")] = 3600.0,
 ) -> None:
-    """Serve the provider APIs (Billit) on loopback, with faults on demand."""
+    """Serve the five provider APIs on loopback, with their auth flows and faults on demand."""
     from simulator.server import Simulator, SimulatorConfig
 
-    sim = Simulator(SimulatorConfig(port=port, speed=speed, stage_seconds=stage_seconds,
-                                    seed_orders=orders))
+    sim = Simulator(SimulatorConfig(port=port, speed=speed, stage_seconds=stage_seconds, seed_orders=orders,
+                                    token_ttl_seconds=token_ttl, options={"billit_oauth": billit_oauth}))
     sim.start()
     typer.echo(sim.describe())
     interrupt_on_sigterm()

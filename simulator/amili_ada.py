@@ -45,7 +45,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from simulator.clock import SimClock
+from simulator.clock import SimClock, born_for_stage, stage_reached
 from simulator.faults import FaultPlan, render_fault
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -289,11 +289,10 @@ class AmiliAdaProvider:
     def set_stage(self, case_id: str, stage: int) -> None:
         """Jump a case to ``stage`` now; it keeps moving on from there."""
         case = self._get(case_id)
-        final = SCENARIOS[case.scenario]
-        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= final:
-            raise ValueError(f"stage must be an integer 0..{final} for scenario {case.scenario!r}")
+        born = born_for_stage(stage, SCENARIOS[case.scenario], self.clock.now(), self.stage_seconds,
+                              f"scenario {case.scenario!r}")
         with self._lock:
-            case.born = self.clock.now() - stage * self.stage_seconds
+            case.born = born
 
     def case_body(self, case_id: str) -> dict[str, Any]:
         """Return the case exactly as ``GET /cases/{id}`` would now."""
@@ -632,9 +631,7 @@ class AmiliAdaProvider:
         return case
 
     def _stage(self, case: _Case, now: float) -> int:
-        # The epsilon absorbs float error so advance(stage_seconds) lands exactly on the next stage.
-        reached = int((now - case.born) / self.stage_seconds + 1e-9)
-        return max(0, min(SCENARIOS[case.scenario], reached))
+        return stage_reached(case.born, now, self.stage_seconds, SCENARIOS[case.scenario])
 
     def _moment(self, case: _Case, stage: int) -> datetime:
         return self.clock.wall(case.born + stage * self.stage_seconds)

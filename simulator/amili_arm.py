@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from simulator.clock import SimClock
+from simulator.clock import SimClock, born_for_stage, stage_reached
 from simulator.faults import FaultPlan, render_fault
 from simulator.identity import SharedTokenEndpoint, TokenService, bearer_token
 from simulator.router import HttpError, Request, Response, Router, json_response
@@ -190,10 +190,9 @@ class AmiliArmProvider:
     def set_stage(self, batch_uuid: str, stage: int) -> None:
         """Jump a batch to ``stage`` now; it keeps moving on from there."""
         batch = self._get(batch_uuid)
-        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= FINAL_STAGE:
-            raise ValueError(f"stage must be an integer 0..{FINAL_STAGE}")
+        born = born_for_stage(stage, FINAL_STAGE, self.clock.now(), self.stage_seconds)
         with self._lock:
-            batch.born = self.clock.now() - stage * self.stage_seconds
+            batch.born = born
 
     # ---- server hooks -----------------------------------------------------------
 
@@ -343,9 +342,7 @@ class AmiliArmProvider:
         return batch
 
     def _stage(self, batch: _Batch, now: float) -> int:
-        # The epsilon absorbs float error so advance(stage_seconds) lands exactly on the next stage.
-        reached = int((now - batch.born) / self.stage_seconds + 1e-9)
-        return max(0, min(FINAL_STAGE, reached))
+        return stage_reached(batch.born, now, self.stage_seconds, FINAL_STAGE)
 
     def _render(self, batch: _Batch, stage: int) -> tuple[int, dict[str, Any]]:
         """``(HTTP status, body)`` of ``batch`` at ``stage``: nothing, half, then all handled."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from simulator.clock import SimClock
+from simulator.clock import SimClock, born_for_stage, stage_reached
 from simulator.faults import FaultPlan, render_fault
 from simulator.identity import SharedTokenEndpoint, TokenService, bearer_token
 from simulator.router import HttpError, Request, Response, Router, json_response
@@ -290,9 +290,7 @@ class AmiliCollectionProvider:
     def set_stage(self, item_id: str, stage: int) -> None:
         """Jump an invoice or batch to ``stage`` now; it keeps moving on from there."""
         _, final = self._born_and_final(item_id)
-        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= final:
-            raise ValueError(f"stage must be an integer 0..{final} for {item_id}")
-        born = self.clock.now() - stage * self.stage_seconds
+        born = born_for_stage(stage, final, self.clock.now(), self.stage_seconds, item_id)
         with self._lock:
             item = self._find(self._invoices, item_id) or self._find(self._batches, item_id)
             if item is None:
@@ -532,9 +530,7 @@ class AmiliCollectionProvider:
         return self._stage(invoice.born, len(INVOICE_LIVES[invoice.scenario]) - 1, self.clock.now())
 
     def _stage(self, born: float, final: int, now: float) -> int:
-        # The epsilon absorbs float error so advance(stage_seconds) lands exactly on the next stage.
-        reached = int((now - born) / self.stage_seconds + 1e-9)
-        return max(0, min(final, reached))
+        return stage_reached(born, now, self.stage_seconds, final)
 
     def _stamp(self, born: float, stage: int) -> str:
         return amili_timestamp(self.clock.wall(born + stage * self.stage_seconds))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from simulator.clock import SimClock
+from simulator.clock import SimClock, born_for_stage, stage_reached
 from simulator.faults import FaultPlan, render_fault
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -183,11 +183,10 @@ class AmiliDistributionProvider:
     def set_stage(self, identifier: str, stage: int) -> None:
         """Jump an invoice to ``stage`` now; it keeps moving on from there."""
         invoice = self._get(identifier)
-        final = SCENARIOS[invoice.scenario]
-        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= final:
-            raise ValueError(f"stage must be an integer 0..{final} for scenario {invoice.scenario!r}")
+        born = born_for_stage(stage, SCENARIOS[invoice.scenario], self.clock.now(), self.stage_seconds,
+                              f"scenario {invoice.scenario!r}")
         with self._lock:
-            invoice.born = self.clock.now() - stage * self.stage_seconds
+            invoice.born = born
 
     def status_body(self, identifier: str) -> dict[str, Any]:
         """Return the body ``POST /send/pstatus`` would answer for this invoice now."""
@@ -357,9 +356,7 @@ class AmiliDistributionProvider:
         return invoice
 
     def _stage(self, invoice: _Invoice, now: float) -> int:
-        # The epsilon absorbs float error so advance(stage_seconds) lands exactly on the next stage.
-        reached = int((now - invoice.born) / self.stage_seconds + 1e-9)
-        return max(0, min(SCENARIOS[invoice.scenario], reached))
+        return stage_reached(invoice.born, now, self.stage_seconds, SCENARIOS[invoice.scenario])
 
     def _moment(self, invoice: _Invoice, stage: int) -> datetime:
         return self.clock.wall(invoice.born + stage * self.stage_seconds)

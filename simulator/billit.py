@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from simulator.clock import SimClock
+from simulator.clock import SimClock, born_for_stage, stage_reached
 from simulator.faults import Fault, FaultPlan, render_fault
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -367,11 +367,10 @@ class BillitProvider:
     def set_stage(self, order_id: int, stage: int) -> None:
         """Jump an order to ``stage`` now; it keeps moving on from there."""
         order = self._get(order_id)
-        final = SCENARIOS[order.scenario]
-        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= final:
-            raise ValueError(f"stage must be an integer 0..{final} for scenario {order.scenario!r}")
+        born = born_for_stage(stage, SCENARIOS[order.scenario], self.clock.now(), self.stage_seconds,
+                              f"scenario {order.scenario!r}")
         with self._lock:
-            order.born = self.clock.now() - stage * self.stage_seconds
+            order.born = born
 
     def order_body(self, order_id: int) -> dict[str, Any]:
         """Return the order object exactly as ``GET /v1/orders/{id}`` would now."""
@@ -630,9 +629,7 @@ class BillitProvider:
         return order
 
     def _stage(self, order: _Order, now: float) -> int:
-        # The epsilon absorbs float error so advance(stage_seconds) lands exactly on the next stage.
-        reached = int((now - order.born) / self.stage_seconds + 1e-9)
-        return max(0, min(SCENARIOS[order.scenario], reached))
+        return stage_reached(order.born, now, self.stage_seconds, SCENARIOS[order.scenario])
 
     def _stamp(self, order: _Order, stage: int) -> str:
         """Timestamp of the moment ``order`` reached ``stage``.

@@ -70,3 +70,20 @@ class SimClock:
 def _check_speed(speed: float) -> None:
     if speed < 0:
         raise ValueError(f"speed must be >= 0, got {speed}")
+
+
+def stage_reached(born: float, now: float, stage_seconds: float, final: int) -> int:
+    """The life stage (0..final) of an item born at sim time ``born``, seen at ``now``."""
+    # The epsilon absorbs float error so advance(stage_seconds) lands exactly on the next stage.
+    return max(0, min(final, int((now - born) / stage_seconds + 1e-9)))
+
+
+def born_for_stage(stage: object, final: int, now: float, stage_seconds: float, what: str = "") -> float:
+    """The birth time that puts an item at ``stage`` now, so it moves on from there.
+
+    Raises:
+        ValueError: ``stage`` is not an integer in 0..final (``what`` names the item's kind).
+    """
+    if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= final:
+        raise ValueError(f"stage must be an integer 0..{final}" + (f" for {what}" if what else ""))
+    return now - stage * stage_seconds
