@@ -75,6 +75,10 @@ def daemon_env(db_url, sim, tmp_path) -> dict[str, str]:
         "POLLER_BILLIT__BASE_URL": sim.url,
         "POLLER_BILLIT__API_KEY": "sim-billit-key",
         "POLLER_BILLIT__PARTY_ID": "1234",
+        # The breaker and the rate limit have their own tests (test_guard.py); here they would
+        # only stretch the storm's timing.
+        "POLLER_BILLIT__RATE_LIMIT_PER_SECOND": "1000",
+        "POLLER_BREAKER_MIN_CALLS": "1000",
     })
     return env
 

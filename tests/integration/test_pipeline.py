@@ -260,3 +260,15 @@ def test_poll_past_lease_deadline_is_skipped(service, sim, clock):
     report = service.poll_claims(claims, deadline=clock() - timedelta(seconds=1))
     assert report.skipped == 1 and report.polled == 0
     assert sim.stats()["requests"].get("billit", {}).get("total", 0) == 0
+
+
+def test_oversized_body_is_a_clear_error(engine, sim, clock):
+    """A response larger than the cap is refused, named, and not parsed."""
+    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")
+    service = PollerService(make_sessionmaker(engine), ProviderSet(
+        {"billit": settings}, ProviderContext(http=HttpOptions(max_body_bytes=100), clock=clock)), POLICY, clock=clock)
+    sim.billit.create_order(1001)
+    service.track("billit", "1001", interval_s=5)
+    poll_round(service)
+    (it,) = service.items()
+    assert "response body larger than 100 bytes" in it.last_error and service.events_after(0) == []
