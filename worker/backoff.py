@@ -78,3 +78,24 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def schedule_delay(
+    attempt: int, schedule: tuple[float, ...], *, jitter_ratio: float, rand: float,
+    retry_after: float | None = None,
+) -> float | None:
+    """Seconds before retry number ``attempt`` (1 = the first retry) on a fixed schedule, or None
+    when the schedule is exhausted.
+
+    The schedule is Svix's by default (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h), each step
+    spread by +/- ``jitter_ratio`` so a subscriber coming back is not hit by every retry at once.
+    ``Retry-After`` is a floor, as for polling.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1, got {attempt}")
+    if attempt > len(schedule):
+        return None
+    delay = schedule[attempt - 1] * (1 - jitter_ratio + 2 * jitter_ratio * rand)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return delay

@@ -20,6 +20,12 @@ class EventType(enum.StrEnum):
     RECOVERED = "poll.recovered"
 
 
+#: Events about providers and subscriptions rather than items (``item_id`` is null).
+SYSTEM_EVENT_TYPES = ("provider.paused", "provider.resumed", "subscription.disabled")
+#: Every event type a subscription can ask for.
+ALL_EVENT_TYPES = tuple(t.value for t in EventType) + SYSTEM_EVENT_TYPES
+
+
 class ItemState(enum.StrEnum):
     """Where a tracked item is in its polling life."""
 

@@ -268,7 +268,7 @@ class PollerService:
         etype = "provider.paused" if transition.kind == "opened" else "provider.resumed"
         now = self.clock()
         with self.sessions.begin() as session:
-            repo.add_provider_event(session, event_ids(now, self.entropy(10), 1)[0], etype, data, now=now)
+            repo.add_system_event(session, event_ids(now, self.entropy(10), 1)[0], etype, data, now=now)
         (log.error if transition.kind == "opened" else log.warning)(etype, **data)
 
     # -- reading --------------------------------------------------------------------------

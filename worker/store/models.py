@@ -123,3 +123,76 @@ class Credential(Base):
     #: A refresher holds the row until then; a crashed one frees it by time.
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Subscription(Base):
+    """Where events go: a webhook endpoint, or the SQL sink (``kind`` = ``sql``).
+
+    ``event_types`` and ``providers`` are JSON lists, or NULL for "all". The webhook secret is a
+    Standard Webhooks ``whsec_`` key; after a rotation the previous one keeps signing alongside the
+    new one until ``previous_secret_expires_at``.
+    """
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="webhook")
+    url: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    providers: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Start of the current run of failures without a success (auto-disable clock).
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Delivery(Base):
+    """One event to one subscription: the outbox row, written with the event.
+
+    Invariant like items: ``next_attempt_at`` is NULL once the delivery succeeded or failed for
+    good; a claim pushes it one lease ahead, so a delivery lost with a worker is retried.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "next_attempt_at"),
+        Index("ix_deliveries_order", "subscription_id", "item_id", "event_position"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    event_position: Mapped[int] = mapped_column(ForeignKey("events.position", ondelete="CASCADE"), index=True)
+    #: Copied from the event: deliveries of one item to one subscription go out in order.
+    item_id: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_id: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class DeliveryAttempt(Base):
+    """One try at a delivery: when, what came back, how long it took, whose fault a failure was."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+    #: "subscriber" (their 3xx/4xx), "unavailable" (5xx, 429, timeout, connection) or null.
+    fault: Mapped[str | None] = mapped_column(String(16))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
 from worker.errors import DuplicateItemError, InputError, ItemNotFoundError
+from worker.store.deliveries import enqueue_deliveries
 from worker.store.models import Event, Item, Snapshot
 
 
@@ -177,6 +178,7 @@ def apply_outcome(
               for n, (eid, ev) in enumerate(zip(event_ids, outcome.events, strict=True))]
     session.add_all(events)
     session.flush()
+    enqueue_deliveries(session, events, now=now)
     return events
 
 
@@ -188,11 +190,13 @@ def defer(session: Session, claim: Claim, until: datetime, *, now: datetime) -> 
     return moved is not None
 
 
-def add_provider_event(session: Session, event_id: str, etype: str, data: dict[str, Any], *, now: datetime) -> Event:
-    """An event about a provider, not an item (``provider.paused``, ``provider.resumed``)."""
+def add_system_event(session: Session, event_id: str, etype: str, data: dict[str, Any], *, now: datetime) -> Event:
+    """An event about a provider or a subscription, not an item (``provider.paused``,
+    ``subscription.disabled``); it goes through the outbox like any other."""
     event = Event(id=event_id, item_id=None, seq=None, type=etype, data=data, created_at=now)
     session.add(event)
     session.flush()
+    enqueue_deliveries(session, [event], now=now)
     return event
 
 

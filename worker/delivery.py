@@ -1,0 +1,199 @@
+"""Delivering events: claim due deliveries, send them (webhook or SQL sink), record every attempt.
+
+The I/O shell around worker.webhooks.decision, like service.py is around policy.py.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
+
+import structlog
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.errors import InputError
+from worker.ids import event_ids
+from worker.providers.base import utcnow
+from worker.sinks.sql import SqlSink
+from worker.store import deliveries as repo
+from worker.store.deliveries import DeliveryClaim, DeliveryWork
+from worker.store.models import Subscription
+from worker.store.repo import add_system_event
+from worker.webhooks import payload
+from worker.webhooks.decision import SVIX_SCHEDULE, AttemptResult, decide, should_disable
+from worker.webhooks.sender import WebhookSender
+from worker.webhooks.urls import Resolver, check_url, resolve
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """Retry schedule, auto-disable and target rules; built from settings."""
+
+    schedule: tuple[float, ...] = SVIX_SCHEDULE
+    jitter_ratio: float = 0.1
+    disable_after: timedelta = timedelta(days=5)
+    allow_http: bool = False
+    allow_private: bool = False
+    excerpt_chars: int = 4096
+
+
+@dataclass
+class DeliveryReport:
+    """What one batch did."""
+
+    sent: int = 0
+    succeeded: int = 0
+    retrying: int = 0
+    failed: int = 0
+    lost_lease: int = 0
+    skipped: int = 0
+    disabled: list[int] = field(default_factory=list)
+
+
+def redact(url: str) -> str:
+    """A URL for logs and events: scheme, host and path; no query (it may carry tokens)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+class DeliveryService:
+    """Sends the outbox.
+
+    Args:
+        sessions: the poller database.
+        sender: posts webhooks.
+        policy: schedule and rules.
+        sink: the SQL sink, when one is configured.
+        clock, rng, entropy: injected time (schedules), jitter and id randomness.
+        resolver: DNS, for the delivery-time target check.
+        wall: the real time that stamps ``webhook-timestamp``; receivers check it against theirs.
+    """
+
+    def __init__(
+        self, sessions: sessionmaker[Session], sender: WebhookSender, policy: DeliveryPolicy = DeliveryPolicy(), *,
+        sink: SqlSink | None = None, clock: Callable[[], datetime] = utcnow, rng: random.Random | None = None,
+        entropy: Callable[[int], bytes] = os.urandom, resolver: Resolver = resolve,
+        wall: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.sessions, self.sender, self.policy, self.sink = sessions, sender, policy, sink
+        self.clock, self.rng, self.entropy, self.resolver = clock, rng or random.Random(), entropy, resolver
+        self.wall = wall
+
+    def dispatch_due(
+        self, enqueue: Callable[[list[DeliveryClaim]], None], *, lease_s: float, limit: int, chunk_size: int,
+    ) -> int:
+        """Claim due deliveries and hand them to ``enqueue`` in chunks. Returns how many."""
+        with self.sessions.begin() as session:
+            claims = repo.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
+        for start in range(0, len(claims), chunk_size):
+            enqueue(claims[start:start + chunk_size])
+        return len(claims)
+
+    def deliver(self, claims: Sequence[DeliveryClaim], *, deadline: datetime | None = None) -> DeliveryReport:
+        """Attempt each claimed delivery once and record the results in one transaction."""
+        with self.sessions.begin() as session:
+            work = repo.load_work(session, claims, now=self.clock())
+        report = DeliveryReport()
+        results: list[tuple[DeliveryWork, AttemptResult]] = []
+        held: list[DeliveryWork] = []
+        to_sink = [w for w in work if w.kind == "sql"]
+        if to_sink:
+            results.extend(self._to_sink(to_sink))
+        # One item's events to one subscription, in event order; work is sorted by position.
+        blocked: set[tuple[int, int | None]] = set()
+        for unit in (w for w in work if w.kind == "webhook"):
+            chain = (unit.subscription_id, unit.item_id)
+            if unit.item_id is not None and chain in blocked:
+                held.append(unit)  # an earlier event of this item just failed: it goes first
+                continue
+            if deadline is not None and self.clock() >= deadline:
+                report.skipped += 1  # our lease is over; the next claim owns it
+                continue
+            result = self._send(unit)
+            results.append((unit, result))
+            if not result.ok:
+                blocked.add(chain)
+        self._record(results, report, held)
+        return report
+
+    def _send(self, unit: DeliveryWork) -> AttemptResult:
+        try:
+            check_url(unit.url, allow_http=self.policy.allow_http, allow_private=self.policy.allow_private,
+                      resolver=self.resolver)
+        except InputError as err:
+            return AttemptResult(None, 0.0, error=f"refused: {err}")
+        body = payload.body(unit.event_type, unit.event_created_at, unit.event_data)
+        headers = payload.headers(unit.event_id, self.wall(), body, unit.secrets)
+        return self.sender.post(unit.url, body, headers)
+
+    def _to_sink(self, units: list[DeliveryWork]) -> list[tuple[DeliveryWork, AttemptResult]]:
+        if self.sink is None:
+            return [(u, AttemptResult(None, 0.0, error="no SQL sink configured (POLLER_SINK_DATABASE_URL)"))
+                    for u in units]
+        rows = [{"id": u.event_id, "type": u.event_type, "created_at": u.event_created_at, "item_id": u.item_id,
+                 "seq": u.seq, "data": u.event_data} for u in units]
+        started = self.clock()
+        try:
+            self.sink.write(rows, now=started)
+        except Exception as err:  # noqa: BLE001 - a sink outage is retried like a webhook outage
+            log.warning("sink.write_failed", error=f"{type(err).__name__}: {err}"[:300])
+            ms = (self.clock() - started).total_seconds() * 1000
+            return [(u, AttemptResult(None, ms, error=f"sink write failed: {type(err).__name__}")) for u in units]
+        ms = (self.clock() - started).total_seconds() * 1000
+        return [(u, AttemptResult(200, ms / len(units))) for u in units]
+
+    def _record(self, results: list[tuple[DeliveryWork, AttemptResult]], report: DeliveryReport,
+                held: list[DeliveryWork]) -> None:
+        if not results and not held:
+            return
+        now = self.clock()
+        outcome_by_sub: dict[int, bool] = {}
+        gone: dict[int, str] = {}
+        retry_at: dict[tuple[int, int | None], datetime | None] = {}
+        with self.sessions.begin() as session:
+            for unit, result in results:
+                decision = decide(unit.attempts + 1, result, now=now, schedule=self.policy.schedule,
+                                  jitter_ratio=self.policy.jitter_ratio, rand=self.rng.random())
+                if not repo.record(session, unit, result, decision, now=now, excerpt_chars=self.policy.excerpt_chars):
+                    report.lost_lease += 1
+                    continue
+                report.sent += 1
+                report.succeeded += decision.state == "succeeded"
+                report.retrying += decision.state == "pending"
+                report.failed += decision.state == "failed"
+                retry_at[unit.subscription_id, unit.item_id] = decision.next_attempt_at
+                outcome_by_sub[unit.subscription_id] = outcome_by_sub.get(unit.subscription_id, False) or result.ok
+                if decision.disable_reason:
+                    gone[unit.subscription_id] = decision.disable_reason
+                log.info("delivery.attempt", delivery_id=unit.claim.delivery_id, event_id=unit.event_id,
+                         subscription_id=unit.subscription_id, status_code=result.status_code,
+                         outcome=decision.outcome, error=result.error)
+            for unit in held:
+                repo.release(session, unit, due=retry_at.get((unit.subscription_id, unit.item_id)) or now, now=now)
+            for sub_id, ok in outcome_by_sub.items():
+                sub = session.get(Subscription, sub_id)
+                if sub is None or sub.state != "active":
+                    continue
+                if ok:
+                    sub.failing_since, sub.last_success_at = None, now
+                else:
+                    sub.failing_since = sub.failing_since or now
+                reason = gone.get(sub_id)
+                if reason is None and should_disable(sub.failing_since, now, self.policy.disable_after):
+                    reason = f"no successful delivery since {sub.failing_since.isoformat()}"  # type: ignore[union-attr]
+                if reason:
+                    self._disable(session, sub, reason, now)
+                    report.disabled.append(sub_id)
+
+    def _disable(self, session: Session, sub: Subscription, reason: str, now: datetime) -> None:
+        """Disable a subscription and say so: an error log line and a ``subscription.disabled`` event."""
+        sub.state, sub.disabled_reason, sub.updated_at = "disabled", reason, now
+        data = {"subscription_id": sub.id, "kind": sub.kind, "url": redact(sub.url), "reason": reason}
+        add_system_event(session, event_ids(now, self.entropy(10), 1)[0], "subscription.disabled", data, now=now)
+        log.error("subscription.disabled", **data)

@@ -1,0 +1,1 @@
+"""Event sinks besides webhooks."""

@@ -1,0 +1,213 @@
+"""Repository functions for subscriptions and the delivery outbox. Take a Session, never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.orm import Session, aliased
+
+from worker.errors import InputError
+from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
+from worker.webhooks.decision import AttemptResult, Decision
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """A delivery handed to a worker, with the lease that entitles it to record the result."""
+
+    delivery_id: int
+    lease_id: int
+
+
+@dataclass(frozen=True)
+class DeliveryWork:
+    """Everything one attempt needs, read before any HTTP call."""
+
+    claim: DeliveryClaim
+    attempts: int
+    subscription_id: int
+    kind: str
+    url: str
+    secrets: list[str]
+    event_id: str
+    event_type: str
+    event_created_at: datetime
+    event_data: dict[str, Any]
+    item_id: int | None
+    seq: int | None
+
+
+def matches(sub: Subscription, event_type: str, provider: str | None) -> bool:
+    """Whether ``sub`` wants this event (NULL filters mean everything)."""
+    if sub.event_types and event_type not in sub.event_types:
+        return False
+    return not (sub.providers and provider not in sub.providers)
+
+
+def enqueue_deliveries(session: Session, events: Sequence[Event], *, now: datetime) -> int:
+    """The outbox: one delivery per matching active subscription, in the events' transaction."""
+    if not events:
+        return 0
+    subs = session.scalars(select(Subscription).where(Subscription.state == "active")).all()
+    rows = [Delivery(subscription_id=sub.id, event_position=ev.position, item_id=ev.item_id, state="pending",
+                     attempts=0, next_attempt_at=now, lease_id=0, created_at=now, updated_at=now)
+            for ev in events for sub in subs if matches(sub, ev.type, (ev.data or {}).get("provider"))]
+    session.add_all(rows)
+    return len(rows)
+
+
+def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) -> list[DeliveryClaim]:
+    """Claim due deliveries of active subscriptions, oldest first, one lease ahead.
+
+    A delivery is held back while an earlier event of the same item still waits for the same
+    subscription, so one item's events arrive in order; other items are not held up.
+    """
+    earlier = aliased(Delivery)
+    blocked = (select(earlier.id).where(
+        earlier.subscription_id == Delivery.subscription_id, earlier.item_id == Delivery.item_id,
+        earlier.state == "pending", earlier.event_position < Delivery.event_position).exists())
+    due = (select(Delivery.id).join(Subscription, Subscription.id == Delivery.subscription_id)
+           .where(Delivery.next_attempt_at <= now, Subscription.state == "active", ~blocked)
+           .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True, of=Delivery)
+    lease_until = now + timedelta(seconds=lease_s)
+    stmt = (update(Delivery).where(Delivery.id.in_(due.scalar_subquery()))
+            .values(next_attempt_at=lease_until, lease_id=Delivery.lease_id + 1)
+            .returning(Delivery.id, Delivery.lease_id, Delivery.subscription_id, Delivery.item_id)
+            .execution_options(synchronize_session=False))
+    heads = session.execute(stmt).all()
+    claims = [DeliveryClaim(row.id, row.lease_id) for row in heads]
+    # The events queued behind each head (same item, same subscription) come along, so a burst of
+    # changes goes out in one batch, in order, instead of one event per item per tick.
+    pairs = {(row.subscription_id, row.item_id) for row in heads if row.item_id is not None}
+    room = limit - len(claims)
+    if pairs and room > 0:
+        followers = (select(Delivery.id).where(
+            tuple_(Delivery.subscription_id, Delivery.item_id).in_(sorted(pairs)), Delivery.state == "pending",
+            Delivery.next_attempt_at <= now).order_by(Delivery.event_position).limit(room))
+        if session.get_bind().dialect.name == "postgresql":
+            followers = followers.with_for_update(skip_locked=True)
+        more = session.execute(
+            update(Delivery).where(Delivery.id.in_(followers.scalar_subquery()))
+            .values(next_attempt_at=lease_until, lease_id=Delivery.lease_id + 1)
+            .returning(Delivery.id, Delivery.lease_id).execution_options(synchronize_session=False))
+        claims.extend(DeliveryClaim(row.id, row.lease_id) for row in more)
+    return claims
+
+
+def load_work(session: Session, claims: Sequence[DeliveryClaim], *, now: datetime) -> list[DeliveryWork]:
+    """The claimed deliveries still under their lease, with event and subscription."""
+    if not claims:
+        return []
+    leases = {c.delivery_id: c.lease_id for c in claims}
+    rows = session.execute(
+        select(Delivery, Event, Subscription)
+        .join(Event, Event.position == Delivery.event_position)
+        .join(Subscription, Subscription.id == Delivery.subscription_id)
+        .where(Delivery.id.in_(leases))).all()
+    work = []
+    for delivery, event, sub in sorted(rows, key=lambda r: r[0].event_position):
+        if delivery.lease_id != leases[delivery.id] or delivery.state != "pending":
+            continue
+        work.append(DeliveryWork(
+            DeliveryClaim(delivery.id, delivery.lease_id), delivery.attempts, sub.id, sub.kind, sub.url,
+            active_secrets(sub, now), event.id, event.type, event.created_at, event.data, event.item_id, event.seq))
+    return work
+
+
+def release(session: Session, work: DeliveryWork, *, due: datetime, now: datetime) -> None:
+    """Give back a claimed delivery without an attempt: an earlier event of its item just failed,
+    so it is due again with that event's retry (and stays blocked until that one is settled)."""
+    session.execute(update(Delivery).where(Delivery.id == work.claim.delivery_id,
+                                           Delivery.lease_id == work.claim.lease_id)
+                    .values(next_attempt_at=due, updated_at=now).execution_options(synchronize_session=False))
+
+
+def active_secrets(sub: Subscription, now: datetime) -> list[str]:
+    """The secrets that sign now: the current one, and the previous one during its grace period."""
+    secrets = [sub.secret] if sub.secret else []
+    if sub.previous_secret and sub.previous_secret_expires_at and sub.previous_secret_expires_at > now:
+        secrets.append(sub.previous_secret)
+    return secrets
+
+
+def record(
+    session: Session, work: DeliveryWork, result: AttemptResult, decision: Decision, *, now: datetime,
+    excerpt_chars: int,
+) -> bool:
+    """Store one attempt and the delivery's new state, if the lease still holds."""
+    done = decision.state != "pending"
+    updated = session.execute(
+        update(Delivery).where(Delivery.id == work.claim.delivery_id, Delivery.lease_id == work.claim.lease_id)
+        .values(state=decision.state, attempts=Delivery.attempts + 1, next_attempt_at=decision.next_attempt_at,
+                last_status_code=result.status_code, last_error=result.error, updated_at=now,
+                finished_at=now if done else None)
+        .returning(Delivery.id).execution_options(synchronize_session=False)).scalar_one_or_none()
+    if updated is None:
+        return False
+    session.add(DeliveryAttempt(
+        delivery_id=work.claim.delivery_id, attempted_at=now, status_code=result.status_code,
+        latency_ms=round(result.latency_ms, 3), outcome=decision.outcome, fault=decision.fault,
+        response_excerpt=(result.excerpt or "")[:excerpt_chars] or None, error=result.error))
+    return True
+
+
+# -- subscriptions -------------------------------------------------------------------------
+
+def add_subscription(
+    session: Session, *, kind: str, url: str, secret: str | None, event_types: list[str] | None,
+    providers: list[str] | None, now: datetime,
+) -> Subscription:
+    """A new active subscription."""
+    sub = Subscription(kind=kind, url=url, secret=secret, event_types=event_types or None,
+                       providers=providers or None, state="active", created_at=now, updated_at=now)
+    session.add(sub)
+    session.flush()
+    return sub
+
+
+def get_subscription(session: Session, sub_id: int) -> Subscription:
+    """The subscription, or InputError."""
+    sub = session.get(Subscription, sub_id)
+    if sub is None:
+        raise InputError(f"no subscription has id {sub_id}")
+    return sub
+
+
+def list_subscriptions(session: Session) -> Sequence[Subscription]:
+    """All subscriptions by id."""
+    return session.scalars(select(Subscription).order_by(Subscription.id)).all()
+
+
+def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
+    """Per subscription: deliveries by state."""
+    from sqlalchemy import func
+
+    counts: dict[int, dict[str, int]] = {}
+    for sub_id, state, n in session.execute(
+            select(Delivery.subscription_id, Delivery.state, func.count()).group_by(Delivery.subscription_id,
+                                                                                     Delivery.state)):
+        counts.setdefault(sub_id, {})[state] = n
+    return counts
+
+
+def redeliver(
+    session: Session, events: Sequence[Event], *, subscription_id: int | None, now: datetime,
+) -> int:
+    """New deliveries for already-sent events (same event id, so the same ``webhook-id``)."""
+    subs = session.scalars(select(Subscription).where(Subscription.state == "active")).all()
+    if subscription_id is not None:
+        subs = [s for s in subs if s.id == subscription_id]
+        if not subs:
+            get_subscription(session, subscription_id)
+            raise InputError(f"subscription {subscription_id} is disabled; enable it first")
+    rows = [Delivery(subscription_id=sub.id, event_position=ev.position, item_id=ev.item_id, state="pending",
+                     attempts=0, next_attempt_at=now, lease_id=0, created_at=now, updated_at=now)
+            for ev in events for sub in subs if matches(sub, ev.type, (ev.data or {}).get("provider"))]
+    session.add_all(rows)
+    return len(rows)

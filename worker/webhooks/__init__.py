@@ -1,0 +1,1 @@
+"""Webhook delivery: payloads and signatures (pure), URL safety, sending, decisions."""

@@ -1,0 +1,75 @@
+"""What an attempt's result means for the delivery and the subscription. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from worker.backoff import schedule_delay
+
+#: Svix's retry schedule, in seconds after each failure: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+SVIX_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one HTTP attempt (or sink write) produced."""
+
+    status_code: int | None
+    latency_ms: float
+    excerpt: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """2xx is success; nothing else is."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The delivery's next state, and what happens to the subscription."""
+
+    state: str  # "succeeded", "pending" (retry at next_attempt_at) or "failed"
+    next_attempt_at: datetime | None
+    outcome: str  # "success", "retry", "failed", "gone"
+    fault: str | None  # "subscriber", "unavailable" or None
+    disable_reason: str | None = None
+
+
+def classify(result: AttemptResult) -> str | None:
+    """Whose fault a failure is: ``unavailable`` (timeouts, connection errors, 5xx, 429) or
+    ``subscriber`` (their 3xx and other 4xx). None for success."""
+    code = result.status_code
+    if result.ok:
+        return None
+    if code is None or code == 429 or code >= 500:
+        return "unavailable"
+    return "subscriber"
+
+
+def decide(
+    attempt: int, result: AttemptResult, *, now: datetime, schedule: tuple[float, ...], jitter_ratio: float,
+    rand: float,
+) -> Decision:
+    """Decide after attempt number ``attempt`` (1 = the first try).
+
+    2xx succeeds. 410 fails the delivery and disables the subscription (the spec's "endpoint
+    gone"). Everything else is retried on the schedule, honouring Retry-After, until it runs out.
+    """
+    if result.ok:
+        return Decision("succeeded", None, "success", None)
+    fault = classify(result)
+    if result.status_code == 410:
+        return Decision("failed", None, "gone", "subscriber",
+                        disable_reason="endpoint answered 410 Gone")
+    delay = schedule_delay(attempt, schedule, jitter_ratio=jitter_ratio, rand=rand, retry_after=result.retry_after)
+    if delay is None:
+        return Decision("failed", None, "failed", fault)
+    return Decision("pending", now + timedelta(seconds=delay), "retry", fault)
+
+
+def should_disable(failing_since: datetime | None, now: datetime, disable_after: timedelta) -> bool:
+    """A subscription that has failed without one success for ``disable_after`` is disabled."""
+    return failing_since is not None and now - failing_since >= disable_after
