@@ -206,5 +206,9 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _handler)
 
 
+from cli import webhooks as _webhooks  # noqa: E402 - registers its commands on `app`
+
+_webhooks.register(app)
+
 if __name__ == "__main__":
     main()

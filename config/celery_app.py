@@ -16,12 +16,14 @@ from config.settings import Settings, get_settings
 #: Task names, fixed so renaming a Python function never orphans queued messages.
 DISPATCH_TASK = "polling.dispatch_due"
 POLL_TASK = "polling.poll_items"
+DELIVER_DUE_TASK = "delivery.deliver_due"
+DELIVER_TASK = "delivery.deliver"
 
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``. The broker must be set (``poller run`` sets it)."""
     app = Celery("status_poller", broker=settings.broker_url or "redis://127.0.0.1:6379/0",
-                 include=["tasks.polling"])
+                 include=["tasks.polling", "tasks.delivery"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -47,6 +49,12 @@ def create_app(settings: Settings) -> Celery:
                 "task": DISPATCH_TASK,
                 "schedule": settings.tick_seconds,
                 # A tick nobody ran in time is worthless: the next one claims the same items.
+                "options": {"expires": settings.tick_seconds},
+            },
+            # The safety net: retries come due here; new events are also pushed at once by the poll.
+            "deliver-due": {
+                "task": DELIVER_DUE_TASK,
+                "schedule": settings.tick_seconds,
                 "options": {"expires": settings.tick_seconds},
             },
         },

@@ -5,6 +5,7 @@ This is the only module that reads the environment. Everything else receives val
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -57,6 +58,24 @@ class Settings(BaseSettings):
     #: A rate-limited poll waits up to this long for its slot, else it is deferred.
     rate_limit_max_wait_seconds: float = Field(2.0, ge=0)
 
+    #: Webhooks: http and private targets are refused unless allowed (tests and local receivers).
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(15.0, gt=0)
+    #: Seconds between attempts after each failure; attempts = len + 1. Svix's schedule by default.
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_retry_jitter_ratio: float = Field(0.1, ge=0, lt=1)
+    #: A subscription failing without a success this long is disabled (seconds, or 30m / 12h / 5d).
+    webhook_disable_after: str = "5d"
+    #: How long the old secret keeps signing after rotate-secret (same units).
+    webhook_secret_grace: str = "24h"
+    delivery_lease_seconds: float = Field(60.0, gt=0)
+    delivery_chunk: int = Field(100, gt=0)
+    delivery_limit: int = Field(20_000, gt=0)
+    #: The database-table sink: every event, once, in this database's table (created if absent).
+    sink_database_url: str | None = None
+    sink_table: str = "poller_events"
+
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
@@ -66,9 +85,45 @@ class Settings(BaseSettings):
     amili_ada: AmiliAdaSettings = AmiliAdaSettings()
     amili_arm: AmiliArmSettings = AmiliArmSettings()
 
+    def retry_schedule(self) -> tuple[float, ...]:
+        """POLLER_WEBHOOK_RETRY_SCHEDULE as seconds."""
+        try:
+            steps = tuple(float(x) for x in self.webhook_retry_schedule.split(",") if x.strip())
+        except ValueError:
+            steps = ()
+        if not steps or any(x < 0 for x in steps):
+            raise ConfigurationError(
+                "POLLER_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, e.g. 5,300,1800")
+        return steps
+
+    def disable_after(self) -> timedelta:
+        """POLLER_WEBHOOK_DISABLE_AFTER as a duration."""
+        return parse_duration(self.webhook_disable_after, "POLLER_WEBHOOK_DISABLE_AFTER")
+
+    def secret_grace(self) -> timedelta:
+        """POLLER_WEBHOOK_SECRET_GRACE as a duration."""
+        return parse_duration(self.webhook_secret_grace, "POLLER_WEBHOOK_SECRET_GRACE")
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``{home}/poller.db``."""
         return self.database_url or f"sqlite+pysqlite:///{(self.home / 'poller.db').resolve()}"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, name: str) -> timedelta:
+    """``90``, ``30m``, ``12h`` or ``5d`` as a timedelta; a ConfigurationError naming ``name`` otherwise."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _UNITS else "s"
+    number = value[:-1] if value[-1:] in _UNITS else value
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ConfigurationError(f"{name} must be seconds or a number with s/m/h/d, got {text!r}") from None
+    if seconds <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {text!r}")
+    return timedelta(seconds=seconds)
 
 
 @lru_cache(maxsize=1)

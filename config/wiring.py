@@ -9,13 +9,17 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from worker.delivery import DeliveryPolicy, DeliveryService
 from worker.guard import BreakerPolicy, RedisGuard
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.service import PollerService
+from worker.sinks.sql import SqlSink
 from worker.store.credentials import DbCredentialStore
 from worker.store.db import make_engine, make_sessionmaker
+from worker.subscriptions import Subscriptions
+from worker.webhooks.sender import WebhookSender
 
 _engines: dict[tuple[int, str], Engine] = {}
 
@@ -61,3 +65,21 @@ def guard_for(settings: Settings) -> RedisGuard | None:
         window_s=settings.breaker_window_seconds, min_calls=settings.breaker_min_calls,
         failure_ratio=settings.breaker_failure_ratio, cooldown_s=settings.breaker_cooldown_seconds,
         max_cooldown_s=settings.breaker_max_cooldown_seconds))
+
+
+def build_delivery(settings: Settings) -> DeliveryService:
+    """The delivery service: webhooks, and the SQL sink when POLLER_SINK_DATABASE_URL is set."""
+    sessions = sessions_for(settings)
+    policy = DeliveryPolicy(schedule=settings.retry_schedule(), jitter_ratio=settings.webhook_retry_jitter_ratio,
+                            disable_after=settings.disable_after(), allow_http=settings.webhook_allow_http,
+                            allow_private=settings.webhook_allow_private)
+    sink = SqlSink(settings.sink_database_url, settings.sink_table) if settings.sink_database_url else None
+    if sink is not None:
+        subscriptions_for(settings).ensure_sink()
+    return DeliveryService(sessions, WebhookSender(timeout_s=settings.webhook_timeout_seconds), policy, sink=sink)
+
+
+def subscriptions_for(settings: Settings) -> Subscriptions:
+    """Subscription management with the same URL rules as delivery."""
+    return Subscriptions(sessions_for(settings), allow_http=settings.webhook_allow_http,
+                         allow_private=settings.webhook_allow_private, known_providers=tuple(REGISTRY))

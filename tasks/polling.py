@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import structlog
-from celery import shared_task
+from celery import current_app, shared_task
 
-from config.celery_app import DISPATCH_TASK, POLL_TASK
+from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, POLL_TASK
 from config.settings import get_settings
 from config.wiring import build_service
 from worker.service import PollerService
@@ -49,5 +49,8 @@ def poll_items(claims: list[list[int]], deadline: str) -> dict[str, int]:
     with structlog.contextvars.bound_contextvars(task=POLL_TASK, chunk=len(claims)):
         report = _service().poll_claims([Claim(i, lease) for i, lease in claims],
                                         deadline=datetime.fromisoformat(deadline))
+    if report.events:
+        # Deliver now rather than at the next tick: change-to-webhook latency is the point.
+        current_app.send_task(DELIVER_DUE_TASK, expires=get_settings().tick_seconds)
     return {"polled": report.polled, "changed": report.changed, "failed": report.failed,
             "gone": report.gone, "lost_lease": report.lost_lease, "skipped": report.skipped}

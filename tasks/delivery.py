@@ -1,0 +1,51 @@
+"""Delivery tasks: the beat fan-out and the chunked sends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+import structlog
+from celery import shared_task
+
+from config.celery_app import DELIVER_TASK, DELIVER_DUE_TASK
+from config.settings import get_settings
+from config.wiring import build_delivery
+from worker.delivery import DeliveryService
+from worker.store.deliveries import DeliveryClaim
+
+log = structlog.get_logger(__name__)
+
+
+@lru_cache(maxsize=1)
+def _service() -> DeliveryService:
+    return build_delivery(get_settings())
+
+
+@shared_task(name=DELIVER_DUE_TASK, ignore_result=True)
+def deliver_due() -> int:
+    """Claim due deliveries and enqueue them in chunks. Runs every tick, and right after a poll
+    that wrote events (so a change does not wait for the next tick)."""
+    settings = get_settings()
+    started = datetime.now(UTC)
+    deadline = started + timedelta(seconds=settings.delivery_lease_seconds)
+
+    def enqueue(chunk: list[DeliveryClaim]) -> None:
+        deliver.apply_async(args=[[[c.delivery_id, c.lease_id] for c in chunk], deadline.isoformat()],
+                            expires=deadline)
+
+    count = _service().dispatch_due(enqueue, lease_s=settings.delivery_lease_seconds,
+                                    limit=settings.delivery_limit, chunk_size=settings.delivery_chunk)
+    if count:
+        log.info("deliveries.dispatched", claimed=count)
+    return count
+
+
+@shared_task(name=DELIVER_TASK, ignore_result=True)
+def deliver(claims: list[list[int]], deadline: str) -> dict[str, int]:
+    """Attempt a chunk of deliveries once each and record the results."""
+    with structlog.contextvars.bound_contextvars(task=DELIVER_TASK, chunk=len(claims)):
+        report = _service().deliver([DeliveryClaim(d, lease) for d, lease in claims],
+                                    deadline=datetime.fromisoformat(deadline))
+    return {"sent": report.sent, "succeeded": report.succeeded, "retrying": report.retrying,
+            "failed": report.failed, "lost_lease": report.lost_lease, "skipped": report.skipped}
