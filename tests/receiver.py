@@ -40,6 +40,8 @@ class Receiver:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        #: webhook-ids as requests arrive, before any planned delay (to catch one in flight).
+        self.arrivals: list[str | None] = []
         self.secrets: list[str] = []
         self.default_status = 200
         self._plans: deque[dict[str, Any]] = deque()
@@ -58,6 +60,9 @@ class Receiver:
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 plan = receiver._take(headers.get("webhook-id"))
+                with receiver._cond:
+                    receiver.arrivals.append(headers.get("webhook-id"))
+                    receiver._cond.notify_all()
                 if plan.get("delay"):
                     time.sleep(plan["delay"])  # the slow subscriber being simulated
                 status = plan.get("status", receiver.default_status)
@@ -69,13 +74,17 @@ class Receiver:
                     except Exception:  # noqa: BLE001 - the library raises its own type
                         pass
                 reply = b'{"ok": true}' if status < 300 else b'{"error": "nope"}'
-                self.send_response(status)
-                for k, v in (plan.get("headers") or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                try:
+                    self.send_response(status)
+                    for k, v in (plan.get("headers") or {}).items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                    self.wfile.flush()
+                except OSError:
+                    return  # the sender went away (timed out, or was killed): nothing was delivered
                 with receiver._cond:
                     receiver.received.append(Received(headers, body, status, verified))
                     receiver._cond.notify_all()
