@@ -157,6 +157,35 @@ def latency(tmp: Path, db_url: str, broker: str, receiver_url: str, log: Path, o
             "p99": results[min(len(results) - 1, int(len(results) * 0.99))], "max": results[-1]}
 
 
+def fresh_pg_database(admin_url: str) -> str:
+    """An empty PostgreSQL database beside ``admin_url``'s, for one phase."""
+    import uuid
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from worker.store.db import make_engine
+
+    name = f"poller_bench_{uuid.uuid4().hex[:8]}"
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from worker.store.db import make_engine
+
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20_000)
@@ -177,13 +206,13 @@ def main() -> None:
             receiver = subprocess.Popen([sys.executable, str(ROOT / "bench" / "receiver.py"), str(port), str(log)],
                                         stdout=subprocess.PIPE)
             assert receiver.stdout is not None and receiver.stdout.readline().strip() == b"ready"
-            db_url = sqlite_url(tmp / f"{phase}.db") if args.db == "sqlite" else args.db
+            db_url = sqlite_url(tmp / f"{phase}.db") if args.db == "sqlite" else fresh_pg_database(args.db)
             try:
                 if phase == "throughput":
                     r = throughput(tmp, db_url, redis_server.url, f"http://127.0.0.1:{port}/hook", log,
                                    args.events, args.concurrency)
-                    print(f"throughput: {r['events']} deliveries in {r['seconds']:.2f} s = {r['rate']:.0f} deliveries/s "
-                          f"(worker concurrency {args.concurrency}, {args.db})", flush=True)
+                    print(f"throughput: {r['events']} deliveries in {r['seconds']:.2f} s = "
+                          f"{r['rate']:.0f} deliveries/s (worker concurrency {args.concurrency})", flush=True)
                 else:
                     r = latency(tmp, db_url, redis_server.url, f"http://127.0.0.1:{port}/hook", log,
                                 args.orders, args.tick)
@@ -193,6 +222,8 @@ def main() -> None:
                 receiver.terminate()
                 receiver.wait(10)
                 receiver.stdout.close()
+                if args.db != "sqlite":
+                    drop_pg_database(args.db, db_url)
 
 
 if __name__ == "__main__":

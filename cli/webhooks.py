@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,8 +31,8 @@ def _csv(values: list[str] | None) -> list[str] | None:
 @app.command("add")
 def add(
     url: Annotated[str, typer.Argument(help="https:// endpoint that receives the events.")],
-    types: Annotated[Optional[list[str]], typer.Option("--types", help="Event types (comma-separated or repeated); all when omitted.")] = None,  # noqa: E501
-    provider: Annotated[Optional[list[str]], typer.Option("--provider", help="Only these providers; all when omitted.")] = None,  # noqa: E501
+    types: Annotated[list[str] | None, typer.Option("--types", help="Event types (comma-separated or repeated); all when omitted.")] = None,  # noqa: E501
+    provider: Annotated[list[str] | None, typer.Option("--provider", help="Only these providers; all when omitted.")] = None,  # noqa: E501
 ) -> None:
     """Subscribe an endpoint; prints its id and its signing secret (shown once)."""
     sub, secret = _subs().add(url, types=_csv(types), providers=_csv(provider))
@@ -79,7 +79,7 @@ def remove(sub_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
 @app.command("rotate-secret")
 def rotate_secret(
     sub_id: Annotated[int, typer.Argument(metavar="ID")],
-    grace: Annotated[Optional[str], typer.Option(help="How long the old secret keeps signing (e.g. 24h).")] = None,
+    grace: Annotated[str | None, typer.Option(help="How long the old secret keeps signing (e.g. 24h).")] = None,
 ) -> None:
     """A new signing secret; the old one signs alongside it for the grace period."""
     from cli.main import _settings
@@ -98,8 +98,8 @@ def register(main: typer.Typer) -> None:
 
     @main.command()
     def deliveries(
-        event: Annotated[Optional[str], typer.Option(help="Only this event id.")] = None,
-        subscription: Annotated[Optional[int], typer.Option(help="Only this subscription.")] = None,
+        event: Annotated[str | None, typer.Option(help="Only this event id.")] = None,
+        subscription: Annotated[int | None, typer.Option(help="Only this subscription.")] = None,
         failed: Annotated[bool, typer.Option("--failed", help="Only deliveries that failed for good.")] = False,
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
@@ -125,7 +125,7 @@ def register(main: typer.Typer) -> None:
     @main.command()
     def replay(
         since: Annotated[str, typer.Option(help="ISO 8601 time (UTC if no offset), e.g. 2026-11-23T10:00.")],
-        subscription: Annotated[Optional[int], typer.Option(help="Only to this subscription.")] = None,
+        subscription: Annotated[int | None, typer.Option(help="Only to this subscription.")] = None,
     ) -> None:
         """Send every event since a time again, with the same webhook-id (receivers dedupe)."""
         try:
@@ -138,7 +138,7 @@ def register(main: typer.Typer) -> None:
     @main.command()
     def redeliver(
         event_id: Annotated[str, typer.Argument(metavar="EVENT_ID")],
-        subscription: Annotated[Optional[int], typer.Option(help="Only to this subscription.")] = None,
+        subscription: Annotated[int | None, typer.Option(help="Only to this subscription.")] = None,
     ) -> None:
         """Send one event again to its subscriptions."""
         typer.echo(f"queued {_subs().redeliver(event_id, subscription)} deliveries")

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(1_000_000, gt=0)
     worker_concurrency: int = Field(4, gt=0)
+    #: Threads polling one chunk at once (polls wait on the network, not the CPU).
+    poll_threads: int = Field(8, ge=1, le=64)
 
     #: Circuit breaker, per provider account: pause it when, within the window, at least
     #: min_calls were made and failure_ratio of them failed (timeouts, 5xx, 429).
@@ -71,6 +73,8 @@ class Settings(BaseSettings):
     webhook_secret_grace: str = "24h"
     delivery_lease_seconds: float = Field(60.0, gt=0)
     delivery_chunk: int = Field(100, gt=0)
+    #: Independent deliveries (other items, other subscriptions) of one batch sent at once.
+    delivery_threads: int = Field(8, ge=1, le=64)
     delivery_limit: int = Field(20_000, gt=0)
     #: The database-table sink: every event, once, in this database's table (created if absent).
     sink_database_url: str | None = None

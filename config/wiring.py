@@ -53,7 +53,7 @@ def build_service(settings: Settings) -> PollerService:
     )
     providers = ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
     return PollerService(sessions, providers, policy_for(settings), guard=guard_for(settings),
-                         max_throttle_wait_s=settings.rate_limit_max_wait_seconds)
+                         max_throttle_wait_s=settings.rate_limit_max_wait_seconds, threads=settings.poll_threads)
 
 
 def guard_for(settings: Settings) -> RedisGuard | None:
@@ -76,7 +76,9 @@ def build_delivery(settings: Settings) -> DeliveryService:
     sink = SqlSink(settings.sink_database_url, settings.sink_table) if settings.sink_database_url else None
     if sink is not None:
         subscriptions_for(settings).ensure_sink()
-    return DeliveryService(sessions, WebhookSender(timeout_s=settings.webhook_timeout_seconds), policy, sink=sink)
+    return DeliveryService(sessions, WebhookSender(timeout_s=settings.webhook_timeout_seconds,
+                                                   pool_size=settings.delivery_threads),
+                           policy, sink=sink, threads=settings.delivery_threads)
 
 
 def subscriptions_for(settings: Settings) -> Subscriptions:

@@ -8,7 +8,7 @@ from functools import lru_cache
 import structlog
 from celery import shared_task
 
-from config.celery_app import DELIVER_TASK, DELIVER_DUE_TASK
+from config.celery_app import DELIVER_DUE_TASK, DELIVER_TASK
 from config.settings import get_settings
 from config.wiring import build_delivery
 from worker.delivery import DeliveryService

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -73,17 +75,18 @@ class DeliveryService:
         clock, rng, entropy: injected time (schedules), jitter and id randomness.
         resolver: DNS, for the delivery-time target check.
         wall: the real time that stamps ``webhook-timestamp``; receivers check it against theirs.
+        threads: how many chains of one batch are sent at once.
     """
 
     def __init__(
         self, sessions: sessionmaker[Session], sender: WebhookSender, policy: DeliveryPolicy = DeliveryPolicy(), *,
         sink: SqlSink | None = None, clock: Callable[[], datetime] = utcnow, rng: random.Random | None = None,
         entropy: Callable[[int], bytes] = os.urandom, resolver: Resolver = resolve,
-        wall: Callable[[], datetime] = utcnow,
+        wall: Callable[[], datetime] = utcnow, threads: int = 1,
     ) -> None:
         self.sessions, self.sender, self.policy, self.sink = sessions, sender, policy, sink
         self.clock, self.rng, self.entropy, self.resolver = clock, rng or random.Random(), entropy, resolver
-        self.wall = wall
+        self.wall, self.threads = wall, threads
 
     def dispatch_due(
         self, enqueue: Callable[[list[DeliveryClaim]], None], *, lease_s: float, limit: int, chunk_size: int,
@@ -105,20 +108,35 @@ class DeliveryService:
         to_sink = [w for w in work if w.kind == "sql"]
         if to_sink:
             results.extend(self._to_sink(to_sink))
-        # One item's events to one subscription, in event order; work is sorted by position.
-        blocked: set[tuple[int, int | None]] = set()
+        # One item's events to one subscription form a chain, sent in event order (work is sorted
+        # by position) and cut at the first failure. Chains are independent, so they go out on
+        # threads: a batch waits for its slowest subscriber, not for the sum of them.
+        chains: dict[tuple[int, int | None], list[DeliveryWork]] = {}
         for unit in (w for w in work if w.kind == "webhook"):
-            chain = (unit.subscription_id, unit.item_id)
-            if unit.item_id is not None and chain in blocked:
-                held.append(unit)  # an earlier event of this item just failed: it goes first
-                continue
-            if deadline is not None and self.clock() >= deadline:
-                report.skipped += 1  # our lease is over; the next claim owns it
-                continue
-            result = self._send(unit)
-            results.append((unit, result))
-            if not result.ok:
-                blocked.add(chain)
+            key = (unit.subscription_id, unit.item_id if unit.item_id is not None else -unit.claim.delivery_id)
+            chains.setdefault(key, []).append(unit)
+        lock = threading.Lock()
+
+        def run(chain: list[DeliveryWork]) -> None:
+            for n, unit in enumerate(chain):
+                if deadline is not None and self.clock() >= deadline:
+                    with lock:
+                        report.skipped += len(chain) - n  # our lease is over; the next claim owns them
+                    return
+                result = self._send(unit)
+                with lock:
+                    results.append((unit, result))
+                if not result.ok:
+                    with lock:
+                        held.extend(chain[n + 1:])  # an earlier event of this item failed: it goes first
+                    return
+
+        if self.threads > 1 and len(chains) > 1:
+            with ThreadPoolExecutor(max_workers=min(self.threads, len(chains)), thread_name_prefix="send") as pool:
+                list(pool.map(run, chains.values()))
+        else:
+            for chain in chains.values():
+                run(chain)
         self._record(results, report, held)
         return report
 
@@ -156,13 +174,13 @@ class DeliveryService:
         outcome_by_sub: dict[int, bool] = {}
         gone: dict[int, str] = {}
         retry_at: dict[tuple[int, int | None], datetime | None] = {}
+        decided = [(unit, result, decide(unit.attempts + 1, result, now=now, schedule=self.policy.schedule,
+                                         jitter_ratio=self.policy.jitter_ratio, rand=self.rng.random()))
+                   for unit, result in results]
         with self.sessions.begin() as session:
-            for unit, result in results:
-                decision = decide(unit.attempts + 1, result, now=now, schedule=self.policy.schedule,
-                                  jitter_ratio=self.policy.jitter_ratio, rand=self.rng.random())
-                if not repo.record(session, unit, result, decision, now=now, excerpt_chars=self.policy.excerpt_chars):
-                    report.lost_lease += 1
-                    continue
+            recorded = repo.record_batch(session, decided, now=now, excerpt_chars=self.policy.excerpt_chars)
+            report.lost_lease += len(decided) - len(recorded)
+            for unit, result, decision in recorded:
                 report.sent += 1
                 report.succeeded += decision.state == "succeeded"
                 report.retrying += decision.state == "pending"
@@ -171,9 +189,10 @@ class DeliveryService:
                 outcome_by_sub[unit.subscription_id] = outcome_by_sub.get(unit.subscription_id, False) or result.ok
                 if decision.disable_reason:
                     gone[unit.subscription_id] = decision.disable_reason
-                log.info("delivery.attempt", delivery_id=unit.claim.delivery_id, event_id=unit.event_id,
-                         subscription_id=unit.subscription_id, status_code=result.status_code,
-                         outcome=decision.outcome, error=result.error)
+                if not result.ok:
+                    log.info("delivery.failed", delivery_id=unit.claim.delivery_id, event_id=unit.event_id,
+                             subscription_id=unit.subscription_id, status_code=result.status_code,
+                             outcome=decision.outcome, error=result.error)
             for unit in held:
                 repo.release(session, unit, due=retry_at.get((unit.subscription_id, unit.item_id)) or now, now=now)
             for sub_id, ok in outcome_by_sub.items():

@@ -54,8 +54,9 @@ class Stack:
             http=HttpOptions(timeout_s=2), clock=clock)), PollPolicy(), clock=clock, rng=random.Random(1))
         self.subs = Subscriptions(sessions, allow_http=policy.allow_http, allow_private=policy.allow_private,
                                   known_providers=tuple(REGISTRY), clock=clock)
+        # Four sending threads: chains of different items go out at once, each still in order.
         self.delivery = DeliveryService(sessions, WebhookSender(timeout_s=timeout_s), policy, sink=sink,
-                                        clock=clock, rng=random.Random(2))
+                                        clock=clock, rng=random.Random(2), threads=4)
 
     def orders(self, n: int, stages: int) -> list[int]:
         """Track n orders and poll them through ``stages`` changes: n * (stages + 1) events."""

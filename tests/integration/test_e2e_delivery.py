@@ -10,7 +10,9 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from tests.integration.test_e2e import ROOT, _tail, daemon_env, service, start_daemon, wait_for  # noqa: F401
+from tests.integration.test_e2e import ROOT, _tail, start_daemon, wait_for
+from tests.integration.test_e2e import daemon_env as daemon_env  # noqa: F401 - a fixture used here
+from tests.integration.test_e2e import service as service  # noqa: F401 - a fixture used here
 from tests.receiver import Receiver
 from worker.store.db import make_engine, sqlite_url
 from worker.store.models import Delivery, DeliveryAttempt

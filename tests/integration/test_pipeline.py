@@ -272,3 +272,21 @@ def test_oversized_body_is_a_clear_error(engine, sim, clock):
     poll_round(service)
     (it,) = service.items()
     assert "response body larger than 100 bytes" in it.last_error and service.events_after(0) == []
+
+
+def test_a_chunk_polled_on_threads_gives_each_event_once(engine, sim, clock):
+    """Eight threads polling one chunk of 24 orders: one observation each, counted right."""
+    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234",
+                              rate_limit_per_second=None)
+    service = PollerService(make_sessionmaker(engine), ProviderSet({"billit": settings}, ProviderContext(
+        http=HttpOptions(timeout_s=2), clock=clock)), POLICY, clock=clock, threads=8)
+    for n in range(24):
+        sim.billit.create_order(3000 + n)
+        service.track("billit", str(3000 + n), interval_s=5)
+    reports = []
+    service.dispatch_due(lambda chunk: reports.append(service.poll_claims(chunk)), lease_s=30, limit=100,
+                         chunk_size=100)
+    (report,) = reports
+    assert (report.polled, report.changed, len(report.events)) == (24, 24, 24)
+    events = service.events_after(0)
+    assert sorted(e.item_id for e in events) == list(range(1, 25)) and {e.seq for e in events} == {1}
