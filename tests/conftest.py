@@ -69,18 +69,22 @@ def _fresh_pg_database(admin_url: str) -> str:
     """Create an empty database named for this test; returns its URL."""
     name = f"poller_test_{uuid.uuid4().hex[:12]}"
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def _drop_pg_database(admin_url: str, url: str) -> None:
     name = make_url(url).database
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
