@@ -137,9 +137,13 @@ def migrate() -> None:
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
-    """Run a Celery worker (for deployments with a shared broker)."""
+    """Run a Celery worker (for deployments with a shared broker); serves /metrics."""
     settings = _require_broker()
     upgrade(engine_for(settings))
+    from config import metrics
+
+    metrics.prepare(settings, "worker")
+    metrics.serve(settings, "worker")
     from config.celery_app import app as celery_app
 
     argv = ["worker", "--loglevel", settings.log_level, "--without-mingle", "--without-gossip"]
@@ -153,6 +157,10 @@ def beat() -> None:
     """Run Celery beat: the one `dispatch_due` tick (exactly one beat per deployment)."""
     settings = _require_broker()
     settings.home.mkdir(parents=True, exist_ok=True)
+    from config import metrics
+
+    metrics.prepare(settings, "beat")
+    metrics.serve(settings, "beat")
     from config.celery_app import app as celery_app
 
     celery_app.start(["beat", "--loglevel", settings.log_level])

@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_shutdown
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -70,3 +71,10 @@ def _setup_logging(**_: Any) -> None:
 
 
 app = create_app(get_settings())
+
+
+@worker_process_shutdown.connect
+def _pool_process_exited(pid: int | None = None, **_: Any) -> None:
+    from config.metrics import child_exited
+
+    child_exited(pid or os.getpid())

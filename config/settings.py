@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     sink_database_url: str | None = None
     sink_table: str = "poller_events"
 
+    #: Prometheus /metrics of `poller worker` and `poller beat` (0 turns one off).
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    beat_metrics_port: int = Field(9465, ge=0, le=65535)
+    #: Where /metrics listens; 0.0.0.0 in containers, so Prometheus can reach it.
+    metrics_addr: str = "127.0.0.1"
+
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
@@ -88,6 +94,10 @@ class Settings(BaseSettings):
     amili_collection: AmiliCollectionSettings = AmiliCollectionSettings()
     amili_ada: AmiliAdaSettings = AmiliAdaSettings()
     amili_arm: AmiliArmSettings = AmiliArmSettings()
+
+    def metrics_port_for(self, role: str) -> int:
+        """The /metrics port of a process role (``worker`` or ``beat``)."""
+        return self.beat_metrics_port if role == "beat" else self.metrics_port
 
     def retry_schedule(self) -> tuple[float, ...]:
         """POLLER_WEBHOOK_RETRY_SCHEDULE as seconds."""

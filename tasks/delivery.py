@@ -11,6 +11,7 @@ from celery import shared_task
 from config.celery_app import DELIVER_DUE_TASK, DELIVER_TASK
 from config.settings import get_settings
 from config.wiring import build_delivery
+from worker import metrics
 from worker.delivery import DeliveryService
 from worker.store.deliveries import DeliveryClaim
 
@@ -36,6 +37,7 @@ def deliver_due() -> int:
 
     count = _service().dispatch_due(enqueue, lease_s=settings.delivery_lease_seconds,
                                     limit=settings.delivery_limit, chunk_size=settings.delivery_chunk)
+    metrics.dispatch("deliveries", (datetime.now(UTC) - started).total_seconds())
     if count:
         log.info("deliveries.dispatched", claimed=count)
     return count

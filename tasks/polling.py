@@ -11,6 +11,7 @@ from celery import current_app, shared_task
 from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, POLL_TASK
 from config.settings import get_settings
 from config.wiring import build_service
+from worker import metrics
 from worker.service import PollerService
 from worker.store.repo import Claim
 
@@ -38,6 +39,7 @@ def dispatch_due() -> int:
     count = _service().dispatch_due(enqueue, lease_s=settings.lease_seconds,
                                     limit=settings.dispatch_limit, chunk_size=settings.dispatch_chunk)
     elapsed = (datetime.now(UTC) - started).total_seconds()
+    metrics.dispatch("polls", elapsed)
     if count:
         log.info("dispatch.tick", claimed=count, seconds=round(elapsed, 4))
     return count

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import metrics
 from worker.errors import InputError
 from worker.ids import event_ids
 from worker.providers.base import utcnow
@@ -181,6 +182,7 @@ class DeliveryService:
             recorded = repo.record_batch(session, decided, now=now, excerpt_chars=self.policy.excerpt_chars)
             report.lost_lease += len(decided) - len(recorded)
             for unit, result, decision in recorded:
+                metrics.delivery(unit.kind, decision.outcome, result.latency_ms / 1000)
                 report.sent += 1
                 report.succeeded += decision.state == "succeeded"
                 report.retrying += decision.state == "pending"
@@ -216,3 +218,5 @@ class DeliveryService:
         data = {"subscription_id": sub.id, "kind": sub.kind, "url": redact(sub.url), "reason": reason}
         add_system_event(session, event_ids(now, self.entropy(10), 1)[0], "subscription.disabled", data, now=now)
         log.error("subscription.disabled", **data)
+        metrics.subscription_disabled("gone" if "410" in reason else "failing")
+        metrics.events(["subscription.disabled"])

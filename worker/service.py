@@ -15,7 +15,8 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.domain import ItemRef, StatusDocument
+from worker import metrics
+from worker.domain import ItemRef, PollOutcome, StatusDocument
 from worker.errors import (
     ConfigurationError,
     InputError,
@@ -189,6 +190,7 @@ class PollerService:
         doc: StatusDocument | None = None
         error: ProviderError | None = None
         admission = Admission(True)
+        started = time.perf_counter()
         try:
             adapter = self.providers.get(item.provider, item.account)
             if self.guard is not None:
@@ -196,6 +198,7 @@ class PollerService:
                 defer_to = self._defer_time(admission, adapter)
                 if defer_to is not None:
                     self._defer(unit, defer_to, report, bound)
+                    metrics.poll(item.provider, "deferred")
                     return
             fetched = adapter.fetch(item, unit.previous)
             if fetched.not_modified and unit.previous is not None:
@@ -216,6 +219,7 @@ class PollerService:
             transition = self.guard.record(item.provider, item.account, ok=ok, probe=admission.probe)
             if transition is not None:
                 self._provider_event(item.provider, item.account, transition, error)
+        elapsed = time.perf_counter() - started
         # One "now" for the decision and the write, so the stored schedule is exactly the decided one.
         now = self.clock()
         rand = self.rng.random()
@@ -241,9 +245,11 @@ class PollerService:
                 report.gone += outcome.error is not None and outcome.state.value == "gone"
                 report.failed += outcome.error is not None and outcome.state.value != "gone"
                 report.changed += outcome.error is None and outcome.snapshot is not None
+        metrics.poll(item.provider, _outcome_label(outcome, written is not None), elapsed)
         if written is None:
             bound.warning("poll.lease_lost")
             return
+        metrics.events([e.type for e in written])
         if outcome.error:
             bound.warning("poll.failed", error=outcome.error, failures=outcome.consecutive_failures)
         for ev in written:
@@ -289,6 +295,9 @@ class PollerService:
         now = self.clock()
         with self.sessions.begin() as session:
             repo.add_system_event(session, event_ids(now, self.entropy(10), 1)[0], etype, data, now=now)
+        metrics.events([etype])
+        if transition.kind == "opened":
+            metrics.provider_paused(provider)
         (log.error if transition.kind == "opened" else log.warning)(etype, **data)
 
     # -- reading --------------------------------------------------------------------------
@@ -313,6 +322,14 @@ class PollerService:
         with self.sessions.begin() as session:
             snap = repo.latest_snapshot(session, item_id)
             return StatusDocument(snap.status, snap.terminal, snap.fields, snap.raw) if snap else None
+
+
+def _outcome_label(outcome: PollOutcome, written: bool) -> str:
+    if not written:
+        return "lost_lease"
+    if outcome.error is not None:
+        return "gone" if outcome.state.value == "gone" else "failed"
+    return "changed" if outcome.snapshot is not None else "unchanged"
 
 
 __all__ = ["PollerService", "PollReport", "ItemRef"]

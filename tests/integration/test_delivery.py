@@ -161,9 +161,17 @@ def test_receiver_down_for_the_whole_schedule_then_up(stack, receiver):
         assert [e["data"]["status"] for e in item_events] == ["to_send", "pending_delivery"]
 
 
+def disabled_count(reason: str) -> float:
+    """poller_subscriptions_disabled_total{reason} in this process's registry."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("poller_subscriptions_disabled_total", {"reason": reason}) or 0.0
+
+
 def test_subscription_disabled_after_five_days_without_success(stack, receiver):
-    """Failing without one success for POLLER_WEBHOOK_DISABLE_AFTER disables the subscription and
-    writes subscription.disabled, which other subscriptions receive."""
+    """Failing without one success for POLLER_WEBHOOK_DISABLE_AFTER disables the subscription;
+    operators see it in the metric, and in subscription.disabled, which other subscriptions get."""
+    before = disabled_count("failing")
     dead, _ = stack.subs.add(receiver.url + "?dead=1")
     watcher, secret = stack.subs.add(receiver.url.replace("/hook", "/watch"), types=["subscription.disabled"])
     receiver.secrets = [secret]
@@ -178,6 +186,7 @@ def test_subscription_disabled_after_five_days_without_success(stack, receiver):
     disabled = [e for e in stack.poller.events_after(0) if e.type == "subscription.disabled"]
     assert len(disabled) == 1 and disabled[0].data["subscription_id"] == dead.id
     assert "?dead" not in disabled[0].data["url"]  # query strings can hold tokens
+    assert disabled_count("failing") == before + 1
     receiver.default_status = 200
     stack.deliver()
     notice = [r for r in receiver.ok() if r.json["type"] == "subscription.disabled"]
@@ -191,9 +200,11 @@ def test_410_disables_at_once_and_nothing_is_dropped(stack, receiver):
     receiver.secrets = [secret]
     stack.orders(1, stages=1)
     receiver.plan(410)
+    before = disabled_count("gone")
     stack.deliver()
     (row,) = stack.rows(Subscription)
     assert row.state == "disabled" and "410" in row.disabled_reason
+    assert disabled_count("gone") == before + 1
     assert [d.state for d in stack.rows(Delivery)] == ["failed", "pending"]
     stack.clock.advance(3600)
     assert stack.deliver() == 0

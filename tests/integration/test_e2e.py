@@ -79,6 +79,9 @@ def daemon_env(db_url, sim, tmp_path) -> dict[str, str]:
         # only stretch the storm's timing.
         "POLLER_BILLIT__RATE_LIMIT_PER_SECOND": "1000",
         "POLLER_BREAKER_MIN_CALLS": "1000",
+        # Tests that scrape metrics pick free ports themselves.
+        "POLLER_METRICS_PORT": "0",
+        "POLLER_BEAT_METRICS_PORT": "0",
     })
     return env
 

@@ -1,0 +1,112 @@
+"""Gauges read from the database (and Redis) at scrape time: items by state, overdue polls,
+pending deliveries, subscriptions, circuit breakers. Correct however many processes run, since
+the source of truth is shared."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.guard import KEY_PREFIX
+from worker.providers.base import utcnow
+from worker.store.models import Delivery, Item, Subscription
+
+VERSION = "0.1.0"
+
+
+class StateCollector:
+    """A prometheus-client collector over the poller's database.
+
+    Args:
+        sessions: the poller database.
+        tick_s: an item due more than one tick ago counts as overdue.
+        redis: the guard's Redis client, for circuit-breaker state (optional).
+        clock: wall clock.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], tick_s: float, redis: Any = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.sessions, self.tick_s, self.redis, self.clock = sessions, tick_s, redis, clock
+
+    def collect(self) -> Iterator[Any]:
+        """Yield the metric families (called by prometheus-client on each scrape)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        now = self.clock()
+        info = GaugeMetricFamily("poller_build_info", "Build information.", labels=["version", "python"])
+        info.add_metric([VERSION, platform.python_version()], 1)
+        yield info
+        with self.sessions.begin() as s:
+            items = GaugeMetricFamily("poller_items", "Tracked items, by provider and state.",
+                                      labels=["provider", "state"])
+            for provider, state, n in s.execute(select(Item.provider, Item.state, func.count())
+                                                .group_by(Item.provider, Item.state)):
+                items.add_metric([provider, state], n)
+            yield items
+            cutoff = now - timedelta(seconds=self.tick_s)
+            overdue = GaugeMetricFamily("poller_items_overdue", "Active items due more than one tick ago.",
+                                        labels=["provider"])
+            oldest: datetime | None = None
+            for provider, n, first in s.execute(
+                    select(Item.provider, func.count(), func.min(Item.next_poll_at))
+                    .where(Item.next_poll_at < cutoff).group_by(Item.provider)):
+                overdue.add_metric([provider], n)
+                oldest = first if oldest is None or (first and first < oldest) else oldest
+            yield overdue
+            yield GaugeMetricFamily("poller_items_overdue_max_age_seconds",
+                                    "How long the most overdue item has been due.",
+                                    value=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+            failing = GaugeMetricFamily("poller_items_failing", "Items past POLLER_FAILING_AFTER failures.",
+                                        labels=["provider"])
+            failures = GaugeMetricFamily("poller_items_consecutive_failures",
+                                         "Sum of consecutive failures over items now failing to poll.",
+                                         labels=["provider"])
+            for provider, n_failing, total in s.execute(
+                    select(Item.provider, func.count().filter(Item.failing.is_(True)),
+                           func.sum(Item.consecutive_failures))
+                    .where(Item.consecutive_failures > 0).group_by(Item.provider)):
+                failing.add_metric([provider], n_failing)
+                failures.add_metric([provider], total or 0)
+            yield failing
+            yield failures
+            pending = GaugeMetricFamily("poller_deliveries_pending", "Deliveries not yet delivered or failed.",
+                                        labels=["kind"])
+            oldest_pending: datetime | None = None
+            for kind, n, first in s.execute(
+                    select(Subscription.kind, func.count(), func.min(Delivery.created_at))
+                    .join(Subscription, Subscription.id == Delivery.subscription_id)
+                    .where(Delivery.state == "pending").group_by(Subscription.kind)):
+                pending.add_metric([kind], n)
+                oldest_pending = first if oldest_pending is None or first < oldest_pending else oldest_pending
+            yield pending
+            yield GaugeMetricFamily("poller_deliveries_oldest_pending_age_seconds",
+                                    "Age of the oldest delivery still pending.",
+                                    value=max(0.0, (now - oldest_pending).total_seconds()) if oldest_pending else 0.0)
+            subs = GaugeMetricFamily("poller_subscriptions", "Subscriptions, by kind and state.",
+                                     labels=["kind", "state"])
+            for kind, state, n in s.execute(select(Subscription.kind, Subscription.state, func.count())
+                                            .group_by(Subscription.kind, Subscription.state)):
+                subs.add_metric([kind, state], n)
+            yield subs
+        if self.redis is not None:
+            yield self._breakers()
+
+    def _breakers(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily("poller_circuit_breaker_open", "1 while a provider account is paused.",
+                                   labels=["provider", "account"])
+        try:
+            for key in self.redis.scan_iter(match=f"{KEY_PREFIX}*:breaker", count=100):
+                name = key.decode() if isinstance(key, bytes) else key
+                provider, account = name[len(KEY_PREFIX):].rsplit(":", 2)[:2]
+                state = self.redis.hget(name, "state")
+                family.add_metric([provider, account], 1.0 if state in (b"open", "open") else 0.0)
+        except Exception:  # noqa: BLE001, S110 - a Redis hiccup must not fail the whole scrape
+            pass
+        return family
