@@ -37,6 +37,8 @@ def run_daemon(settings: Settings) -> int:
         else:
             broker = EmbeddedRedis(settings.home).start()
             env["POLLER_BROKER_URL"] = broker.url
+            # `poller health` in another shell finds the embedded broker here.
+            (settings.home / "broker-url").write_text(broker.url + "\n")
         typer.echo(f"poller: database {_redact(env['POLLER_DATABASE_URL'])}", err=True)
         typer.echo(f"poller: broker {_redact(env['POLLER_BROKER_URL'])}"
                    + (" (embedded)" if broker else ""), err=True)
@@ -56,6 +58,7 @@ def run_daemon(settings: Settings) -> int:
         _stop(children)
         if broker:
             broker.stop()
+            (settings.home / "broker-url").unlink(missing_ok=True)
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:

@@ -14,7 +14,7 @@ import typer
 from cli import render
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
-from config.wiring import build_service, engine_for
+from config.wiring import build_service, engine_for, sessions_for
 from worker.errors import ConfigurationError, InputError, PollerError
 from worker.follow import FollowCursor
 from worker.service import PollerService
@@ -124,6 +124,51 @@ def events(
             return
         sys.stdout.flush()
         time.sleep(poll_seconds)  # the follow loop's own pace, not a synchronization
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False) -> None:
+    """Items by provider and state, overdue, failing, deliveries pending, last dispatch tick."""
+    from worker.status import read_status
+
+    settings = _settings()
+    _service()
+    st = read_status(sessions_for(settings), tick_s=settings.tick_seconds)
+    if as_json:
+        typer.echo(json.dumps(st.to_dict(), indent=2))
+        return
+    typer.echo(render.status_table(st))
+
+
+@app.command()
+def health(
+    max_lag: Annotated[float, typer.Option(help="Fail when an item is overdue by more than this (seconds).")] = 300.0,
+) -> None:
+    """Exit 0 when healthy, 1 when not, saying why: database, broker, beat tick, dispatch lag."""
+    from worker.status import check_health
+
+    settings = _settings()
+    upgrade(engine_for(settings))
+    broker = settings.broker_url or _embedded_broker_url(settings)
+    ping = None
+    if broker:
+        import redis
+
+        def ping() -> None:
+            client = redis.Redis.from_url(broker, socket_connect_timeout=2, socket_timeout=2)
+            try:
+                client.ping()
+            finally:
+                client.close()
+    checks = check_health(sessions_for(settings), tick_s=settings.tick_seconds, max_lag_s=max_lag, broker_ping=ping)
+    for c in checks:
+        typer.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<9} {c.detail}")
+    raise SystemExit(0 if all(c.ok for c in checks) else 1)
+
+
+def _embedded_broker_url(settings: Settings) -> str | None:
+    path = settings.home / "broker-url"
+    return path.read_text().strip() if path.exists() else None
 
 
 @app.command()

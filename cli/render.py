@@ -72,3 +72,27 @@ def event_line(event: Event) -> str:
 def _brief(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 50 else text[:47] + "..."
+
+
+def status_table(st: Any) -> str:
+    """`poller status` as text."""
+    lines = [f"status at {iso(st.now)}", "", "items"]
+    states = sorted({state for by in st.items.values() for state in by})
+    if st.items:
+        head = ["PROVIDER", *[s.upper() for s in states]]
+        rows = [head] + [[p, *[str(by.get(s, 0)) for s in states]] for p, by in sorted(st.items.items())]
+        widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    else:
+        lines.append("  none tracked")
+    tick = (f"{iso(st.last_tick)} (took {st.last_tick_seconds * 1000:.1f} ms)" if st.last_tick
+            else "none yet (is beat running?)")
+    lines += [
+        "",
+        f"overdue             {st.overdue} (oldest by {st.most_overdue_seconds:.1f} s)",
+        f"failing             {st.failing}",
+        f"deliveries pending  {st.deliveries_pending} (oldest {st.oldest_pending_seconds:.1f} s)",
+        "subscriptions       " + (", ".join(f"{k} {v}" for k, v in sorted(st.subscriptions.items())) or "none"),
+        f"last dispatch tick  {tick}",
+    ]
+    return "\n".join(lines)

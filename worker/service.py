@@ -29,6 +29,7 @@ from worker.ids import event_ids
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
 from worker.providers.base import Provider, utcnow
 from worker.providers.registry import ProviderSet
+from worker.status import beat
 from worker.store import repo
 from worker.store.models import Event, Item
 from worker.store.repo import Claim, PollWork
@@ -148,10 +149,15 @@ class PollerService:
         The claim commits before anything is enqueued: if enqueueing fails, the items simply
         come due again when their lease runs out.
         """
+        started = time.perf_counter()
         with self.sessions.begin() as session:
             claims = repo.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
         for start in range(0, len(claims), chunk_size):
             enqueue(claims[start:start + chunk_size])
+        elapsed = time.perf_counter() - started
+        # The heartbeat `poller health` reads: beat, broker and a worker all did their part.
+        with self.sessions.begin() as session:
+            beat(session, "dispatch", at=self.clock(), seconds=round(elapsed, 6), claimed=len(claims))
         return len(claims)
 
     # -- polling --------------------------------------------------------------------------

@@ -182,6 +182,11 @@ def test_ctrl_c_stops_everything_cleanly(daemon_env, tmp_path, sim, service):
         log = d.log.read_text()
         port = int(log.split("broker redis://127.0.0.1:")[1].split("/")[0])
         assert redis.Redis(port=port).ping()
+        # `poller health` from another shell finds the embedded broker and a fresh tick.
+        health = subprocess.run([sys.executable, "-m", "cli.main", "health"], env=daemon_env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert health.returncode == 0, health.stdout + health.stderr
+        assert "ok    broker    reachable" in health.stdout
     finally:
         code = d.interrupt()
     assert code == 0, _tail(d.log)

@@ -196,3 +196,16 @@ class DeliveryAttempt(Base):
     fault: Mapped[str | None] = mapped_column(String(16))
     response_excerpt: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Heartbeat(Base):
+    """When a recurring job last ran (``dispatch``, ``deliver``): beat, broker and worker together."""
+
+    __tablename__ = "heartbeats"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: How long that run took, in seconds.
+    seconds: Mapped[float] = mapped_column(Float)
+    #: How many items (or deliveries) it claimed.
+    claimed: Mapped[int] = mapped_column(Integer)

@@ -1,0 +1,90 @@
+"""`poller status` and `poller health`: what the people on call read first."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from cli.embedded import free_port
+from worker.status import check_health, read_status
+from worker.store import repo
+from worker.store.db import make_sessionmaker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _items(sessions, clock, n_overdue: int) -> None:
+    with sessions.begin() as s:
+        for n in range(n_overdue):
+            repo.add_item(s, provider="billit", account="default", kind="order", ref=str(n), interval_s=60,
+                          now=clock() - timedelta(seconds=30 + n))
+
+
+def test_status_figures(engine, clock):
+    """Items by provider and state, overdue with the oldest, and the last dispatch tick."""
+    sessions = make_sessionmaker(engine)
+    _items(sessions, clock, 3)
+    st = read_status(sessions, tick_s=5, clock=clock)
+    assert st.items == {"billit": {"active": 3}} and st.overdue == 3 and st.most_overdue_seconds == 32
+    assert st.last_tick is None
+    with sessions.begin() as s:
+        repo.claim_due(s, now=clock(), lease_s=60, limit=10)
+    from worker.status import beat
+
+    with sessions.begin() as s:
+        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=3)
+    st = read_status(sessions, tick_s=5, clock=clock)
+    assert st.overdue == 0 and st.last_tick == clock() and st.to_dict()["last_tick_seconds"] == 0.01
+
+
+def test_health_says_why(engine, clock, broker_url):
+    """Each failing check names its cause: no tick yet, a stale tick, a lagging backlog, a dead broker."""
+    import redis
+
+    sessions = make_sessionmaker(engine)
+
+    def verdicts(**kw):
+        return {c.name: c.ok for c in check_health(sessions, tick_s=5, clock=clock, **kw)}
+
+    def ping():
+        redis.Redis.from_url(broker_url).ping()
+
+    def dead():
+        redis.Redis(port=free_port(), socket_connect_timeout=0.5).ping()
+
+    assert verdicts(max_lag_s=60, broker_ping=ping) == {"database": True, "broker": True, "beat": False, "lag": True}
+    from worker.status import beat
+
+    with sessions.begin() as s:
+        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
+    assert all(verdicts(max_lag_s=60, broker_ping=ping).values())
+    clock.advance(16)
+    assert verdicts(max_lag_s=60, broker_ping=ping)["beat"] is False
+    with sessions.begin() as s:
+        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
+    _items(sessions, clock, 1)
+    clock.advance(100)
+    with sessions.begin() as s:
+        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
+    checks = check_health(sessions, tick_s=5, clock=clock, max_lag_s=60, broker_ping=dead)
+    bad = {c.name: c.detail for c in checks if not c.ok}
+    assert set(bad) == {"broker", "lag"} and "oldest by 130.0s" in bad["lag"] and "unreachable" in bad["broker"]
+
+
+def test_cli_health_exit_codes_and_status_json(tmp_path):
+    """`poller health` exits 1 with reasons before any tick; `poller status --json` is one object."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
+    env.update({"POLLER_HOME": str(tmp_path / "var")})
+
+    def poller(*args):
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+
+    proc = poller("health")
+    assert proc.returncode == 1 and "FAIL  beat" in proc.stdout and "ok    database" in proc.stdout
+    st = json.loads(poller("status", "--json").stdout)
+    assert set(st) >= {"items", "overdue", "failing", "deliveries_pending", "oldest_pending_seconds", "last_tick"}

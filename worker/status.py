@@ -1,0 +1,117 @@
+"""What `poller status` and `poller health` report: one read of the database (and a broker ping)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.providers.base import utcnow
+from worker.store.models import Delivery, Heartbeat, Item, Subscription
+
+
+def beat(session: Session, name: str, *, at: datetime, seconds: float, claimed: int) -> None:
+    """Record that a recurring job ran (an upsert that works on SQLite and PostgreSQL)."""
+    row = session.get(Heartbeat, name)
+    if row is None:
+        session.add(Heartbeat(name=name, at=at, seconds=seconds, claimed=claimed))
+    else:
+        row.at, row.seconds, row.claimed = at, seconds, claimed
+
+
+@dataclass
+class Status:
+    """The figures an operator looks at first."""
+
+    now: datetime
+    items: dict[str, dict[str, int]] = field(default_factory=dict)  # provider -> state -> count
+    overdue: int = 0
+    most_overdue_seconds: float = 0.0
+    failing: int = 0
+    deliveries_pending: int = 0
+    oldest_pending_seconds: float = 0.0
+    subscriptions: dict[str, int] = field(default_factory=dict)  # state -> count
+    last_tick: datetime | None = None
+    last_tick_seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "now": self.now.isoformat(), "items": self.items, "overdue": self.overdue,
+            "most_overdue_seconds": round(self.most_overdue_seconds, 3), "failing": self.failing,
+            "deliveries_pending": self.deliveries_pending,
+            "oldest_pending_seconds": round(self.oldest_pending_seconds, 3), "subscriptions": self.subscriptions,
+            "last_tick": self.last_tick.isoformat() if self.last_tick else None,
+            "last_tick_seconds": self.last_tick_seconds,
+        }
+
+
+def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callable[[], datetime] = utcnow) -> Status:
+    """Read the status from the database."""
+    now = clock()
+    st = Status(now=now)
+    with sessions.begin() as s:
+        for provider, state, n in s.execute(select(Item.provider, Item.state, func.count())
+                                            .group_by(Item.provider, Item.state)):
+            st.items.setdefault(provider, {})[state] = n
+        n, oldest = s.execute(select(func.count(), func.min(Item.next_poll_at))
+                              .where(Item.next_poll_at < now - timedelta(seconds=tick_s))).one()
+        st.overdue, st.most_overdue_seconds = n, (now - oldest).total_seconds() if oldest else 0.0
+        st.failing = s.scalar(select(func.count()).where(Item.failing.is_(True))) or 0
+        n, oldest = s.execute(select(func.count(), func.min(Delivery.created_at))
+                              .where(Delivery.state == "pending")).one()
+        st.deliveries_pending, st.oldest_pending_seconds = n, (now - oldest).total_seconds() if oldest else 0.0
+        for state, n in s.execute(select(Subscription.state, func.count()).group_by(Subscription.state)):
+            st.subscriptions[state] = n
+        tick = s.get(Heartbeat, "dispatch")
+        if tick:
+            st.last_tick, st.last_tick_seconds = tick.at, tick.seconds
+    return st
+
+
+@dataclass(frozen=True)
+class Check:
+    """One health check's verdict."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_health(
+    sessions: sessionmaker[Session], *, tick_s: float, max_lag_s: float, broker_ping: Callable[[], None] | None,
+    clock: Callable[[], datetime] = utcnow,
+) -> list[Check]:
+    """Database reachable, broker reachable, the dispatch tick fresh, polling not lagging."""
+    checks: list[Check] = []
+    try:
+        with sessions.begin() as s:
+            s.execute(text("SELECT 1"))
+        checks.append(Check("database", True, "reachable"))
+    except Exception as err:  # noqa: BLE001 - the point is to report it
+        checks.append(Check("database", False, f"unreachable: {type(err).__name__}"))
+        return checks
+    if broker_ping is None:
+        checks.append(Check("broker", True, "not configured (embedded by `poller run`)"))
+    else:
+        try:
+            broker_ping()
+            checks.append(Check("broker", True, "reachable"))
+        except Exception as err:  # noqa: BLE001
+            checks.append(Check("broker", False, f"unreachable: {type(err).__name__}"))
+    st = read_status(sessions, tick_s=tick_s, clock=clock)
+    stale_after = max(3 * tick_s, 15.0)
+    if st.last_tick is None:
+        checks.append(Check("beat", False, "no dispatch tick recorded yet (is `poller beat` running?)"))
+    else:
+        age = (st.now - st.last_tick).total_seconds()
+        checks.append(Check("beat", age <= stale_after,
+                            f"last dispatch tick {age:.1f}s ago (stale after {stale_after:g}s)"))
+    checks.append(Check("lag", st.most_overdue_seconds <= max_lag_s,
+                        f"{st.overdue} items overdue, the oldest by {st.most_overdue_seconds:.1f}s "
+                        f"(limit {max_lag_s:g}s)"))
+    return checks
