@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_shutdown
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_shutdown
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -78,3 +78,19 @@ def _pool_process_exited(pid: int | None = None, **_: Any) -> None:
     from config.metrics import child_exited
 
     child_exited(pid or os.getpid())
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    # Every line a task logs carries its id and name (its code binds item, provider and event).
+    import structlog
+
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(task_id=task_id, task=getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    import structlog
+
+    structlog.contextvars.clear_contextvars()

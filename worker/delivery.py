@@ -5,6 +5,7 @@ The I/O shell around worker.webhooks.decision, like service.py is around policy.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import random
 import threading
@@ -134,7 +135,9 @@ class DeliveryService:
 
         if self.threads > 1 and len(chains) > 1:
             with ThreadPoolExecutor(max_workers=min(self.threads, len(chains)), thread_name_prefix="send") as pool:
-                list(pool.map(run, chains.values()))
+                futures = [pool.submit(contextvars.copy_context().run, run, chain) for chain in chains.values()]
+                for future in futures:
+                    future.result()
         else:
             for chain in chains.values():
                 run(chain)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import random
 import threading
@@ -184,7 +185,10 @@ class PollerService:
             # Polls wait on the network: a few threads turn a chunk's sum of latencies into its max,
             # which is what keeps change-to-webhook latency within a tick.
             with ThreadPoolExecutor(max_workers=min(self.threads, len(work)), thread_name_prefix="poll") as pool:
-                list(pool.map(run, work))
+                # Each poll runs in a copy of our context, so log lines keep the task's bound fields.
+                futures = [pool.submit(contextvars.copy_context().run, run, unit) for unit in work]
+                for future in futures:
+                    future.result()
         else:
             for unit in work:
                 run(unit)

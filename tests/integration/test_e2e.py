@@ -6,6 +6,7 @@ fast tick. Waiting is by checking the database until a condition holds or a dead
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -168,6 +169,11 @@ def test_orders_live_and_storm_through_real_worker(daemon, service, sim):
     assert storm_events == ["status.observed", "poll.failing", "poll.recovered"]
     # Nothing happened twice for the finished orders while the storm went on.
     assert {i: sequences(service)[i] for i in ids} == {i: expected(life) for i, life in lives.items()}
+    # The logs: JSON lines bound to their task, and the API key in none of them.
+    lines = [json.loads(line) for line in daemon.log.read_text().splitlines() if line.startswith("{")]
+    polled = [r for r in lines if r.get("event") == "event.created"]
+    assert polled and all(r.get("task_id") and r.get("item_id") and r.get("provider") for r in polled)
+    assert "sim-billit-key" not in daemon.log.read_text()
 
 
 def test_ctrl_c_stops_everything_cleanly(daemon_env, tmp_path, sim, service):
