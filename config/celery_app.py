@@ -45,6 +45,8 @@ def create_app(settings: Settings) -> Celery:
         task_soft_time_limit=settings.lease_seconds * 1.2,
         beat_schedule_filename=str(settings.home / "celerybeat-schedule"),
         beat_max_loop_interval=max(1.0, settings.tick_seconds),
+        # Exactly one effective scheduler: see config/beat.py.
+        beat_scheduler="config.beat:LeaderScheduler",
         beat_schedule={
             "dispatch-due": {
                 "task": DISPATCH_TASK,
