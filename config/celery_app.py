@@ -39,6 +39,8 @@ def create_app(settings: Settings) -> Celery:
         # would strand claimed items in a busy process's buffer past their lease.
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         worker_concurrency=settings.worker_concurrency,
         broker_connection_retry_on_startup=True,
         task_time_limit=settings.lease_seconds * 1.5,

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     sink_database_url: str | None = None
     sink_table: str = "poller_events"
 
+    #: Send Celery task events (for Flower).
+    task_events: bool = False
     #: A dead `poller beat` leader is replaced by a standby within this many seconds.
     beat_failover_seconds: float = Field(30.0, ge=1)
     #: Prometheus /metrics of `poller worker` and `poller beat` (0 turns one off).

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
-from worker.store.models import Delivery, Item, Subscription
+from worker.store.models import Delivery, Heartbeat, Item, Subscription
 
 VERSION = "0.1.0"
 
@@ -87,6 +87,10 @@ class StateCollector:
             yield GaugeMetricFamily("poller_deliveries_oldest_pending_age_seconds",
                                     "Age of the oldest delivery still pending.",
                                     value=max(0.0, (now - oldest_pending).total_seconds()) if oldest_pending else 0.0)
+            tick = s.get(Heartbeat, "dispatch")
+            yield GaugeMetricFamily("poller_dispatch_last_tick_age_seconds",
+                                    "Seconds since the last dispatch tick ran (beat, broker and a worker).",
+                                    value=(now - tick.at).total_seconds() if tick else float("inf"))
             subs = GaugeMetricFamily("poller_subscriptions", "Subscriptions, by kind and state.",
                                      labels=["kind", "state"])
             for kind, state, n in s.execute(select(Subscription.kind, Subscription.state, func.count())
