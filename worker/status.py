@@ -40,12 +40,15 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat().replace("+00:00", "Z") if value else None
+
         return {
-            "now": self.now.isoformat(), "items": self.items, "overdue": self.overdue,
+            "now": iso(self.now), "items": self.items, "overdue": self.overdue,
             "most_overdue_seconds": round(self.most_overdue_seconds, 3), "failing": self.failing,
             "deliveries_pending": self.deliveries_pending,
             "oldest_pending_seconds": round(self.oldest_pending_seconds, 3), "subscriptions": self.subscriptions,
-            "last_tick": self.last_tick.isoformat() if self.last_tick else None,
+            "last_tick": iso(self.last_tick),
             "last_tick_seconds": self.last_tick_seconds,
         }
 
@@ -60,11 +63,12 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
             st.items.setdefault(provider, {})[state] = n
         n, oldest = s.execute(select(func.count(), func.min(Item.next_poll_at))
                               .where(Item.next_poll_at < now - timedelta(seconds=tick_s))).one()
-        st.overdue, st.most_overdue_seconds = n, (now - oldest).total_seconds() if oldest else 0.0
+        st.overdue, st.most_overdue_seconds = n, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
         st.failing = s.scalar(select(func.count()).where(Item.failing.is_(True))) or 0
         n, oldest = s.execute(select(func.count(), func.min(Delivery.created_at))
                               .where(Delivery.state == "pending")).one()
-        st.deliveries_pending, st.oldest_pending_seconds = n, (now - oldest).total_seconds() if oldest else 0.0
+        st.deliveries_pending = n
+        st.oldest_pending_seconds = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
         for state, n in s.execute(select(Subscription.state, func.count()).group_by(Subscription.state)):
             st.subscriptions[state] = n
         tick = s.get(Heartbeat, "dispatch")
