@@ -11,6 +11,7 @@ import logging
 import selectors
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,6 +97,8 @@ class Simulator:
 
         self._stats_lock = threading.Lock()
         self._requests: dict[str, dict[str, int]] = {}
+        #: (monotonic time, label, "METHOD /path") of every request, for tests of timing.
+        self.request_log: list[tuple[float, str, str]] = []
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -220,6 +223,7 @@ class Simulator:
             paths = self._requests.setdefault(label, {})
             key = f"{request.method} {request.path}"
             paths[key] = paths.get(key, 0) + 1
+            self.request_log.append((time.monotonic(), label, key))
         return response
 
     def bind(self) -> Simulator:
