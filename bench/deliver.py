@@ -161,31 +161,15 @@ def fresh_pg_database(admin_url: str) -> str:
     """An empty PostgreSQL database beside ``admin_url``'s, for one phase."""
     import uuid
 
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
+    from worker.store.db import create_database
 
-    from worker.store.db import make_engine
-
-    name = f"poller_bench_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return create_database(admin_url, f"poller_bench_{uuid.uuid4().hex[:8]}")
 
 
 def drop_pg_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
+    from worker.store.db import drop_database
 
-    from worker.store.db import make_engine
-
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    drop_database(admin_url, url)
 
 
 def main() -> None:

@@ -109,26 +109,17 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
 def configuration(db: str, tracked: int, due: int, runs: int, pg_url: str | None, broker: str,
                   workdir: Path) -> dict[str, object]:
     """Run one configuration in a child process with its own database."""
-    from sqlalchemy import text
-    from sqlalchemy.engine import make_url
-
-    from worker.store.db import make_engine
+    from worker.store.db import create_database, drop_database
 
     drop = None
     if db == "sqlite":
         url = f"sqlite+pysqlite:///{workdir / f'bench_{tracked}.db'}"
     else:
         assert pg_url
-        name = f"poller_bench_{uuid.uuid4().hex[:8]}"
-        admin = make_engine(pg_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+        url = create_database(pg_url, f"poller_bench_{uuid.uuid4().hex[:8]}")
 
         def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+            drop_database(pg_url, url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env.update({"POLLER_DATABASE_URL": url, "POLLER_BROKER_URL": broker, "POLLER_HOME": str(workdir),
                 "POLLER_DISPATCH_LIMIT": str(max(due, 20_000)), "POLLER_LOG_LEVEL": "WARNING"})

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import structlog
-from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 from cli.embedded import EmbeddedRedis
-from worker.store.db import make_engine, sqlite_url
+from worker.store.db import create_database, drop_database, make_engine, sqlite_url
 from worker.store.migrate import upgrade
 
 #: In CI a missing service is a failure, never a skip.
@@ -67,24 +66,11 @@ def pg_admin_url() -> str | None:
 
 def _fresh_pg_database(admin_url: str) -> str:
     """Create an empty database named for this test; returns its URL."""
-    name = f"poller_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return create_database(admin_url, f"poller_test_{uuid.uuid4().hex[:12]}")
 
 
 def _drop_pg_database(admin_url: str, url: str) -> None:
-    name = make_url(url).database
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    drop_database(admin_url, url)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

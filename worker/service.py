@@ -30,7 +30,7 @@ from worker.ids import event_ids
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
 from worker.providers.base import Provider, utcnow
 from worker.providers.registry import ProviderSet
-from worker.status import beat
+from worker.status import record_heartbeat
 from worker.store import repo
 from worker.store.models import Event, Item
 from worker.store.repo import Claim, PollWork
@@ -158,7 +158,7 @@ class PollerService:
         elapsed = time.perf_counter() - started
         # The heartbeat `poller health` reads: beat, broker and a worker all did their part.
         with self.sessions.begin() as session:
-            beat(session, "dispatch", at=self.clock(), seconds=round(elapsed, 6), claimed=len(claims))
+            record_heartbeat(session, "dispatch", at=self.clock(), seconds=round(elapsed, 6), claimed=len(claims))
         return len(claims)
 
     # -- polling --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from worker.providers.base import utcnow
 from worker.store.models import Delivery, Heartbeat, Item, Subscription
 
 
-def beat(session: Session, name: str, *, at: datetime, seconds: float, claimed: int) -> None:
+def record_heartbeat(session: Session, name: str, *, at: datetime, seconds: float, claimed: int) -> None:
     """Record that a recurring job ran (an upsert that works on SQLite and PostgreSQL)."""
     row = session.get(Heartbeat, name)
     if row is None:

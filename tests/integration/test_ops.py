@@ -33,10 +33,10 @@ def test_status_figures(engine, clock):
     assert st.last_tick is None
     with sessions.begin() as s:
         repo.claim_due(s, now=clock(), lease_s=60, limit=10)
-    from worker.status import beat
+    from worker.status import record_heartbeat
 
     with sessions.begin() as s:
-        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=3)
+        record_heartbeat(s, "dispatch", at=clock(), seconds=0.01, claimed=3)
     st = read_status(sessions, tick_s=5, clock=clock)
     assert st.overdue == 0 and st.last_tick == clock() and st.to_dict()["last_tick_seconds"] == 0.01
 
@@ -57,19 +57,19 @@ def test_health_says_why(engine, clock, broker_url):
         redis.Redis(port=free_port(), socket_connect_timeout=0.5).ping()
 
     assert verdicts(max_lag_s=60, broker_ping=ping) == {"database": True, "broker": True, "beat": False, "lag": True}
-    from worker.status import beat
+    from worker.status import record_heartbeat
 
     with sessions.begin() as s:
-        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
+        record_heartbeat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
     assert all(verdicts(max_lag_s=60, broker_ping=ping).values())
     clock.advance(16)
     assert verdicts(max_lag_s=60, broker_ping=ping)["beat"] is False
     with sessions.begin() as s:
-        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
+        record_heartbeat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
     _items(sessions, clock, 1)
     clock.advance(100)
     with sessions.begin() as s:
-        beat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
+        record_heartbeat(s, "dispatch", at=clock(), seconds=0.01, claimed=0)
     checks = check_health(sessions, tick_s=5, clock=clock, max_lag_s=60, broker_ping=dead)
     bad = {c.name: c.detail for c in checks if not c.ok}
     assert set(bad) == {"broker", "lag"} and "oldest by 130.0s" in bad["lag"] and "unreachable" in bad["broker"]

@@ -51,3 +51,30 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 def sqlite_url(path: Path) -> str:
     """The SQLAlchemy URL of a SQLite file."""
     return f"sqlite+pysqlite:///{path}"
+
+
+def create_database(admin_url: str, name: str) -> str:
+    """Create an empty PostgreSQL database beside ``admin_url``'s; return its URL (tests, benchmarks)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    """Drop the database at ``url``, ending its sessions (tests, benchmarks)."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -53,6 +53,12 @@ def enqueue_deliveries(session: Session, events: Sequence[Event], *, now: dateti
     if not events:
         return 0
     subs = session.scalars(select(Subscription).where(Subscription.state == "active")).all()
+    return _add_deliveries(session, events, subs, now=now)
+
+
+def _add_deliveries(session: Session, events: Sequence[Event], subs: Sequence[Subscription], *,
+                    now: datetime) -> int:
+    """One pending delivery per event and matching subscription, due now."""
     rows = [Delivery(subscription_id=sub.id, event_position=ev.position, item_id=ev.item_id, state="pending",
                      attempts=0, next_attempt_at=now, lease_id=0, created_at=now, updated_at=now)
             for ev in events for sub in subs if matches(sub, ev.type, (ev.data or {}).get("provider"))]
@@ -221,8 +227,4 @@ def redeliver(
         if not subs:
             get_subscription(session, subscription_id)
             raise InputError(f"subscription {subscription_id} is disabled; enable it first")
-    rows = [Delivery(subscription_id=sub.id, event_position=ev.position, item_id=ev.item_id, state="pending",
-                     attempts=0, next_attempt_at=now, lease_id=0, created_at=now, updated_at=now)
-            for ev in events for sub in subs if matches(sub, ev.type, (ev.data or {}).get("provider"))]
-    session.add_all(rows)
-    return len(rows)
+    return _add_deliveries(session, events, subs, now=now)
