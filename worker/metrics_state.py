@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
+from worker.status import age_seconds
 from worker.store.models import Delivery, Heartbeat, Item, Subscription
 
 VERSION = "0.1.0"
@@ -60,7 +61,7 @@ class StateCollector:
             yield overdue
             yield GaugeMetricFamily("poller_items_overdue_max_age_seconds",
                                     "How long the most overdue item has been due.",
-                                    value=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+                                    value=age_seconds(now, oldest))
             failing = GaugeMetricFamily("poller_items_failing", "Items past POLLER_FAILING_AFTER failures.",
                                         labels=["provider"])
             failures = GaugeMetricFamily("poller_items_consecutive_failures",
@@ -86,7 +87,7 @@ class StateCollector:
             yield pending
             yield GaugeMetricFamily("poller_deliveries_oldest_pending_age_seconds",
                                     "Age of the oldest delivery still pending.",
-                                    value=max(0.0, (now - oldest_pending).total_seconds()) if oldest_pending else 0.0)
+                                    value=age_seconds(now, oldest_pending))
             tick = s.get(Heartbeat, "dispatch")
             yield GaugeMetricFamily("poller_dispatch_last_tick_age_seconds",
                                     "Seconds since the last dispatch tick ran (beat, broker and a worker).",

@@ -14,6 +14,11 @@ from worker.providers.base import utcnow
 from worker.store.models import Delivery, Heartbeat, Item, Subscription
 
 
+def age_seconds(now: datetime, since: datetime | None) -> float:
+    """Seconds from ``since`` to ``now``; 0 for none or for a time in the future."""
+    return max(0.0, (now - since).total_seconds()) if since else 0.0
+
+
 def record_heartbeat(session: Session, name: str, *, at: datetime, seconds: float, claimed: int) -> None:
     """Record that a recurring job ran (an upsert that works on SQLite and PostgreSQL)."""
     row = session.get(Heartbeat, name)
@@ -63,12 +68,11 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
             st.items.setdefault(provider, {})[state] = n
         n, oldest = s.execute(select(func.count(), func.min(Item.next_poll_at))
                               .where(Item.next_poll_at < now - timedelta(seconds=tick_s))).one()
-        st.overdue, st.most_overdue_seconds = n, max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        st.overdue, st.most_overdue_seconds = n, age_seconds(now, oldest)
         st.failing = s.scalar(select(func.count()).where(Item.failing.is_(True))) or 0
         n, oldest = s.execute(select(func.count(), func.min(Delivery.created_at))
                               .where(Delivery.state == "pending")).one()
-        st.deliveries_pending = n
-        st.oldest_pending_seconds = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        st.deliveries_pending, st.oldest_pending_seconds = n, age_seconds(now, oldest)
         for state, n in s.execute(select(Subscription.state, func.count()).group_by(Subscription.state)):
             st.subscriptions[state] = n
         tick = s.get(Heartbeat, "dispatch")

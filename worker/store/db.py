@@ -55,26 +55,26 @@ def sqlite_url(path: Path) -> str:
 
 def create_database(admin_url: str, name: str) -> str:
     """Create an empty PostgreSQL database beside ``admin_url``'s; return its URL (tests, benchmarks)."""
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(admin_url: str, url: str) -> None:
     """Drop the database at ``url``, ending its sessions (tests, benchmarks)."""
-    from sqlalchemy import text
     from sqlalchemy.engine import make_url
+
+    _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+
+
+def _admin_execute(admin_url: str, statement: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE), never leaking the connection."""
+    from sqlalchemy import text
 
     admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+            conn.execute(text(statement))
     finally:
         admin.dispose()
