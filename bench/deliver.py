@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import platform
 import random
@@ -25,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+#: The key of the secrets this process stores (a Fernet key); the poller processes get it too.
+SECRET_KEY = base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
 def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -64,7 +67,8 @@ def base_env(tmp: Path, db_url: str, broker: str, tick: float) -> dict[str, str]
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env.update({"POLLER_HOME": str(tmp), "POLLER_DATABASE_URL": db_url, "POLLER_BROKER_URL": broker,
                 "POLLER_TICK_SECONDS": str(tick), "POLLER_LOG_LEVEL": "WARNING", "POLLER_LOG_FORMAT": "json",
-                "POLLER_WEBHOOK_ALLOW_HTTP": "true", "POLLER_WEBHOOK_ALLOW_PRIVATE": "true"})
+                "POLLER_WEBHOOK_ALLOW_HTTP": "true", "POLLER_WEBHOOK_ALLOW_PRIVATE": "true",
+                "POLLER_SECRET_KEYS": SECRET_KEY})
     return env
 
 
@@ -182,7 +186,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from cli.embedded import EmbeddedRedis, free_port
+    from worker.store import crypto
     from worker.store.db import sqlite_url
+
+    crypto.install(crypto.Keyring([SECRET_KEY]))
 
     print(f"# delivery benchmark: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     with tempfile.TemporaryDirectory() as tmpdir, EmbeddedRedis(Path(tmpdir) / "redis") as redis_server:

@@ -24,7 +24,7 @@ def run_daemon(settings: Settings) -> int:
     from cli.main import interrupt_on_sigterm
 
     interrupt_on_sigterm()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = dict(os.environ)
     env["POLLER_DATABASE_URL"] = settings.resolved_database_url()
     env["POLLER_HOME"] = str(settings.home.resolve())

@@ -14,24 +14,43 @@ import typer
 from cli import render
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
-from config.wiring import build_service, engine_for, sessions_for
+from config.wiring import build_service, migrated_engine, sessions_for
 from worker.errors import ConfigurationError, InputError, PollerError
 from worker.follow import FollowCursor
 from worker.service import PollerService
-from worker.store.migrate import upgrade
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning our errors into one clear line and an exit code."""
+    """Entry point: run the CLI, turning our errors into one clear line and an exit code.
+
+    Bad input and bad settings exit 2 (nothing was done); other failures exit 1.
+    """
+    from sqlalchemy.exc import OperationalError
+
     try:
         app()
-    except InputError as err:
+    except (InputError, ConfigurationError) as err:
         _fail(str(err), 2)
     except PollerError as err:
         _fail(str(err), 1)
+    except OperationalError as err:
+        # A valid URL whose server is down or unreachable: the driver's first line says why.
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else type(err).__name__
+        _fail(f"cannot use the database (POLLER_DATABASE_URL): {_without_password(reason)}", 1)
+
+
+def _without_password(text: str) -> str:
+    """``text`` with the database password (if any) masked; drivers may quote the connection string."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        secret = make_url(get_settings().resolved_database_url()).password
+    except Exception:  # noqa: BLE001 - best effort: reporting a failure must not fail
+        secret = None
+    return text.replace(secret, "***") if secret else text
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -50,7 +69,7 @@ def _settings() -> Settings:
 @lru_cache(maxsize=1)
 def _service() -> PollerService:
     settings = _settings()
-    upgrade(engine_for(settings))
+    migrated_engine(settings)
     return build_service(settings)
 
 
@@ -63,9 +82,22 @@ def track(
     account: Annotated[str, typer.Option(help="Which configured account of the provider.")] = "default",
 ) -> None:
     """Start watching an item; prints its id."""
+    settings = _settings()
+    _require_configured(settings, provider, account)
+    # 0 is a mistake to report, not "the default": only a missing --interval means the default.
     item = _service().track(provider, ref, kind=kind, account=account,
-                            interval_s=interval or _settings().default_interval_seconds)
+                            interval_s=settings.default_interval_seconds if interval is None else interval)
     typer.echo(item.id)
+
+
+def _require_configured(settings: Settings, provider: str, account: str) -> None:
+    """Refuse to track for a provider account that could never be polled, naming what to set."""
+    from worker.providers.registry import spec
+
+    provider_settings = getattr(settings, spec(provider).name).for_account(account)
+    missing = provider_settings.missing(account)
+    if missing:
+        raise InputError(f"{provider} account {account!r} is not configured: set {'; '.join(missing)}")
 
 
 @app.command()
@@ -148,7 +180,7 @@ def health(
     from worker.status import check_health
 
     settings = _settings()
-    upgrade(engine_for(settings))
+    migrated_engine(settings)
     broker = settings.broker_url or _embedded_broker_url(settings)
     ping = None
     if broker:
@@ -160,7 +192,12 @@ def health(
                 client.ping()
             finally:
                 client.close()
-    checks = check_health(sessions_for(settings), tick_s=settings.tick_seconds, max_lag_s=max_lag, broker_ping=ping)
+    from config.wiring import worker_faults
+
+    # What the workers saw (a read-only or deleted database) is in the broker, not the database.
+    faults = (lambda within_s: worker_faults(settings, broker, within_s=within_s)) if broker else None
+    checks = check_health(sessions_for(settings), tick_s=settings.tick_seconds, max_lag_s=max_lag, broker_ping=ping,
+                          faults=faults)
     for c in checks:
         typer.echo(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<9} {c.detail}")
     raise SystemExit(0 if all(c.ok for c in checks) else 1)
@@ -173,7 +210,7 @@ def _embedded_broker_url(settings: Settings) -> str | None:
 
 @app.command()
 def dashboard(
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8080,
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", min=0, max=65535)] = 8080,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     refresh: Annotated[int, typer.Option(help="Seconds between the page's own refreshes.")] = 5,
 ) -> None:
@@ -183,7 +220,10 @@ def dashboard(
     settings = _settings()
     _service()
     sessions = sessions_for(settings)
-    server = make_server(host, port, lambda: page_data(sessions, settings.tick_seconds), refresh)
+    try:
+        server = make_server(host, port, lambda: page_data(sessions, settings.tick_seconds), refresh)
+    except OSError as err:
+        raise _port_error(err, port) from None
     typer.echo(f"dashboard on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
     interrupt_on_sigterm()
     try:
@@ -197,7 +237,7 @@ def dashboard(
 @app.command()
 def migrate() -> None:
     """Apply database migrations (the daemon also does this on start)."""
-    upgrade(engine_for(_settings()))
+    migrated_engine(_settings(), create=True)
     typer.echo("database is up to date")
 
 
@@ -207,7 +247,7 @@ def worker(
 ) -> None:
     """Run a Celery worker (for deployments with a shared broker); serves /metrics."""
     settings = _require_broker()
-    upgrade(engine_for(settings))
+    migrated_engine(settings)
     from config import metrics
 
     metrics.prepare(settings, "worker")
@@ -224,7 +264,7 @@ def worker(
 def beat() -> None:
     """Run Celery beat: the one `dispatch_due` tick (exactly one beat per deployment)."""
     settings = _require_broker()
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     from config import metrics
 
     metrics.prepare(settings, "beat")
@@ -251,7 +291,7 @@ def run() -> None:
 
 @app.command()
 def simulate(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 8900,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).", min=0, max=65535)] = 8900,
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 1.0,
     stage_seconds: Annotated[float, typer.Option(help="Simulated seconds between life stages.")] = 10.0,
     orders: Annotated[int, typer.Option(help="Billit orders to create at start.")] = 3,
@@ -262,9 +302,14 @@ def simulate(
     """Serve the five provider APIs on loopback, with their auth flows and faults on demand."""
     from simulator.server import Simulator, SimulatorConfig
 
-    sim = Simulator(SimulatorConfig(port=port, speed=speed, stage_seconds=stage_seconds, seed_orders=orders,
-                                    token_ttl_seconds=token_ttl, options={"billit_oauth": billit_oauth}))
-    sim.start()
+    try:
+        sim = Simulator(SimulatorConfig(port=port, speed=speed, stage_seconds=stage_seconds, seed_orders=orders,
+                                        token_ttl_seconds=token_ttl, options={"billit_oauth": billit_oauth}))
+        sim.start()
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    except OSError as err:
+        raise _port_error(err, port) from None
     typer.echo(sim.describe())
     interrupt_on_sigterm()
     try:
@@ -273,6 +318,17 @@ def simulate(
         pass
     finally:
         sim.stop()
+
+
+def _port_error(err: OSError, port: int) -> InputError:
+    """A listening socket that could not be opened, as one line naming the option to change."""
+    import errno
+
+    if err.errno == errno.EADDRINUSE:
+        return InputError(f"port {port} is in use (set --port)")
+    if err.errno == errno.EACCES:
+        return InputError(f"port {port} needs privileges to listen on (set --port above 1023)")
+    return InputError(f"cannot listen on port {port}: {err.strerror or err} (check --host and --port)")
 
 
 def interrupt_on_sigterm() -> None:
@@ -285,6 +341,10 @@ def interrupt_on_sigterm() -> None:
 from cli import webhooks as _webhooks  # noqa: E402 - registers its commands on `app`
 
 _webhooks.register(app)
+
+from cli import secrets as _secrets  # noqa: E402 - registers `poller secrets` on `app`
+
+_secrets.register(app)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -83,10 +83,13 @@ def rotate_secret(
 ) -> None:
     """A new signing secret; the old one signs alongside it for the grace period."""
     from cli.main import _settings
-    from config.settings import parse_duration
+    from config.validation import duration_seconds
 
     settings = _settings()
-    period = parse_duration(grace, "--grace") if grace else settings.secret_grace()
+    try:
+        period = timedelta(seconds=duration_seconds(grace)) if grace is not None else settings.secret_grace()
+    except ValueError as err:
+        raise InputError(f"--grace {err}") from None
     secret = _subs().rotate_secret(sub_id, period)
     typer.echo(f"secret {secret}")
     typer.echo(f"the previous secret keeps signing for {period}")
@@ -104,6 +107,10 @@ def register(main: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json")] = False,
     ) -> None:
         """Deliveries with every attempt: time, status, latency, response excerpt or error."""
+        if event is not None:
+            from cli.main import _service
+
+            _service().event_position(event)  # an unknown id is an error, not an empty list
         views = _subs().deliveries(event_id=event, subscription_id=subscription, failed=failed)
         for v in views:
             d = v.delivery

@@ -9,7 +9,14 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_process_shutdown
+from celery.signals import (
+    setup_logging,
+    task_failure,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -98,3 +105,22 @@ def _unbind_task(**_: Any) -> None:
     import structlog
 
     structlog.contextvars.clear_contextvars()
+
+
+@task_failure.connect
+def _task_failed(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+    # A task that raises is a failure the database may not be able to hold (it may be the cause):
+    # it goes to the broker's Redis, where `poller health` reads it.
+    from config.wiring import record_worker_fault
+
+    record_worker_fault(get_settings(), getattr(sender, "name", "task"),
+                        f"{type(exception).__name__}: {exception}" if exception else "failed")
+
+
+@worker_process_init.connect
+def _check_database(**_: Any) -> None:
+    # A pool process that cannot write the database would fail every task it takes: say so once,
+    # where health looks, instead of crash-looping or failing silently.
+    from config.wiring import check_worker_database
+
+    check_worker_database(get_settings())

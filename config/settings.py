@@ -5,27 +5,45 @@ This is the only module that reads the environment. Everything else receives val
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.validation import (
+    DATABASE_BACKENDS,
+    MAX_SECONDS,
+    check_broker_url,
+    check_database_url,
+    check_host,
+    check_log_level,
+    describe_validation_error,
+    duration_seconds,
+    parse_duration,
+    parse_schedule,
+    read_dotenv,
+    unknown_variables,
+)
 from worker.errors import ConfigurationError
 from worker.providers.amili_ada import AmiliAdaSettings
 from worker.providers.amili_arm import AmiliArmSettings
 from worker.providers.amili_collection import AmiliCollectionSettings
 from worker.providers.amili_distribution import AmiliDistributionSettings
 from worker.providers.billit import BillitSettings
+from worker.store.crypto import check_keys
 
 
 class Settings(BaseSettings):
     """Every setting, with safe local defaults. Secrets have no defaults."""
 
     model_config = SettingsConfigDict(
-        env_prefix="POLLER_", env_file=".env", env_nested_delimiter="__", extra="ignore"
+        env_prefix="POLLER_", env_file=".env", env_nested_delimiter="__", extra="ignore",
+        # inf passes every `gt=0` and then breaks the first datetime sum: refuse it at load.
+        allow_inf_nan=False,
     )
 
     #: Directory for the embedded defaults: SQLite file, embedded Redis, beat state.
@@ -34,6 +52,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     #: Celery broker; `poller run` starts an embedded Redis when unset.
     broker_url: str | None = None
+    #: Fernet keys for the secrets stored in the database, comma-separated, newest first; when
+    #: unset, ``{home}/secret.key`` (generated once for a SQLite database).
+    secret_keys: SecretStr | None = None
 
     tick_seconds: float = Field(5.0, gt=0)
     lease_seconds: float = Field(120.0, gt=0)
@@ -99,20 +120,66 @@ class Settings(BaseSettings):
     amili_ada: AmiliAdaSettings = AmiliAdaSettings()
     amili_arm: AmiliArmSettings = AmiliArmSettings()
 
+    @field_validator("*")
+    @classmethod
+    def _bounded_seconds(cls, value: Any) -> Any:
+        # Every float setting is seconds or a ratio; a huge one overflows `now + timedelta(...)`.
+        if isinstance(value, float) and value > MAX_SECONDS:
+            raise ValueError(f"must be at most {MAX_SECONDS:.0f} (366 days)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        return check_database_url(value, DATABASE_BACKENDS) if value is not None else None
+
+    @field_validator("sink_database_url")
+    @classmethod
+    def _sink_database_url(cls, value: str | None) -> str | None:
+        return check_database_url(value) if value is not None else None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        return check_broker_url(value) if value is not None else None
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _secret_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        return SecretStr(check_keys(value.get_secret_value())) if value is not None else None
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return check_log_level(value)
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_addr(cls, value: str) -> str:
+        return check_host(value)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _retry_schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("webhook_disable_after", "webhook_secret_grace")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
     def metrics_port_for(self, role: str) -> int:
         """The /metrics port of a process role (``worker`` or ``beat``)."""
         return self.beat_metrics_port if role == "beat" else self.metrics_port
 
     def retry_schedule(self) -> tuple[float, ...]:
-        """POLLER_WEBHOOK_RETRY_SCHEDULE as seconds."""
+        """POLLER_WEBHOOK_RETRY_SCHEDULE as seconds (checked at load)."""
         try:
-            steps = tuple(float(x) for x in self.webhook_retry_schedule.split(",") if x.strip())
-        except ValueError:
-            steps = ()
-        if not steps or any(x < 0 for x in steps):
-            raise ConfigurationError(
-                "POLLER_WEBHOOK_RETRY_SCHEDULE must be comma-separated seconds, e.g. 5,300,1800")
-        return steps
+            return parse_schedule(self.webhook_retry_schedule)
+        except ValueError as err:
+            raise ConfigurationError(f"POLLER_WEBHOOK_RETRY_SCHEDULE {err}") from None
 
     def disable_after(self) -> timedelta:
         """POLLER_WEBHOOK_DISABLE_AFTER as a duration."""
@@ -127,23 +194,6 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite+pysqlite:///{(self.home / 'poller.db').resolve()}"
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str, name: str) -> timedelta:
-    """``90``, ``30m``, ``12h`` or ``5d`` as a timedelta; a ConfigurationError naming ``name`` otherwise."""
-    value = text.strip().lower()
-    unit = value[-1:] if value[-1:] in _UNITS else "s"
-    number = value[:-1] if value[-1:] in _UNITS else value
-    try:
-        seconds = float(number) * _UNITS[unit]
-    except ValueError:
-        raise ConfigurationError(f"{name} must be seconds or a number with s/m/h/d, got {text!r}") from None
-    if seconds <= 0:
-        raise ConfigurationError(f"{name} must be positive, got {text!r}")
-    return timedelta(seconds=seconds)
-
-
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once.
@@ -151,16 +201,30 @@ def get_settings() -> Settings:
     Raises:
         ConfigurationError: a value is invalid; the message names the variable.
     """
+    env_file = Settings.model_config.get("env_file")
+    dotenv = read_dotenv(str(env_file) if isinstance(env_file, (str, Path)) else None)
+    # A misspelt secret or URL would silently do nothing: refuse it before anything starts.
+    unknown = unknown_variables(Settings, [*os.environ, *dotenv])
+    if unknown:
+        raise ConfigurationError("; ".join(unknown))
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as err:
         raise ConfigurationError(describe_validation_error(err)) from None
+    check_accounts(settings)
+    return settings
 
 
-def describe_validation_error(err: ValidationError) -> str:
-    """Name the environment variable behind each invalid setting, without echoing secrets."""
-    lines = []
-    for e in err.errors():
-        var = "POLLER_" + "__".join(str(p).upper() for p in e["loc"])
-        lines.append(f"{var}: {e['msg']}")
-    return "invalid settings: " + "; ".join(lines)
+def check_accounts(settings: Settings) -> None:
+    """Validate every named provider account's overrides now, not at its first poll.
+
+    Raises:
+        ConfigurationError: naming the account's variable.
+    """
+    from worker.providers.settings import ProviderSettings
+
+    for field in type(settings).model_fields:
+        value = getattr(settings, field)
+        if isinstance(value, ProviderSettings):
+            for account in value.account_names():
+                value.for_account(account)

@@ -3,33 +3,60 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
+from typing import Any
 
 import redis
+import structlog
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
 from worker.delivery import DeliveryPolicy, DeliveryService
+from worker.errors import ConfigurationError
+from worker.faults import (
+    Fault,
+    check_database_writable,
+    recent_faults,
+    record_fault,
+    sqlite_inode,
+)
 from worker.guard import BreakerPolicy, RedisGuard
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.service import PollerService
 from worker.sinks.sql import SqlSink
+from worker.store import crypto
 from worker.store.credentials import DbCredentialStore
 from worker.store.db import make_engine, make_sessionmaker
+from worker.store.migrate import upgrade
 from worker.subscriptions import Subscriptions
 from worker.webhooks.sender import WebhookSender
 
 _engines: dict[tuple[int, str], Engine] = {}
+#: The SQLite file's inode when this process first used it: a deleted or replaced file is noticed.
+_inodes: dict[tuple[int, str], int | None] = {}
+_fault_clients: dict[tuple[int, str], Any] = {}
+log = structlog.get_logger(__name__)
 
 
 def engine_for(settings: Settings) -> Engine:
     """One engine per process and URL: pooled connections must not cross a fork."""
     key = (os.getpid(), settings.resolved_database_url())
     if key not in _engines:
+        crypto.install(keyring_for(settings))
         _engines[key] = make_engine(key[1])
     return _engines[key]
+
+
+def keyring_for(settings: Settings) -> crypto.Keyring:
+    """POLLER_SECRET_KEYS, else ``{home}/secret.key``, generated once when the database is SQLite."""
+    keys = settings.secret_keys.get_secret_value() if settings.secret_keys else None
+    return crypto.keyring_from(keys, settings.home / "secret.key",
+                               create=settings.resolved_database_url().startswith("sqlite"))
 
 
 def sessions_for(settings: Settings) -> sessionmaker[Session]:
@@ -85,3 +112,71 @@ def subscriptions_for(settings: Settings) -> Subscriptions:
     """Subscription management with the same URL rules as delivery."""
     return Subscriptions(sessions_for(settings), allow_http=settings.webhook_allow_http,
                          allow_private=settings.webhook_allow_private, known_providers=tuple(REGISTRY))
+
+
+def _fault_client(settings: Settings) -> Any:
+    url = settings.broker_url
+    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    key = (os.getpid(), url)
+    if key not in _fault_clients:
+        _fault_clients[key] = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    return _fault_clients[key]
+
+
+def record_worker_fault(settings: Settings, where: str, error: str) -> None:
+    """Note a failure of this worker process where `poller health` reads it (the broker's Redis)."""
+    client = _fault_client(settings)
+    if client is not None:
+        record_fault(client, Fault(at=time.time(), pid=os.getpid(), where=where, error=error[:300]))
+
+
+def worker_faults(settings: Settings, broker_url: str | None, *, within_s: float) -> list[Fault]:
+    """Faults the workers recorded in the last ``within_s`` seconds (newest first)."""
+    if not broker_url:
+        return []
+    client = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return recent_faults(client, since=time.time() - within_s)
+    finally:
+        client.close()
+
+
+def check_worker_database(settings: Settings, *, record: bool = True) -> str | None:
+    """Check this process can write the database; log (and record a fault) when it cannot."""
+    engine = engine_for(settings)
+    key = (os.getpid(), settings.resolved_database_url())
+    if key not in _inodes:
+        _inodes[key] = sqlite_inode(engine)
+    reason = check_database_writable(engine, inode=_inodes[key])
+    if reason is not None:
+        log.error("worker.database_unwritable", reason=reason)
+        if record:
+            record_worker_fault(settings, "database", reason)
+    return reason
+
+
+def require_writable_database(settings: Settings) -> None:
+    """Raise ConfigurationError when this process cannot write the database (each dispatch tick)."""
+    reason = check_worker_database(settings, record=False)  # the failed task is recorded as such
+    if reason is not None:
+        raise ConfigurationError(reason)
+
+
+def migrated_engine(settings: Settings, *, create: bool = False) -> Engine:
+    """The database engine, migrated to the latest schema.
+
+    A SQLite file that does not exist is created only when ``create`` (``poller migrate`` and
+    ``poller run``); for every other command it is an error, because a deleted database silently
+    replaced by an empty one looks like a poller that lost everything it tracked.
+    """
+    url = make_url(settings.resolved_database_url())
+    path = Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+        else None
+    # Checked before the engine exists: creating the engine creates the file.
+    if path is not None and not create and not path.exists():
+        raise ConfigurationError(f"no database at {path}; run `poller migrate` to create it "
+                                 "(`poller run` creates it too), or set POLLER_DATABASE_URL")
+    engine = engine_for(settings)
+    upgrade(engine)
+    return engine

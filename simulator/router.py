@@ -54,6 +54,8 @@ class Request:
             return json.loads(self.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise HttpError(400, f"body is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise HttpError(400, "body is not valid JSON: nested too deeply") from None
 
     def json_object(self) -> dict[str, Any]:
         """Decode the body as a JSON object, answering 400 for anything else."""

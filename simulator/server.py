@@ -256,7 +256,13 @@ class _HTTPServer(ThreadingHTTPServer):
         # a wake-up socket makes stop() immediate, which keeps test teardown fast.
         self._stop_requested = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
-        super().__init__(address, handler)
+        try:
+            super().__init__(address, handler)
+        except OSError:
+            # A busy port: the caller reports it; the wake-up pair must not leak.
+            self._wake_r.close()
+            self._wake_w.close()
+            raise
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         with selectors.DefaultSelector() as selector:

@@ -10,7 +10,7 @@ from celery import current_app, shared_task
 
 from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, POLL_TASK
 from config.settings import get_settings
-from config.wiring import build_service
+from config.wiring import build_service, require_writable_database
 from worker import metrics
 from worker.service import PollerService
 from worker.store.repo import Claim
@@ -27,6 +27,9 @@ def _service() -> PollerService:
 def dispatch_due() -> int:
     """Claim due items and enqueue them as poll_items chunks. Runs every tick."""
     settings = get_settings()
+    # A deleted, replaced or read-only SQLite file would otherwise go unnoticed (writes to an
+    # unlinked file succeed): fail the tick, which health reports.
+    require_writable_database(settings)
     started = datetime.now(UTC)
 
     def enqueue(chunk: list[Claim]) -> None:

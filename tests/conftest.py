@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import Engine
 
 from cli.embedded import EmbeddedRedis
+from worker.store import crypto
 from worker.store.db import create_database, drop_database, make_engine, sqlite_url
 from worker.store.migrate import upgrade
 
@@ -55,6 +56,18 @@ def clock() -> Clock:
 def _reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
+
+
+#: The key of the secrets the test process stores; daemons started by tests get it too.
+TEST_SECRET_KEY = crypto.new_key()
+
+
+@pytest.fixture(autouse=True)
+def _secret_keys() -> Iterator[None]:
+    """Every test starts with the test key installed (wiring, or a test, may install others)."""
+    previous = crypto.install(crypto.Keyring([TEST_SECRET_KEY]))
+    yield
+    crypto.install(previous)
 
 
 # -- databases -----------------------------------------------------------------------------

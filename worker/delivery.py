@@ -19,7 +19,8 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
-from worker.errors import InputError
+from worker.documents import NotStrictJSON
+from worker.errors import InputError, TargetRefused
 from worker.ids import event_ids
 from worker.providers.base import utcnow
 from worker.sinks.sql import SqlSink
@@ -125,7 +126,11 @@ class DeliveryService:
                     with lock:
                         report.skipped += len(chain) - n  # our lease is over; the next claim owns them
                     return
-                result = self._send(unit)
+                try:
+                    result = self._send(unit)
+                except NotStrictJSON as err:
+                    # Never sent: a failed attempt that names the cause, not a crashed batch.
+                    result = AttemptResult(None, 0.0, error=f"not sent: {err}")
                 with lock:
                     results.append((unit, result))
                 if not result.ok:
@@ -146,13 +151,22 @@ class DeliveryService:
 
     def _send(self, unit: DeliveryWork) -> AttemptResult:
         try:
-            check_url(unit.url, allow_http=self.policy.allow_http, allow_private=self.policy.allow_private,
-                      resolver=self.resolver)
+            addresses = check_url(unit.url, allow_http=self.policy.allow_http,
+                                  allow_private=self.policy.allow_private, resolver=self.resolver)
+        except TargetRefused as err:
+            # Our policy, not the subscriber: its own outcome, off the subscriber's failure clock.
+            log.warning("delivery.refused", delivery_id=unit.claim.delivery_id, subscription_id=unit.subscription_id,
+                        url=redact(unit.url), reason=str(err), setting=err.setting or "none allows it")
+            return AttemptResult(None, 0.0, error=f"refused: {err}", refused=True)
         except InputError as err:
-            return AttemptResult(None, 0.0, error=f"refused: {err}")
-        body = payload.body(unit.event_type, unit.event_created_at, unit.event_data)
+            return AttemptResult(None, 0.0, error=f"not sent: {err}")  # DNS: the receiver's side, retried
+        if not addresses:
+            return AttemptResult(None, 0.0, error=f"not sent: webhook host of {redact(unit.url)} does not resolve")
+        body = payload.body(unit.event_id, unit.event_type, unit.event_created_at, unit.event_data,
+                            item_id=unit.item_id, seq=unit.seq)
         headers = payload.headers(unit.event_id, self.wall(), body, unit.secrets)
-        return self.sender.post(unit.url, body, headers)
+        # Connect to an address just checked, not to whatever a second DNS lookup says.
+        return self.sender.post(unit.url, body, headers, addresses=addresses)
 
     def _to_sink(self, units: list[DeliveryWork]) -> list[tuple[DeliveryWork, AttemptResult]]:
         if self.sink is None:
@@ -191,6 +205,8 @@ class DeliveryService:
                 report.retrying += decision.state == "pending"
                 report.failed += decision.state == "failed"
                 retry_at[unit.subscription_id, unit.item_id] = decision.next_attempt_at
+                if result.refused:
+                    continue  # nothing was sent: the subscription's health is unchanged (logged in _send)
                 outcome_by_sub[unit.subscription_id] = outcome_by_sub.get(unit.subscription_id, False) or result.ok
                 if decision.disable_reason:
                     gone[unit.subscription_id] = decision.disable_reason

@@ -21,7 +21,8 @@ class EventType(enum.StrEnum):
 
 
 #: Events about providers and subscriptions rather than items (``item_id`` is null).
-SYSTEM_EVENT_TYPES = ("provider.paused", "provider.resumed", "subscription.disabled")
+SYSTEM_EVENT_TYPES = ("provider.paused", "provider.resumed", "provider.auth_failed", "provider.auth_recovered",
+                      "subscription.disabled")
 #: Every event type a subscription can ask for.
 ALL_EVENT_TYPES = tuple(t.value for t in EventType) + SYSTEM_EVENT_TYPES
 

@@ -4,6 +4,8 @@
 - ProviderUnavailable: transient (timeout, connection, 5xx, 429); retry with backoff.
 - ProviderResponseInvalid: the provider answered something we cannot use (4xx, bad JSON,
   schema drift); retrying soon will not help, so retry slowly and alert.
+- ProviderMisconfigured: a setting of this provider account is missing or wrong; alert at once.
+- PollNotStored: the provider answered but its result could not be stored; alert, retry slowly.
 - ItemGone: the provider says the item does not exist; stop polling it.
 - InputError: a user gave bad input (CLI, settings file); say what was wrong, store nothing.
 """
@@ -21,6 +23,17 @@ class ConfigurationError(PollerError):
 
 class InputError(PollerError):
     """Bad input from a user; nothing was stored."""
+
+
+class TargetRefused(InputError):
+    """Our own policy refuses a webhook target (http, a private or metadata address).
+
+    ``setting`` names the setting that would allow it, or is None when nothing may.
+    """
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class DuplicateItemError(InputError):
@@ -73,6 +86,27 @@ class ProviderUnavailable(ProviderError):
 
 class ProviderResponseInvalid(ProviderError):
     """Other 4xx, unparseable or schema-drifted body: a quick retry will not help."""
+
+
+class ProviderMisconfigured(ProviderResponseInvalid):
+    """A setting of the provider account is missing or invalid: nothing works until a person fixes it."""
+
+
+class PollNotStored(ProviderError):
+    """The poll's result could not be written (a constraint, an unencodable document, a bug).
+
+    ``retryable`` is set per instance: a busy or unreachable database may pass, a constraint will not.
+    """
+
+    def __init__(self, message: str, *, provider: str, retryable: bool = False) -> None:
+        super().__init__(message, provider=provider)
+        self.retryable = retryable
+
+
+def is_credential_failure(error: ProviderError) -> bool:
+    """Whether the provider refused our credentials (after one re-authentication) or the account's
+    settings are wrong: every item of the account fails until a person acts."""
+    return isinstance(error, ProviderMisconfigured) or error.status_code in (401, 403)
 
 
 class ItemGone(ProviderError):

@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
-from worker.status import age_seconds
-from worker.store.models import Delivery, Heartbeat, Item, Subscription
+from worker.status import STUCK_AFTER_CLAIMS, age_seconds
+from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
 
 VERSION = "0.1.0"
 
@@ -75,6 +75,19 @@ class StateCollector:
                 failures.add_metric([provider], total or 0)
             yield failing
             yield failures
+            stuck = GaugeMetricFamily("poller_items_stuck", f"Active items claimed in {STUCK_AFTER_CLAIMS} or more "
+                                      "leases in a row without a completed poll.", labels=["provider"])
+            for provider, n in s.execute(select(Item.provider, func.count()).where(
+                    Item.claims_since_poll >= STUCK_AFTER_CLAIMS, Item.state == "active").group_by(Item.provider)):
+                stuck.add_metric([provider], n)
+            yield stuck
+            auth = GaugeMetricFamily("poller_provider_auth_failed",
+                                     "1 while a provider account's credentials or settings are refused.",
+                                     labels=["provider", "account"])
+            for provider, account in s.execute(select(ProviderAccount.provider, ProviderAccount.account)
+                                               .where(ProviderAccount.auth_failed_at.is_not(None))):
+                auth.add_metric([provider, account], 1)
+            yield auth
             pending = GaugeMetricFamily("poller_deliveries_pending", "Deliveries not yet delivered or failed.",
                                         labels=["kind"])
             oldest_pending: datetime | None = None

@@ -125,9 +125,10 @@ def after_failure(
 ) -> PollOutcome:
     """Decide what a failed poll means: backoff, and ``poll.failing`` once past the threshold.
 
-    Retryable errors back off exponentially from ``backoff_base_s``. Errors a quick retry cannot
-    fix (bad credentials, schema drift) wait the full ``backoff_max_s``: they need a person or a
-    provider fix, and hammering the provider meanwhile helps nobody.
+    Retryable errors back off exponentially from ``backoff_base_s`` and raise ``poll.failing``
+    after ``failing_after`` tries. Errors a quick retry cannot fix (bad credentials, schema drift)
+    raise it at once and wait the full ``backoff_max_s``: they need a person or a provider fix, and
+    hammering the provider meanwhile helps nobody.
     """
     failures = state.consecutive_failures + 1
     if error.retryable:
@@ -138,7 +139,9 @@ def after_failure(
                               rand=rand, retry_after=error.retry_after)
     events: list[NewEvent] = []
     failing = state.failing
-    if not failing and failures >= policy.failing_after:
+    # A failure no retry can fix (credentials, settings, a 4xx) is worth an alert at once: waiting
+    # for `failing_after` tries at the slow pace would report it hours late.
+    if not failing and (failures >= policy.failing_after or not error.retryable):
         failing = True
         events.append(NewEvent(EventType.FAILING, event_data(
             item, status=previous.status if previous else None,

@@ -14,18 +14,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
+from worker.accounts import AccountEvents
+from worker.documents import NotStrictJSON, check_document
 from worker.domain import ItemRef, PollOutcome, StatusDocument
 from worker.errors import (
     ConfigurationError,
     InputError,
     ItemGone,
+    PollNotStored,
     ProviderError,
+    ProviderMisconfigured,
     ProviderResponseInvalid,
+    is_credential_failure,
 )
-from worker.guard import Admission, RedisGuard, Transition
+from worker.guard import Admission, RedisGuard
 from worker.ids import event_ids
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
 from worker.providers.base import Provider, utcnow
@@ -97,6 +103,7 @@ class PollerService:
         self.max_throttle_wait_s = max_throttle_wait_s
         self.sleep = sleep
         self.threads = threads
+        self.accounts = AccountEvents(sessions, clock, entropy)
 
     # -- tracking -------------------------------------------------------------------------
 
@@ -116,7 +123,7 @@ class PollerService:
             raise InputError(f"{provider} has no kind {kind!r}; known: {', '.join(adapter.kinds)}")
         if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
             raise InputError(
-                f"interval must be between {MIN_INTERVAL_S:g} and {MAX_INTERVAL_S:g} seconds, got {interval_s:g}")
+                f"interval must be {MIN_INTERVAL_S:g} s to {MAX_INTERVAL_S / 86400:g} days, got {interval_s:g} s")
         if not account or len(account) > 80:
             raise InputError("account must be 1 to 80 characters")
         ref = adapter.validate_ref(kind, ref)
@@ -200,6 +207,7 @@ class PollerService:
         doc: StatusDocument | None = None
         error: ProviderError | None = None
         admission = Admission(True)
+        internal = False  # our own failure (a bug, a write), counted as outcome "error"
         started = time.perf_counter()
         try:
             adapter = self.providers.get(item.provider, item.account)
@@ -215,37 +223,29 @@ class PollerService:
                 doc = unit.previous
             else:
                 doc = replace(adapter.normalize(fetched.raw, item), version=fetched.version)
+                check_document(doc)
         except ProviderError as err:
             error = err
-        except (ConfigurationError, InputError) as err:
+        except NotStrictJSON as err:
+            error = ProviderResponseInvalid(f"the normalized document cannot be stored: {err}", provider=item.provider)
+        except ConfigurationError as err:
+            error = ProviderMisconfigured(str(err), provider=item.provider)
+        except InputError as err:
             error = ProviderResponseInvalid(str(err), provider=item.provider)
         except Exception as err:  # noqa: BLE001 - one broken adapter must not sink the batch
             bound.exception("poll.internal_error")
-            error = ProviderResponseInvalid(f"internal error: {type(err).__name__}: {err}",
+            internal = True
+            error = ProviderResponseInvalid(f"internal error: {type(err).__name__}: {err}"[:300],
                                             provider=item.provider)
         if self.guard is not None:
             # Only the provider failing counts against it; a 404 or a bad body means it answered.
             ok = error is None or not error.retryable
             transition = self.guard.record(item.provider, item.account, ok=ok, probe=admission.probe)
             if transition is not None:
-                self._provider_event(item.provider, item.account, transition, error)
+                self.accounts.breaker_event(item.provider, item.account, transition, error)
         elapsed = time.perf_counter() - started
-        # One "now" for the decision and the write, so the stored schedule is exactly the decided one.
-        now = self.clock()
-        rand = self.rng.random()
-        if isinstance(error, ItemGone):
-            outcome = after_gone(item, unit.previous, error)
-        elif error is not None:
-            outcome = after_failure(item, unit.state, unit.previous, error, now=now, policy=self.policy,
-                                    rand=rand)
-        else:
-            assert doc is not None
-            outcome = after_success(item, unit.state, unit.previous, doc, now=now, policy=self.policy,
-                                    rand=rand)
-        ids = event_ids(now, self.entropy(10), len(outcome.events))
-        with self.sessions.begin() as session:
-            written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids,
-                                         version=doc.version if doc is not None else None)
+        outcome, written, ids, not_stored = self._store(unit, doc, error, bound)
+        internal = internal or not_stored
         with report.lock:
             report.polled += 1
             if written is None:
@@ -255,7 +255,11 @@ class PollerService:
                 report.gone += outcome.error is not None and outcome.state.value == "gone"
                 report.failed += outcome.error is not None and outcome.state.value != "gone"
                 report.changed += outcome.error is None and outcome.snapshot is not None
-        metrics.poll(item.provider, _outcome_label(outcome, written is not None), elapsed)
+        metrics.poll(item.provider, _outcome_label(outcome, written is not None, internal), elapsed)
+        if error is not None and is_credential_failure(error):
+            self.accounts.auth_failed(item.provider, item.account, error)
+        elif error is None:
+            self.accounts.auth_ok(item.provider, item.account)
         if written is None:
             bound.warning("poll.lease_lost")
             return
@@ -265,6 +269,53 @@ class PollerService:
         for ev in written:
             bound.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq,
                        status=ev.data.get("status"))
+
+    def _decide(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,
+                now: datetime) -> PollOutcome:
+        item, rand = unit.item, self.rng.random()
+        if isinstance(error, ItemGone):
+            return after_gone(item, unit.previous, error)
+        if error is not None:
+            return after_failure(item, unit.state, unit.previous, error, now=now, policy=self.policy, rand=rand)
+        assert doc is not None
+        return after_success(item, unit.state, unit.previous, doc, now=now, policy=self.policy, rand=rand)
+
+    def _store(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,
+               bound: Any) -> tuple[PollOutcome, list[Event] | None, list[str], bool]:
+        """Decide and write one poll's result. A result that cannot be written (a constraint, a
+        document the database refuses, a bug) is written as a failure of the item instead, so it
+        backs off and alerts like any other failure rather than being re-polled every lease."""
+        # One "now" for the decision and the write, so the stored schedule is exactly the decided one.
+        now = self.clock()
+        outcome = self._decide(unit, doc, error, now)
+        ids = event_ids(now, self.entropy(10), len(outcome.events))
+        try:
+            with self.sessions.begin() as session:
+                written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids,
+                                             version=doc.version if doc is not None else None)
+            return outcome, written, ids, False
+        except Exception as err:  # noqa: BLE001 - whatever it was, it must land on the item
+            cause = err
+        bound.error("poll.store_failed", error=_db_error_text(cause))
+        failure = PollNotStored(f"could not store the result: {_db_error_text(cause)}", provider=unit.item.provider,
+                                retryable=isinstance(cause, OperationalError))
+        outcome = self._decide(unit, None, failure, now)
+        ids = event_ids(now, self.entropy(10), len(outcome.events))
+        try:
+            with self.sessions.begin() as session:
+                written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids)
+            return outcome, written, ids, True
+        except Exception:  # noqa: BLE001 - the failure event itself may be what cannot be stored
+            pass
+        outcome = replace(outcome, events=[])
+        try:
+            with self.sessions.begin() as session:
+                written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=[])
+        except Exception:  # noqa: BLE001 - re-raised below as the original cause
+            # Not even the item can be written (the database is gone or read-only): the task fails,
+            # and the lease brings the item back; health and the worker error log say why.
+            raise cause from None
+        return outcome, written, [], True
 
     def _defer_time(self, admission: Admission, adapter: Provider) -> datetime | None:
         """When a poll may not go now: the breaker's reopening time, or the next rate-limit slot."""
@@ -291,25 +342,6 @@ class PollerService:
             report.deferred += 1
         bound.info("poll.deferred", until=until.isoformat())
 
-    def _provider_event(self, provider: str, account: str, transition: Transition,
-                        error: ProviderError | None) -> None:
-        """Log a breaker transition and write it to the event table (once: Redis decided it atomically)."""
-        until = (datetime.fromtimestamp(transition.until_ms / 1000, UTC).isoformat()
-                 if transition.until_ms else None)
-        data = {"provider": provider, "account": account, "failures": transition.failures,
-                "calls": transition.calls, "paused_until": until, "error": str(error) if error else None}
-        if transition.kind == "reopened":
-            log.warning("provider.still_failing", **data)
-            return
-        etype = "provider.paused" if transition.kind == "opened" else "provider.resumed"
-        now = self.clock()
-        with self.sessions.begin() as session:
-            repo.add_system_event(session, event_ids(now, self.entropy(10), 1)[0], etype, data, now=now)
-        metrics.events([etype])
-        if transition.kind == "opened":
-            metrics.provider_paused(provider)
-        (log.error if transition.kind == "opened" else log.warning)(etype, **data)
-
     # -- reading --------------------------------------------------------------------------
 
     def items(self) -> list[Item]:
@@ -334,12 +366,21 @@ class PollerService:
             return StatusDocument(snap.status, snap.terminal, snap.fields, snap.raw) if snap else None
 
 
-def _outcome_label(outcome: PollOutcome, written: bool) -> str:
+def _outcome_label(outcome: PollOutcome, written: bool, internal: bool = False) -> str:
     if not written:
         return "lost_lease"
+    if internal:
+        return "error"
     if outcome.error is not None:
         return "gone" if outcome.state.value == "gone" else "failed"
     return "changed" if outcome.snapshot is not None else "unchanged"
+
+
+def _db_error_text(err: Exception) -> str:
+    """A short, one-line cause without the SQL parameters (they may hold a whole provider body)."""
+    orig = getattr(err, "orig", None)  # SQLAlchemy's wrapper names the kind alike on every database
+    text = f"{type(err).__name__}: {orig if orig is not None else err}"
+    return " ".join(text.split())[:300]
 
 
 __all__ = ["PollerService", "PollReport", "ItemRef"]

@@ -10,8 +10,12 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.faults import Fault
 from worker.providers.base import utcnow
-from worker.store.models import Delivery, Heartbeat, Item, Subscription
+from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
+
+#: An item claimed in this many leases in a row without a completed poll is stuck.
+STUCK_AFTER_CLAIMS = 3
 
 
 def age_seconds(now: datetime, since: datetime | None) -> float:
@@ -37,6 +41,8 @@ class Status:
     overdue: int = 0
     most_overdue_seconds: float = 0.0
     failing: int = 0
+    stuck: int = 0
+    auth_failed: list[str] = field(default_factory=list)  # "provider/account: error"
     deliveries_pending: int = 0
     oldest_pending_seconds: float = 0.0
     subscriptions: dict[str, int] = field(default_factory=dict)  # state -> count
@@ -51,6 +57,7 @@ class Status:
         return {
             "now": iso(self.now), "items": self.items, "overdue": self.overdue,
             "most_overdue_seconds": round(self.most_overdue_seconds, 3), "failing": self.failing,
+            "stuck": self.stuck, "auth_failed": self.auth_failed,
             "deliveries_pending": self.deliveries_pending,
             "oldest_pending_seconds": round(self.oldest_pending_seconds, 3), "subscriptions": self.subscriptions,
             "last_tick": iso(self.last_tick),
@@ -70,6 +77,11 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
                               .where(Item.next_poll_at < now - timedelta(seconds=tick_s))).one()
         st.overdue, st.most_overdue_seconds = n, age_seconds(now, oldest)
         st.failing = s.scalar(select(func.count()).where(Item.failing.is_(True))) or 0
+        st.stuck = s.scalar(select(func.count()).where(Item.claims_since_poll >= STUCK_AFTER_CLAIMS,
+                                                       Item.state == "active")) or 0
+        st.auth_failed = [f"{p}/{a}: {e}" for p, a, e in s.execute(
+            select(ProviderAccount.provider, ProviderAccount.account, ProviderAccount.auth_error)
+            .where(ProviderAccount.auth_failed_at.is_not(None)).order_by(ProviderAccount.provider))]
         n, oldest = s.execute(select(func.count(), func.min(Delivery.created_at))
                               .where(Delivery.state == "pending")).one()
         st.deliveries_pending, st.oldest_pending_seconds = n, age_seconds(now, oldest)
@@ -92,9 +104,14 @@ class Check:
 
 def check_health(
     sessions: sessionmaker[Session], *, tick_s: float, max_lag_s: float, broker_ping: Callable[[], None] | None,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Callable[[], datetime] = utcnow, faults: Callable[[float], list[Fault]] | None = None,
 ) -> list[Check]:
-    """Database reachable, broker reachable, the dispatch tick fresh, polling not lagging."""
+    """Database reachable, broker reachable, workers without faults, the dispatch tick fresh,
+    polling not lagging, no item stuck or failing, every provider account's credentials accepted.
+
+    ``faults(window_s)`` returns what the workers recorded in the broker lately: a worker that
+    cannot write the database can only say so there.
+    """
     checks: list[Check] = []
     try:
         with sessions.begin() as s:
@@ -111,8 +128,16 @@ def check_health(
             checks.append(Check("broker", True, "reachable"))
         except Exception as err:  # noqa: BLE001
             checks.append(Check("broker", False, f"unreachable: {type(err).__name__}"))
-    st = read_status(sessions, tick_s=tick_s, clock=clock)
     stale_after = max(3 * tick_s, 15.0)
+    if faults is not None:
+        window = max(stale_after, 60.0)
+        try:
+            seen = faults(window)
+            checks.append(Check("workers", not seen, f"{len(seen)} task failures in the last {window:g}s, the latest: "
+                                f"{seen[0].where}: {seen[0].error}" if seen else "no task failures"))
+        except Exception as err:  # noqa: BLE001
+            checks.append(Check("workers", False, f"cannot read worker faults: {type(err).__name__}"))
+    st = read_status(sessions, tick_s=tick_s, clock=clock)
     if st.last_tick is None:
         checks.append(Check("beat", False, "no dispatch tick recorded yet (is `poller beat` running?)"))
     else:
@@ -122,4 +147,9 @@ def check_health(
     checks.append(Check("lag", st.most_overdue_seconds <= max_lag_s,
                         f"{st.overdue} items overdue, the oldest by {st.most_overdue_seconds:.1f}s "
                         f"(limit {max_lag_s:g}s)"))
+    checks.append(Check("items", not st.stuck and not st.failing,
+                        f"{st.failing} failing, {st.stuck} stuck (claimed {STUCK_AFTER_CLAIMS}+ times without a "
+                        "completed poll); see `poller items`"))
+    checks.append(Check("providers", not st.auth_failed,
+                        "; ".join(st.auth_failed) if st.auth_failed else "every account's credentials accepted"))
     return checks

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.domain import ALL_EVENT_TYPES
@@ -46,7 +46,8 @@ class Subscriptions:
         """A new webhook subscription and its secret (shown once).
 
         Raises:
-            InputError: a refused URL, an unknown event type or provider.
+            InputError: a refused URL, an unknown event type or provider, or a subscription with
+                the same URL and filters (it would get every event twice).
         """
         check_url(url, allow_http=self.allow_http, allow_private=self.allow_private, resolver=self.resolver)
         for t in types or []:
@@ -57,6 +58,12 @@ class Subscriptions:
                 raise InputError(f"unknown provider {p!r}; known: {', '.join(self.known_providers)}")
         secret = payload.new_secret()
         with self.sessions.begin() as session:
+            same = repo.find_same_subscription(session, url, event_types=types, providers=providers)
+            if same is not None:
+                hint = (f"it is disabled: `poller webhooks enable {same.id}`" if same.state != "active"
+                        else f"remove it first (`poller webhooks remove {same.id}`) to replace it")
+                raise InputError(f"subscription {same.id} already sends the same events to this URL "
+                                 f"(same event types and providers); {hint}")
             sub = repo.add_subscription(session, kind="webhook", url=url, secret=secret, event_types=types,
                                         providers=providers, now=self.clock())
         return sub, secret
@@ -77,14 +84,21 @@ class Subscriptions:
             return [(s, counts.get(s.id, {})) for s in repo.list_subscriptions(session)]
 
     def set_enabled(self, sub_id: int, enabled: bool) -> Subscription:
-        """Disable (deliveries wait, nothing is dropped) or enable again (the failure clock restarts)."""
+        """Disable (deliveries wait, nothing is dropped) or enable again: the failure clock restarts
+        and what waits is due at once (in order), not at the end of its retry delay."""
         with self.sessions.begin() as session:
             sub = repo.get_subscription(session, sub_id)
+            now = self.clock()
             sub.state = "active" if enabled else "disabled"
             sub.disabled_reason = None if enabled else "disabled by an operator"
             if enabled:
                 sub.failing_since = None
-            sub.updated_at = self.clock()
+                # An operator enabling a subscription (often after fixing a setting) wants it tried now.
+                session.execute(update(Delivery).where(Delivery.subscription_id == sub_id, Delivery.state == "pending",
+                                                       Delivery.next_attempt_at > now)
+                                .values(next_attempt_at=now, updated_at=now)
+                                .execution_options(synchronize_session=False))
+            sub.updated_at = now
             return sub
 
     def remove(self, sub_id: int) -> None:

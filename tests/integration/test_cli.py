@@ -16,6 +16,7 @@ from worker.providers.billit import BillitSettings
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.service import PollerService
 from worker.store.db import make_engine, make_sessionmaker, sqlite_url
+from worker.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def env(tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env.update({"POLLER_HOME": str(tmp_path / "var"),
-                "POLLER_DATABASE_URL": sqlite_url(tmp_path / "cli.db")})
+                "POLLER_DATABASE_URL": sqlite_url(tmp_path / "cli.db"),
+                # `track` refuses a provider that is not configured.
+                "POLLER_BILLIT__API_KEY": "cli-test-key", "POLLER_BILLIT__PARTY_ID": "1234"})
+    # Only `poller migrate` (and `poller run`) create a database; every other command needs one.
+    engine = make_engine(env["POLLER_DATABASE_URL"])
+    upgrade(engine)
+    engine.dispose()
     return env
 
 
@@ -55,7 +62,7 @@ def test_track_items_untrack(env):
     (("track", "billit", "1001"), "billit order '1001' (account 'default') is already tracked as item 1"),
     (("track", "nope", "1"), f"unknown provider 'nope'; known: {', '.join(sorted(REGISTRY))}"),
     (("track", "billit", "12ab"), "numeric OrderID, got '12ab'"),
-    (("track", "billit", "5", "--interval", "-1"), "interval must be between"),
+    (("track", "billit", "5", "--interval", "-1"), "interval must be 0.1 s to 31 days, got -1 s"),
     (("untrack", "99"), "no tracked item has id 99"),
     (("pause", "99"), "no tracked item has id 99"),
     (("events", "--after", "evt_nope"), "no event has id 'evt_nope'"),
@@ -74,7 +81,7 @@ def test_invalid_setting_names_the_variable(env):
     """A bad environment value is refused at start, naming the variable."""
     env["POLLER_TICK_SECONDS"] = "-1"
     proc = poller(env, "items", ok=False)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "POLLER_TICK_SECONDS: Input should be greater than 0" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -82,7 +89,7 @@ def test_invalid_setting_names_the_variable(env):
 def test_worker_without_broker_says_what_to_set(env):
     """`poller worker` needs a shared broker and says which variable to set."""
     proc = poller(env, "worker", ok=False)
-    assert proc.returncode == 1 and "POLLER_BROKER_URL is not set" in proc.stderr
+    assert proc.returncode == 2 and "POLLER_BROKER_URL is not set" in proc.stderr
 
 
 def _make_events(env, sim, clock) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.conftest import TEST_SECRET_KEY
 from worker.policy import PollPolicy
 from worker.providers.registry import ProviderSet
 from worker.service import PollerService
@@ -64,6 +65,8 @@ def daemon_env(db_url, sim, tmp_path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env.update({
         "POLLER_HOME": str(tmp_path / "var"),
+        # The test process stores secrets with this key; the daemon must read them.
+        "POLLER_SECRET_KEYS": TEST_SECRET_KEY,
         "POLLER_DATABASE_URL": db_url,
         "POLLER_TICK_SECONDS": "0.2",
         "POLLER_LEASE_SECONDS": "20",

@@ -56,7 +56,8 @@ def test_health_says_why(engine, clock, broker_url):
     def dead():
         redis.Redis(port=free_port(), socket_connect_timeout=0.5).ping()
 
-    assert verdicts(max_lag_s=60, broker_ping=ping) == {"database": True, "broker": True, "beat": False, "lag": True}
+    assert verdicts(max_lag_s=60, broker_ping=ping) == {"database": True, "broker": True, "beat": False, "lag": True,
+                                                          "items": True, "providers": True}
     from worker.status import record_heartbeat
 
     with sessions.begin() as s:
@@ -84,6 +85,7 @@ def test_cli_health_exit_codes_and_status_json(tmp_path):
         return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=60)
 
+    assert poller("migrate").returncode == 0
     proc = poller("health")
     assert proc.returncode == 1 and "FAIL  beat" in proc.stdout and "ok    database" in proc.stdout
     st = json.loads(poller("status", "--json").stdout)

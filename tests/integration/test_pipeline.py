@@ -180,7 +180,13 @@ def test_faults_are_classified_and_recorded(service, sim, clock, kind, message, 
     assert (1 <= wait <= 2) if retryable else (30 <= wait <= 60)
     next_due(service, clock)
     poll_round(service)
-    assert [e.type for e in service.events_after(0)] == ["status.observed"]
+    # No retry fixes a non-retryable failure, so it alerts at once (issue 9 #5) and recovers after;
+    # refused credentials also alert once for the account.
+    expected = ["status.observed"] if retryable else ["poll.failing", "poll.recovered", "status.observed"]
+    if kind == "401":
+        expected = ["poll.failing", "provider.auth_failed", "poll.recovered", "status.observed",
+                    "provider.auth_recovered"]
+    assert [e.type for e in service.events_after(0)] == expected
 
 
 def test_404_marks_item_gone(service, sim, clock):
@@ -271,7 +277,8 @@ def test_oversized_body_is_a_clear_error(engine, sim, clock):
     service.track("billit", "1001", interval_s=5)
     poll_round(service)
     (it,) = service.items()
-    assert "response body larger than 100 bytes" in it.last_error and service.events_after(0) == []
+    assert "response body larger than 100 bytes" in it.last_error
+    assert [e.type for e in service.events_after(0)] == ["poll.failing"]  # not retryable: alerts at once
 
 
 def test_a_chunk_polled_on_threads_gives_each_event_once(engine, sim, clock):

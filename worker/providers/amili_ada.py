@@ -18,10 +18,11 @@ import jwt
 from pydantic import Field, SecretStr
 
 from worker.domain import ItemRef, StatusDocument
-from worker.errors import ConfigurationError, InputError, ItemGone, ProviderResponseInvalid
+from worker.errors import ConfigurationError, ItemGone, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, parse_time, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import number, obj, objects, rfc1123_to_iso
+from worker.providers.refs import check_ref, segment
 from worker.providers.settings import ProviderSettings, secret
 
 NAME = "amili_ada"
@@ -36,6 +37,7 @@ class AmiliAdaSettings(ProviderSettings):
     """``POLLER_AMILI_ADA__*``."""
 
     NAME: ClassVar[str] = NAME
+    REQUIRED: ClassVar[tuple[str, ...]] = ("base_url", "api_code", "private_key | private_key_file")
 
     #: Sandbox: https://api-sandbox.amili.se
     base_url: str = "https://api.amili.se"
@@ -107,11 +109,8 @@ class AmiliAdaProvider:
         return token
 
     def validate_ref(self, kind: str, ref: str) -> str:
-        """A case id, or a creditor invoice number."""
-        ref = ref.strip()
-        if not ref or len(ref) > 200 or (kind == "case" and "/" in ref):
-            raise InputError(f"{NAME} {kind} ref must be 1 to 200 characters, got {ref!r}")
-        return ref
+        """A case id (in the path), or a creditor invoice number (in a query)."""
+        return check_ref(NAME, kind, ref, in_path=kind == "case")
 
     def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
         """``GET /cases/{id}`` (conditional on the last ``_etag``) or ``GET /cases?where=...``."""
@@ -119,7 +118,7 @@ class AmiliAdaProvider:
             headers = {}
             if previous is not None and previous.version:
                 headers["If-None-Match"] = f'"{previous.version}"'
-            status, body = self._get(f"/cases/{item.ref}", headers=headers)
+            status, body = self._get(f"/cases/{segment(NAME, item.kind, item.ref)}", headers=headers)
             if status == 304:
                 return Fetched(None, version=previous.version if previous else None, not_modified=True)
             case = obj(body, "case", NAME)

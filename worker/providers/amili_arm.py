@@ -10,14 +10,16 @@ service (``AUTH_URL``, ``CLIENT_ID``, ``CLIENT_SECRET``); which service issues i
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
 from worker.domain import ItemRef, StatusDocument
-from worker.errors import ConfigurationError, InputError, ProviderResponseInvalid
+from worker.errors import ConfigurationError, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, client_credentials_token, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import number, obj, objects, optional_obj, snake
+from worker.providers.refs import check_ref, segment
 from worker.providers.settings import ProviderSettings, secret
 
 NAME = "amili_arm"
@@ -30,6 +32,7 @@ class AmiliArmSettings(ProviderSettings):
     """``POLLER_AMILI_ARM__*``."""
 
     NAME: ClassVar[str] = NAME
+    REQUIRED: ClassVar[tuple[str, ...]] = ("base_url", "client_no", "token | auth_url + client_id + client_secret")
 
     #: Not public in the docs; required.
     base_url: str = ""
@@ -76,16 +79,13 @@ class AmiliArmProvider:
             f"{s.env_name('client_secret', self.account)}")
 
     def validate_ref(self, kind: str, ref: str) -> str:
-        """A batch UUID as returned by ``POST /documents/batches``."""
-        ref = ref.strip()
-        if not ref or len(ref) > 100 or "/" in ref:
-            raise InputError(f"{NAME} batch ref must be a batchUuid, got {ref!r}")
-        return ref
+        """A batch UUID as returned by ``POST /documents/batches`` (its format is not documented)."""
+        return check_ref(NAME, kind, ref, in_path=True, max_len=100)
 
     def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
         """GET the batch; the HTTP status is part of what is normalized."""
         self.settings.require(self.account, "base_url", "client_no")
-        path = f"/clients/{self.settings.client_no}/batches/{item.ref}"
+        path = f"/clients/{quote(str(self.settings.client_no), safe='')}/batches/{segment(NAME, item.kind, item.ref)}"
 
         def call(token: str) -> tuple[int, Any]:
             return self.http.request_json("GET", path, allow_empty=True, headers={

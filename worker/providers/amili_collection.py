@@ -9,14 +9,16 @@ Auth: OAuth2 client credentials at ``{auth}/token``, bearer token cached until s
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from pydantic import SecretStr
 
 from worker.domain import ItemRef, StatusDocument
-from worker.errors import InputError, ItemGone, ProviderResponseInvalid
+from worker.errors import ItemGone, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, client_credentials_token, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import number, obj, objects, snake
+from worker.providers.refs import check_ref, segment
 from worker.providers.settings import ProviderSettings, secret
 
 NAME = "amili_collection"
@@ -31,6 +33,7 @@ class AmiliCollectionSettings(ProviderSettings):
     """``POLLER_AMILI_COLLECTION__*``."""
 
     NAME: ClassVar[str] = NAME
+    REQUIRED: ClassVar[tuple[str, ...]] = ("base_url", "auth_url", "client_id", "client_secret", "org_id")
 
     #: Staging: https://api.staging.amili.no/collection/v1
     base_url: str = "https://api.amili.no/collection/v1"
@@ -65,20 +68,18 @@ class AmiliCollectionProvider:
                                         scope=self.settings.scope, now=self.clock())
 
     def validate_ref(self, kind: str, ref: str) -> str:
-        """Invoice and batch ids are opaque ids (UUIDs in the docs); a case is its case number."""
-        ref = ref.strip()
-        if not ref or len(ref) > 200 or "/" in ref:
-            raise InputError(f"{NAME} {kind} ref must be 1 to 200 characters without '/', got {ref!r}")
-        return ref
+        """Invoice and batch ids are opaque ids (UUIDs in the docs) and go into the path; a case is
+        its case number, sent as a query parameter."""
+        return check_ref(NAME, kind, ref, in_path=kind != "case")
 
     def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
         """GET the invoice, the case (by case number) or the batch, with a bearer token."""
         self.settings.require(self.account, "org_id")
-        org = self.settings.org_id
+        org = quote(str(self.settings.org_id), safe="")
         if item.kind == "invoice":
-            return Fetched(self._get(f"/orgs/{org}/invoices/{item.ref}"))
+            return Fetched(self._get(f"/orgs/{org}/invoices/{segment(NAME, item.kind, item.ref)}"))
         if item.kind == "batch":
-            return Fetched(self._get(f"/orgs/{org}/batches/{item.ref}"))
+            return Fetched(self._get(f"/orgs/{org}/batches/{segment(NAME, item.kind, item.ref)}"))
         body = self._get(f"/orgs/{org}/cases", params={"CaseNumber": item.ref})
         cases = objects(obj(body, "cases body", NAME).get("data"), "cases data", NAME)
         match = [c for c in cases if str(c.get("caseNumber")) == item.ref] or cases[:1]

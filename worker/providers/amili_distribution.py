@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 from pydantic import SecretStr
 
 from worker.domain import ItemRef, StatusDocument
-from worker.errors import InputError, ProviderResponseInvalid
+from worker.errors import ProviderResponseInvalid
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import obj, optional_obj
+from worker.providers.refs import check_ref
 from worker.providers.settings import ProviderSettings, secret
 
 NAME = "amili_distribution"
@@ -39,6 +40,7 @@ class AmiliDistributionSettings(ProviderSettings):
     """``POLLER_AMILI_DISTRIBUTION__*``."""
 
     NAME: ClassVar[str] = NAME
+    REQUIRED: ClassVar[tuple[str, ...]] = ("base_url",)
 
     #: No public base URL is documented; required.
     base_url: str = ""
@@ -62,11 +64,8 @@ class AmiliDistributionProvider:
         self.http = HttpClient(NAME, settings.base_url, ctx.http, clock=ctx.clock, describe_error=describe_error)
 
     def validate_ref(self, kind: str, ref: str) -> str:
-        """Any non-empty identifier or invoice number."""
-        ref = ref.strip()
-        if not ref or len(ref) > 200:
-            raise InputError(f"{NAME} {kind} must be 1 to 200 characters")
-        return ref
+        """Any identifier or invoice number of 1 to 200 characters (it travels in the JSON body)."""
+        return check_ref(NAME, kind, ref, in_path=False)
 
     def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
         """``POST /send/pstatus`` with ``{"<field>": ref}``."""

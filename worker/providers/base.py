@@ -14,8 +14,10 @@ from typing import Any, ClassVar, Protocol
 import requests
 
 from worker.backoff import parse_retry_after
+from worker.documents import NotStrictJSON, loads_strict
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ItemGone, ProviderResponseInvalid, ProviderUnavailable
+from worker.http_transport import Call, deadline, new_session
 
 #: How much of a response body goes into an error message.
 EXCERPT_CHARS = 200
@@ -89,7 +91,7 @@ def utcnow() -> datetime:
 
 
 class HttpClient:
-    """A keep-alive ``requests.Session`` with a timeout on every call and error translation.
+    """A keep-alive ``requests.Session`` with a total deadline on every call and error translation.
 
     Args:
         provider: the provider name, used in errors.
@@ -113,7 +115,8 @@ class HttpClient:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self.options = options
-        self.session = session or requests.Session()
+        # Our transport's session: its calls honour the total deadline (see worker.http_transport).
+        self.session = session or new_session()
         self.session.headers.setdefault("User-Agent", options.user_agent)
         self.clock = clock
         self.describe_error = describe_error or (lambda body: None)
@@ -141,26 +144,36 @@ class HttpClient:
             ProviderResponseInvalid: any other non-2xx, a body over the size cap, or non-JSON.
         """
         url = f"{self.base_url}{path}"
-        try:
-            resp = self.session.request(
-                method, url, headers=dict(headers or {}), params=params, json=json_body, data=data,
-                timeout=self.options.timeout_s, stream=True, allow_redirects=False,
-            )
-        except requests.Timeout as err:
-            raise ProviderUnavailable(
-                f"{method} {path} timed out after {self.options.timeout_s:g}s", provider=self.provider
-            ) from err
-        except requests.RequestException as err:
-            raise ProviderUnavailable(
-                f"{method} {path} failed: {type(err).__name__}", provider=self.provider
-            ) from err
-        with resp:
-            body = self._read_capped(resp, method, path)
+        limit = self.options.timeout_s
+        # One deadline for connect, headers and body: a peer trickling bytes cannot hold a worker.
+        with deadline(limit) as call:
+            try:
+                resp = self.session.request(
+                    method, url, headers=dict(headers or {}), params=params, json=json_body, data=data,
+                    timeout=call.remaining(), stream=True, allow_redirects=False,
+                )
+            except (requests.RequestException, OSError) as err:
+                raise self._transport_error(call, err, method, path) from err
+            with resp:
+                body = self._read_capped(resp, method, path, call)
         if resp.status_code == 304:
             return 304, None
         return resp.status_code, self._interpret(resp, body, method, path, not_found_is_gone, allow_empty)
 
-    def _read_capped(self, resp: requests.Response, method: str, path: str) -> bytes:
+    def _transport_error(self, call: Call, err: Exception, method: str, path: str,
+                         status_code: int | None = None) -> ProviderUnavailable:
+        """The retryable error for a call that timed out, was cut off at its deadline or failed."""
+        if call.expired or isinstance(err, requests.Timeout):
+            # A single read's timeout is what was left of the deadline: the same expiry either way.
+            what = f"{method} {path} timed out after {self.options.timeout_s:g}s (exceeded its total deadline)"
+        elif status_code is not None:
+            # A body that stalls or breaks mid-way is a transport failure, like a timeout.
+            what = f"{method} {path}: reading the response failed: {type(err).__name__}"
+        else:
+            what = f"{method} {path} failed: {type(err).__name__}"
+        return ProviderUnavailable(what, provider=self.provider, status_code=status_code)
+
+    def _read_capped(self, resp: requests.Response, method: str, path: str, call: Call) -> bytes:
         limit = self.options.max_body_bytes
         chunks: list[bytes] = []
         size = 0
@@ -173,12 +186,11 @@ class HttpClient:
                         provider=self.provider, status_code=resp.status_code,
                     )
                 chunks.append(chunk)
-        except requests.RequestException as err:
-            # A body that stalls or breaks mid-way is a transport failure, like a timeout.
-            raise ProviderUnavailable(
-                f"{method} {path}: reading the response failed: {type(err).__name__}",
-                provider=self.provider, status_code=resp.status_code,
-            ) from err
+        except (requests.RequestException, OSError) as err:
+            raise self._transport_error(call, err, method, path, resp.status_code) from err
+        if call.expired:
+            # A body without a length ends at EOF, and a socket cut at the deadline looks like one.
+            raise self._transport_error(call, TimeoutError(), method, path, resp.status_code)
         return b"".join(chunks)
 
     def _interpret(
@@ -190,7 +202,14 @@ class HttpClient:
         parsed: Any = None
         parse_error: str | None = None
         try:
-            parsed = json.loads(text) if text.strip() else None
+            parsed = loads_strict(text) if text.strip() else None
+        except NotStrictJSON as err:
+            if 200 <= status < 300:
+                # The provider sent JSON we must not store or pass on (NaN, 1e999, absurd nesting).
+                raise ProviderResponseInvalid(f"{method} {path} answered {status} with a body that is not "
+                                              f"strict JSON: {err}", provider=self.provider,
+                                              status_code=status) from None
+            parse_error = str(err)
         except ValueError as err:
             parse_error = f"{err.msg} at line {err.lineno} column {err.colno}" if isinstance(
                 err, json.JSONDecodeError) else str(err)

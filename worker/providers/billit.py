@@ -13,9 +13,10 @@ from pydantic import SecretStr
 
 from worker.credentials import SharedRefresh
 from worker.domain import ItemRef, StatusDocument
-from worker.errors import ConfigurationError, InputError, ProviderResponseInvalid
+from worker.errors import ConfigurationError, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
+from worker.providers.refs import check_ref, segment
 from worker.providers.settings import ProviderSettings, secret
 
 NAME = "billit"
@@ -43,6 +44,8 @@ IMR_STATUS = {
     "RE": "rejected", "AP": "accepted", "PD": "paid",
 }
 _IMR_CODE = re.compile(r"^\s*([A-Z]{2})\s*:")
+#: An OrderID: a positive integer, ASCII digits only (str.isdigit() also takes "²" and "١").
+_ORDER_ID = re.compile(r"0*[1-9][0-9]{0,17}")
 
 #: CurrentDocumentDeliveryDetails keys -> normalized names (all documented fields).
 DELIVERY_FIELDS = {
@@ -64,6 +67,7 @@ class BillitSettings(ProviderSettings):
     """``POLLER_BILLIT__*``: ApiKey, or OAuth2 with a rotating refresh token."""
 
     NAME: ClassVar[str] = NAME
+    REQUIRED: ClassVar[tuple[str, ...]] = ("party_id", "api_key | client_id + client_secret + refresh_token")
 
     base_url: str = "https://api.billit.be"
     party_id: str | None = None
@@ -114,15 +118,12 @@ class BillitProvider:
 
     def validate_ref(self, kind: str, ref: str) -> str:
         """An OrderID is a positive integer."""
-        ref = ref.strip()
-        if not ref.isdigit() or int(ref) == 0:
-            raise InputError(f"billit {kind} ref must be a numeric OrderID, got {ref!r}")
-        return str(int(ref))
+        return str(int(check_ref(NAME, kind, ref, in_path=True, pattern=_ORDER_ID, expected="a numeric OrderID")))
 
     def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
         """``GET /v1/orders/{OrderID}`` with ``ApiKey`` or a bearer token, and ``PartyID``."""
         self._check_configured()
-        path = f"/v1/orders/{item.ref}"
+        path = f"/v1/orders/{segment(NAME, item.kind, item.ref)}"
         if self.tokens is not None:
             def call(token: str) -> Any:
                 return self.http.request_json("GET", path, headers={

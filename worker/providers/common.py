@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -63,11 +64,15 @@ def number(value: Any) -> float | int | None:
     """A JSON number, or a numeric string, as a number; anything else None (tolerated)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, str):
         try:
-            return float(value) if any(c in value for c in ".eE") else int(value)
+            parsed = float(value) if any(c in value for c in ".eE") else int(value)
         except ValueError:
             return None
+        # "1e999" parses to infinity, which no strict JSON document can carry.
+        return parsed if math.isfinite(parsed) else None
     return None

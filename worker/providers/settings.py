@@ -8,8 +8,9 @@ Credentials live here, never on item rows.
 from __future__ import annotations
 
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from worker.errors import ConfigurationError
 
@@ -20,8 +21,15 @@ DEFAULT_ACCOUNT = "default"
 class ProviderSettings(BaseModel):
     """Base of each provider's settings model."""
 
+    # An infinite timeout or rate is accepted by every comparison and breaks the first call.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     #: The provider name, for messages and environment variable names.
     NAME: ClassVar[str] = ""
+
+    #: What an account needs before it can be polled, one entry per need: a setting, or
+    #: alternatives ``"api_key | client_id + client_secret"`` (this one, or all of those).
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
 
     base_url: str = ""
     #: Overrides POLLER_HTTP_TIMEOUT_SECONDS for this provider.
@@ -32,6 +40,12 @@ class ProviderSettings(BaseModel):
     rate_limit_burst: int = Field(10, ge=1)
     #: More accounts of the same provider, by name: each a partial override of these settings.
     accounts: dict[str, dict[str, Any]] = {}
+
+    @field_validator("base_url", "auth_url", check_fields=False)
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # Empty means "not configured": `require` names it when the account is used.
+        return check_http_url(value) if value else value
 
     @classmethod
     def env_name(cls, field: str, account: str = DEFAULT_ACCOUNT) -> str:
@@ -66,14 +80,41 @@ class ProviderSettings(BaseModel):
         try:
             return type(self).model_validate(merged)
         except ValidationError as err:
-            problems = "; ".join(f"{self.env_name(str(e['loc'][0]), account)}: {e['msg']}" for e in err.errors())
+            problems = "; ".join(f"{self.env_name(str(e['loc'][0]), account)}: "
+                                 f"{str(e['msg']).removeprefix('Value error, ')}" for e in err.errors())
             raise ConfigurationError(f"invalid settings for {self.NAME} account {account!r}: {problems}") from None
+
+    def missing(self, account: str = DEFAULT_ACCOUNT) -> list[str]:
+        """The variables still to set before ``account`` can be polled (empty when it is configured)."""
+        out = []
+        for need in self.REQUIRED:
+            options = [[f.strip() for f in option.split("+")] for option in need.split("|")]
+            if not any(all(getattr(self, f) for f in fields) for fields in options):
+                out.append(" or ".join(" and ".join(self.env_name(f, account) for f in fields) for fields in options))
+        return out
 
     def require(self, account: str, *fields: str) -> None:
         """Raise a ConfigurationError naming every unset variable among ``fields``."""
         missing = [self.env_name(f, account) for f in fields if not getattr(self, f)]
         if missing:
             raise ConfigurationError(f"{self.NAME} account {account!r} is not configured: set {', '.join(missing)}")
+
+
+def check_http_url(value: str) -> str:
+    """``value`` if it is an ``http(s)://host[:port]/...`` URL.
+
+    Raises:
+        ValueError: another scheme, no host, a bad port or whitespace (the value is not quoted).
+    """
+    rule = "must be an http:// or https:// URL with a host, e.g. https://api.example.com"
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - reading the port raises ValueError when it is not a number in range
+    except ValueError:
+        raise ValueError(rule) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in value):
+        raise ValueError(rule)
+    return value
 
 
 def secret(value: SecretStr | None) -> str:

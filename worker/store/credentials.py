@@ -1,7 +1,8 @@
 """The database implementation of worker.credentials.CredentialStore.
 
 Every method is one short transaction; the lock is a lease on the row (``locked_until``), so no
-transaction stays open across the provider's token call.
+transaction stays open across the provider's token call. The tokens are encrypted at rest by
+their column type (worker.store.crypto.EncryptedText): this module handles plain values.
 """
 
 from __future__ import annotations

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.documents import dumps_strict
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine for ``url``.
 
+    Every JSON column is written as strict JSON (no NaN or Infinity), on every database.
     SQLite gets WAL (readers never block the writer), a 30 s busy timeout, and ``BEGIN IMMEDIATE``
     for every transaction: with the default deferred BEGIN, two processes that both read then
     write can deadlock in a way the busy timeout does not resolve.
@@ -19,11 +24,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+            create_private(Path(path))
+        engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=dumps_strict, **kwargs)
         _sqlite_pragmas(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, json_serializer=dumps_strict, **kwargs)
+
+
+def create_private(path: Path) -> None:
+    """Make the SQLite file's directory (0700) and the file (0600) if missing, whatever the umask.
+
+    The file holds every event and the (encrypted) secrets; SQLite would create it 0644, and
+    gives its -wal and -shm files the database file's mode. Existing files keep their mode.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

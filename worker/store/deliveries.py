@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from worker.errors import InputError
@@ -57,11 +58,13 @@ def enqueue_deliveries(session: Session, events: Sequence[Event], *, now: dateti
 
 
 def _add_deliveries(session: Session, events: Sequence[Event], subs: Sequence[Subscription], *,
-                    now: datetime) -> int:
-    """One pending delivery per event and matching subscription, due now."""
+                    now: datetime, skip: Collection[tuple[int, int]] = ()) -> int:
+    """One pending delivery per event and matching subscription, due now (none for the
+    ``(subscription id, event position)`` pairs in ``skip``)."""
     rows = [Delivery(subscription_id=sub.id, event_position=ev.position, item_id=ev.item_id, state="pending",
                      attempts=0, next_attempt_at=now, lease_id=0, created_at=now, updated_at=now)
-            for ev in events for sub in subs if matches(sub, ev.type, (ev.data or {}).get("provider"))]
+            for ev in events for sub in subs
+            if (sub.id, ev.position) not in skip and matches(sub, ev.type, (ev.data or {}).get("provider"))]
     session.add_all(rows)
     return len(rows)
 
@@ -69,17 +72,22 @@ def _add_deliveries(session: Session, events: Sequence[Event], subs: Sequence[Su
 def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) -> list[DeliveryClaim]:
     """Claim due deliveries of active subscriptions, oldest first, one lease ahead.
 
-    A delivery is held back while an earlier event of the same item still waits for the same
-    subscription, so one item's events arrive in order; other items are not held up.
+    One item's deliveries to one subscription form a chain in event order (ties, such as a
+    redelivery next to a waiting copy, by delivery id). Only the first pending delivery of a chain
+    can be claimed on its own; the others wait until it is settled, even while it sits in retry
+    backoff, so one item's events arrive in order. Other items are not held up.
     """
     earlier = aliased(Delivery)
     blocked = (select(earlier.id).where(
         earlier.subscription_id == Delivery.subscription_id, earlier.item_id == Delivery.item_id,
-        earlier.state == "pending", earlier.event_position < Delivery.event_position).exists())
+        earlier.state == "pending",
+        or_(earlier.event_position < Delivery.event_position,
+            and_(earlier.event_position == Delivery.event_position, earlier.id < Delivery.id))).exists())
     due = (select(Delivery.id).join(Subscription, Subscription.id == Delivery.subscription_id)
            .where(Delivery.next_attempt_at <= now, Subscription.state == "active", ~blocked)
            .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit))
-    if session.get_bind().dialect.name == "postgresql":
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
         due = due.with_for_update(skip_locked=True, of=Delivery)
     lease_until = now + timedelta(seconds=lease_s)
     stmt = (update(Delivery).where(Delivery.id.in_(due.scalar_subquery()))
@@ -93,21 +101,52 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) ->
     pairs = {(row.subscription_id, row.item_id) for row in heads if row.item_id is not None}
     room = limit - len(claims)
     if pairs and room > 0:
-        followers = (select(Delivery.id).where(
-            tuple_(Delivery.subscription_id, Delivery.item_id).in_(sorted(pairs)), Delivery.state == "pending",
-            Delivery.next_attempt_at <= now).order_by(Delivery.event_position).limit(room))
-        if session.get_bind().dialect.name == "postgresql":
-            followers = followers.with_for_update(skip_locked=True)
-        more = session.execute(
-            update(Delivery).where(Delivery.id.in_(followers.scalar_subquery()))
-            .values(next_attempt_at=lease_until, lease_id=Delivery.lease_id + 1)
-            .returning(Delivery.id, Delivery.lease_id).execution_options(synchronize_session=False))
-        claims.extend(DeliveryClaim(row.id, row.lease_id) for row in more)
+        followers = _chain_followers(session, pairs, {row.id for row in heads}, now=now, room=room,
+                                     lock=postgres)
+        if followers:
+            more = session.execute(
+                update(Delivery).where(Delivery.id.in_(followers))
+                .values(next_attempt_at=lease_until, lease_id=Delivery.lease_id + 1)
+                .returning(Delivery.id, Delivery.lease_id).execution_options(synchronize_session=False))
+            claims.extend(DeliveryClaim(row.id, row.lease_id) for row in more)
     return claims
 
 
+def _chain_followers(session: Session, pairs: set[tuple[int, int]], heads: set[int], *, now: datetime,
+                     room: int, lock: bool) -> list[int]:
+    """The due deliveries right behind each claimed head, in chain order, up to ``room``.
+
+    A chain is cut at its first delivery that is not due (in retry backoff, or in flight with
+    another worker): whatever follows it must wait for it, or a later event would overtake it.
+    """
+    rows = select(Delivery.id, Delivery.subscription_id, Delivery.item_id, Delivery.next_attempt_at).where(
+        tuple_(Delivery.subscription_id, Delivery.item_id).in_(sorted(pairs)), Delivery.state == "pending",
+        Delivery.id.not_in(heads),
+    ).order_by(Delivery.subscription_id, Delivery.item_id, Delivery.event_position, Delivery.id).limit(room)
+    if lock:
+        # Not SKIP LOCKED: a skipped row would look like a gap and let the rows after it through.
+        # No other claim can hold them (the head we locked blocks every claim of the chain); a
+        # worker recording a result holds them for a moment only.
+        rows = rows.with_for_update()
+    out: list[int] = []
+    cut: set[tuple[int, int]] = set()
+    for row in session.execute(rows):
+        pair = (row.subscription_id, row.item_id)
+        if pair in cut:
+            continue
+        if row.next_attempt_at is None or row.next_attempt_at > now:
+            cut.add(pair)
+            continue
+        out.append(row.id)
+    return out
+
+
 def load_work(session: Session, claims: Sequence[DeliveryClaim], *, now: datetime) -> list[DeliveryWork]:
-    """The claimed deliveries still under their lease, with event and subscription."""
+    """The claimed deliveries still under their lease, with event and subscription, in event order.
+
+    A delivery whose lease went to a newer claim is with another worker now; the rest of its item's
+    chain is dropped from this batch too (left for a later claim), or it could overtake it.
+    """
     if not claims:
         return []
     leases = {c.delivery_id: c.lease_id for c in claims}
@@ -117,8 +156,13 @@ def load_work(session: Session, claims: Sequence[DeliveryClaim], *, now: datetim
         .join(Subscription, Subscription.id == Delivery.subscription_id)
         .where(Delivery.id.in_(leases))).all()
     work = []
-    for delivery, event, sub in sorted(rows, key=lambda r: r[0].event_position):
-        if delivery.lease_id != leases[delivery.id] or delivery.state != "pending":
+    taken: set[tuple[int, int]] = set()  # (subscription, item) whose earlier delivery another claim holds
+    for delivery, event, sub in sorted(rows, key=lambda r: (r[0].event_position, r[0].id)):
+        pair = (delivery.subscription_id, delivery.item_id if delivery.item_id is not None else -delivery.id)
+        if delivery.state != "pending":
+            continue  # settled meanwhile; what follows it may go
+        if delivery.lease_id != leases[delivery.id] or pair in taken:
+            taken.add(pair)
             continue
         work.append(DeliveryWork(
             DeliveryClaim(delivery.id, delivery.lease_id), delivery.attempts, sub.id, sub.kind, sub.url,
@@ -168,7 +212,7 @@ def record_batch(
     table = Delivery.metadata.tables["deliveries"]
     session.execute(
         update(table).where(table.c.id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease")),
-        [{"b_id": w.claim.delivery_id, "b_lease": w.claim.lease_id, "state": d.state, "attempts": w.attempts + 1,
+        [{"b_id": w.claim.delivery_id, "b_lease": w.claim.lease_id, "state": d.state, "attempts": w.attempts + d.counts,
           "next_attempt_at": d.next_attempt_at, "last_status_code": r.status_code, "last_error": r.error,
           "updated_at": now, "finished_at": None if d.state == "pending" else now} for w, r, d in kept])
     session.execute(insert(DeliveryAttempt.metadata.tables["delivery_attempts"]), [
@@ -190,6 +234,34 @@ def add_subscription(
     session.add(sub)
     session.flush()
     return sub
+
+
+def same_url(a: str, b: str) -> bool:
+    """Whether two webhook URLs name the same endpoint: scheme and host case, a default port and
+    an empty path do not make a difference; path and query do."""
+    def key(url: str) -> tuple[str, str, int | None, str, str]:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port == {"http": 80, "https": 443}.get(scheme):
+            port = None
+        return scheme, (parts.hostname or "").lower(), port, parts.path or "/", parts.query
+
+    return key(a) == key(b)
+
+
+def find_same_subscription(session: Session, url: str, *, event_types: list[str] | None,
+                           providers: list[str] | None) -> Subscription | None:
+    """A webhook subscription (active or not) with the same URL and the same filters, compared as
+    sets (none means all): a second one would receive every event twice."""
+    want = (frozenset(event_types or ()), frozenset(providers or ()))
+    for sub in session.scalars(select(Subscription).where(Subscription.kind == "webhook").order_by(Subscription.id)):
+        if same_url(sub.url, url) and (frozenset(sub.event_types or ()), frozenset(sub.providers or ())) == want:
+            return sub
+    return None
 
 
 def get_subscription(session: Session, sub_id: int) -> Subscription:
@@ -220,11 +292,41 @@ def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
 def redeliver(
     session: Session, events: Sequence[Event], *, subscription_id: int | None, now: datetime,
 ) -> int:
-    """New deliveries for already-sent events (same event id, so the same ``webhook-id``)."""
+    """Send already-sent events again (same event id, so the same ``webhook-id``), in item order.
+
+    An event that still waits for a subscription (retry backoff) is not queued twice: its delivery
+    is made due now. What waits behind the re-sent events of the same item is made due now too, so
+    the item's chain goes out at once and in order, instead of the later events trailing behind an
+    old retry time.
+
+    Returns:
+        How many deliveries were queued or moved up.
+    """
     subs = session.scalars(select(Subscription).where(Subscription.state == "active")).all()
     if subscription_id is not None:
         subs = [s for s in subs if s.id == subscription_id]
         if not subs:
             get_subscription(session, subscription_id)
             raise InputError(f"subscription {subscription_id} is disabled; enable it first")
-    return _add_deliveries(session, events, subs, now=now)
+    if not events or not subs:
+        return 0
+    waiting = session.scalars(select(Delivery).where(
+        Delivery.state == "pending", Delivery.subscription_id.in_([s.id for s in subs]),
+        Delivery.event_position >= min(ev.position for ev in events))).all()
+    resent: set[tuple[int, int]] = set()  # (subscription, event position)
+    chain_from: dict[tuple[int, int], int] = {}  # (subscription, item) -> first re-sent position
+    for sub in subs:
+        for ev in events:
+            if matches(sub, ev.type, (ev.data or {}).get("provider")):
+                resent.add((sub.id, ev.position))
+                if ev.item_id is not None:
+                    key = (sub.id, ev.item_id)
+                    chain_from[key] = min(chain_from.get(key, ev.position), ev.position)
+    already = {(d.subscription_id, d.event_position) for d in waiting}
+    for d in waiting:
+        start = chain_from.get((d.subscription_id, d.item_id)) if d.item_id is not None else None
+        in_chain = start is not None and d.event_position >= start
+        if (in_chain or (d.subscription_id, d.event_position) in resent) and (
+                d.next_attempt_at is None or d.next_attempt_at > now):
+            d.next_attempt_at, d.updated_at = now, now
+    return len(resent & already) + _add_deliveries(session, events, subs, now=now, skip=already)

@@ -18,6 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from worker.store.crypto import EncryptedText
 from worker.store.types import BigId, JSONDoc, UTCDateTime
 
 #: Explicit constraint names, so Alembic migrations are the same on every database.
@@ -44,7 +45,8 @@ class Item(Base):
     """
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),)
+    __table_args__ = (UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider: Mapped[str] = mapped_column(String(40))
@@ -67,6 +69,10 @@ class Item(Base):
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     #: The provider's change marker (ETag) from the last successful poll, for conditional requests.
     version: Mapped[str | None] = mapped_column(String(200))
+    #: Leases handed out since the last completed poll; a few in a row means the item is stuck.
+    claims_since_poll: Mapped[int] = mapped_column(Integer, default=0)
+    #: When the item first came due and has not been polled since: deferred items keep their place.
+    due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -75,7 +81,7 @@ class Snapshot(Base):
     """A normalized status document, stored only when it differs from the one before."""
 
     __tablename__ = "snapshots"
-    __table_args__ = (Index("ix_snapshots_item_latest", "item_id", "id"),)
+    __table_args__ = (Index("ix_snapshots_item_latest", "item_id", "id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
@@ -94,7 +100,7 @@ class Event(Base):
     """
 
     __tablename__ = "events"
-    __table_args__ = (UniqueConstraint("item_id", "seq", name="uq_events_item_seq"),)
+    __table_args__ = (UniqueConstraint("item_id", "seq", name="uq_events_item_seq"), {"sqlite_autoincrement": True})
 
     position: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
@@ -108,14 +114,14 @@ class Event(Base):
 class Credential(Base):
     """A rotating credential (Billit's single-use refresh token) and the access token it bought.
 
-    Secret values: this table must be protected like the settings that seed it.
+    The tokens are stored encrypted (worker.store.crypto); the rest of the row is not secret.
     """
 
     __tablename__ = "credentials"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    refresh_token: Mapped[str | None] = mapped_column(Text)
-    access_token: Mapped[str | None] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
+    access_token: Mapped[str | None] = mapped_column(EncryptedText)
     access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     access_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Digest of the configured seed token, to notice when an operator configures a new one.
@@ -134,6 +140,7 @@ class Subscription(Base):
     """
 
     __tablename__ = "subscriptions"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), default="webhook")
@@ -142,8 +149,9 @@ class Subscription(Base):
     providers: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
     disabled_reason: Mapped[str | None] = mapped_column(Text)
-    secret: Mapped[str | None] = mapped_column(Text)
-    previous_secret: Mapped[str | None] = mapped_column(Text)
+    #: Both secrets are stored encrypted (worker.store.crypto).
+    secret: Mapped[str | None] = mapped_column(EncryptedText)
+    previous_secret: Mapped[str | None] = mapped_column(EncryptedText)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Start of the current run of failures without a success (auto-disable clock).
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -163,6 +171,7 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_due", "next_attempt_at"),
         Index("ix_deliveries_order", "subscription_id", "item_id", "event_position"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -185,6 +194,7 @@ class DeliveryAttempt(Base):
     """One try at a delivery: when, what came back, how long it took, whose fault a failure was."""
 
     __tablename__ = "delivery_attempts"
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
@@ -209,3 +219,16 @@ class Heartbeat(Base):
     seconds: Mapped[float] = mapped_column(Float)
     #: How many items (or deliveries) it claimed.
     claimed: Mapped[int] = mapped_column(Integer)
+
+
+class ProviderAccount(Base):
+    """What the poller remembers about one provider account: a credential failure, so that
+    ``provider.auth_failed`` is raised once per account rather than once per item."""
+
+    __tablename__ = "provider_accounts"
+
+    provider: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account: Mapped[str] = mapped_column(String(80), primary_key=True)
+    auth_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    auth_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -52,7 +52,7 @@ def add_item(
         )
     item = Item(provider=provider, account=account, kind=kind, ref=ref, interval_s=interval_s,
                 state=ItemState.ACTIVE.value, next_poll_at=now, lease_id=0, consecutive_failures=0,
-                failing=False, event_seq=0, created_at=now, updated_at=now)
+                failing=False, event_seq=0, claims_since_poll=0, created_at=now, updated_at=now)
     session.add(item)
     session.flush()
     return item
@@ -78,8 +78,15 @@ def set_paused(session: Session, item_id: int, paused: bool, *, now: datetime) -
     """Pause (no polls) or resume (due now) an item. Resuming also revives a gone item.
 
     Pausing bumps the lease so a poll already in flight cannot write after the pause.
+
+    Raises:
+        ItemNotFoundError: no such item.
+        InputError: the item is finished (terminal): there is nothing left to poll.
     """
     item = get_item(session, item_id)
+    if item.state == ItemState.TERMINAL.value:
+        raise InputError(f"item {item_id} is finished (final status {item.last_status!r}); "
+                         f"it cannot be {'paused' if paused else 'resumed'}")
     if paused:
         item.state, item.next_poll_at = ItemState.PAUSED.value, None
         item.lease_id += 1
@@ -103,15 +110,22 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) ->
     dispatcher has locked, so concurrent dispatchers claim disjoint sets; SQLite serializes
     writers (BEGIN IMMEDIATE), which gives the same guarantee.
     """
+    # Most overdue first: an item deferred by a rate limit keeps the time it first came due, so
+    # it goes before items that came due after it (otherwise a busy account starves some items).
     due = (select(Item.id).where(Item.next_poll_at <= now)
-           .order_by(Item.next_poll_at).limit(limit))
+           .order_by(func.coalesce(Item.due_since, Item.next_poll_at)).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     stmt = (update(Item).where(Item.id.in_(due.scalar_subquery()))
-            .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Item.lease_id + 1)
-            .returning(Item.id, Item.lease_id)
+            .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Item.lease_id + 1,
+                    claims_since_poll=Item.claims_since_poll + 1,
+                    due_since=func.coalesce(Item.due_since, Item.next_poll_at))
+            .returning(Item.id, Item.lease_id, Item.due_since)
             .execution_options(synchronize_session=False))
-    return [Claim(row.id, row.lease_id) for row in session.execute(stmt)]
+    # RETURNING gives no order; hand the claims out most overdue first (the new due_since is the
+    # time each item first came due).
+    rows = sorted(session.execute(stmt), key=lambda row: (row.due_since, row.id))
+    return [Claim(row.id, row.lease_id) for row in rows]
 
 
 def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
@@ -125,7 +139,8 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
                   .group_by(Snapshot.item_id))
     snaps = {s.item_id: s for s in session.scalars(select(Snapshot).where(Snapshot.id.in_(latest_ids)))}
     work = []
-    for item in sorted(current, key=lambda i: i.id):
+    position = {c.item_id: n for n, c in enumerate(claims)}
+    for item in sorted(current, key=lambda i: position[i.id]):  # the claim's order: most overdue first
         snap = snaps.get(item.id)
         previous = StatusDocument(snap.status, snap.terminal, snap.fields, version=item.version) if snap else None
         work.append(PollWork(
@@ -155,6 +170,7 @@ def apply_outcome(
         "state": outcome.state.value, "next_poll_at": outcome.next_poll_at,
         "consecutive_failures": outcome.consecutive_failures, "failing": outcome.failing,
         "last_polled_at": now, "updated_at": now, "event_seq": Item.event_seq + len(outcome.events),
+        "claims_since_poll": 0, "due_since": None,
     }
     if outcome.error is None:
         values["last_success_at"] = now
@@ -185,7 +201,7 @@ def apply_outcome(
 def defer(session: Session, claim: Claim, until: datetime, *, now: datetime) -> bool:
     """Move a claimed item's next poll without polling it (rate limit, open breaker)."""
     moved = session.execute(update(Item).where(Item.id == claim.item_id, Item.lease_id == claim.lease_id)
-                            .values(next_poll_at=until, updated_at=now).returning(Item.id)
+                            .values(next_poll_at=until, updated_at=now, claims_since_poll=0).returning(Item.id)
                             .execution_options(synchronize_session=False)).scalar_one_or_none()
     return moved is not None
 

@@ -9,6 +9,9 @@ from worker.backoff import schedule_delay
 
 #: Svix's retry schedule, in seconds after each failure: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 SVIX_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+#: How soon a delivery our own policy refused is tried again: it goes out as soon as the policy
+#: (a setting, DNS) allows, and a refusal costs nothing from the subscriber's retry schedule.
+REFUSED_RETRY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class AttemptResult:
     excerpt: str | None = None
     error: str | None = None
     retry_after: float | None = None
+    #: Our own policy refused to send (no request was made); the subscriber is not at fault.
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -33,17 +38,21 @@ class Decision:
 
     state: str  # "succeeded", "pending" (retry at next_attempt_at) or "failed"
     next_attempt_at: datetime | None
-    outcome: str  # "success", "retry", "failed", "gone"
-    fault: str | None  # "subscriber", "unavailable" or None
+    outcome: str  # "success", "retry", "failed", "gone", "refused"
+    fault: str | None  # "subscriber", "unavailable", "policy" or None
     disable_reason: str | None = None
+    #: Whether the attempt uses up a step of the retry schedule (a refusal does not).
+    counts: bool = True
 
 
 def classify(result: AttemptResult) -> str | None:
-    """Whose fault a failure is: ``unavailable`` (timeouts, connection errors, 5xx, 429) or
-    ``subscriber`` (their 3xx and other 4xx). None for success."""
+    """Whose fault a failure is: ``unavailable`` (timeouts, connection errors, 5xx, 429),
+    ``subscriber`` (their 3xx and other 4xx) or ``policy`` (we refused to send). None for success."""
     code = result.status_code
     if result.ok:
         return None
+    if result.refused:
+        return "policy"
     if code is None or code == 429 or code >= 500:
         return "unavailable"
     return "subscriber"
@@ -56,10 +65,13 @@ def decide(
     """Decide after attempt number ``attempt`` (1 = the first try).
 
     2xx succeeds. 410 fails the delivery and disables the subscription (the spec's "endpoint
-    gone"). Everything else is retried on the schedule, honouring Retry-After, until it runs out.
+    gone"). A refusal by our own policy is tried again after ``REFUSED_RETRY_S``, without using up
+    the schedule. Everything else is retried on the schedule, honouring Retry-After, until it runs out.
     """
     if result.ok:
         return Decision("succeeded", None, "success", None)
+    if result.refused:
+        return Decision("pending", now + timedelta(seconds=REFUSED_RETRY_S), "refused", "policy", counts=False)
     fault = classify(result)
     if result.status_code == 410:
         return Decision("failed", None, "gone", "subscriber",

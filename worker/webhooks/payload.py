@@ -10,6 +10,12 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from worker.documents import NotStrictJSON
+
+#: The body's contract version (docs/event.schema.json). Additions bump the minor number and
+#: never break a receiver; a major bump would be announced.
+SCHEMA_VERSION = "1.1"
+
 #: Secrets are Standard Webhooks keys: "whsec_" + base64 of random bytes (24-64 allowed).
 SECRET_PREFIX = "whsec_"
 
@@ -20,11 +26,26 @@ def new_secret(entropy: bytes | None = None) -> str:
     return SECRET_PREFIX + base64.b64encode(raw).decode()
 
 
-def body(event_type: str, created_at: datetime, data: dict[str, Any]) -> bytes:
-    """``{"type", "timestamp", "data"}``, compact JSON: the bytes that are signed and sent."""
+def body(event_id: str, event_type: str, created_at: datetime, data: dict[str, Any], *,
+         item_id: int | None, seq: int | None) -> bytes:
+    """The bytes that are signed and sent: compact, strict JSON (RFC 8259).
+
+    ``{"id", "version", "type", "timestamp", "item_id", "seq", "data"}``. ``id`` equals the
+    ``webhook-id`` header; ``seq`` counts one item's events 1, 2, 3... so a receiver sees a gap;
+    both are null on events of no item (``provider.paused``, ``subscription.disabled``).
+
+    Raises:
+        NotStrictJSON: ``data`` holds NaN or Infinity, or nests too deeply to encode.
+    """
     timestamp = created_at.isoformat().replace("+00:00", "Z")
-    return json.dumps({"type": event_type, "timestamp": timestamp, "data": data},
-                      separators=(",", ":"), ensure_ascii=False).encode()
+    envelope = {"id": event_id, "version": SCHEMA_VERSION, "type": event_type, "timestamp": timestamp,
+                "item_id": item_id, "seq": seq, "data": data}
+    try:
+        return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except ValueError as err:  # NaN or Infinity: strict receivers reject them
+        raise NotStrictJSON(f"event {event_id} is not strict JSON: {err}") from None
+    except RecursionError:
+        raise NotStrictJSON(f"event {event_id} nests too deeply to encode as JSON") from None
 
 
 def headers(event_id: str, sent_at: datetime, payload: bytes, secrets: list[str]) -> dict[str, str]:
