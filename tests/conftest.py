@@ -158,3 +158,23 @@ def sim():
 
     with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start() as server:
         yield server
+
+
+# -- webhook receiver and the delivery stack -----------------------------------------------
+
+@pytest.fixture
+def receiver():
+    """A verifying webhook receiver on a free loopback port."""
+    from tests.receiver import Receiver
+
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def stack(engine, sim, clock):
+    """Poller, subscriptions and delivery on one database and one clock."""
+    from tests.stack import Stack
+
+    return Stack(engine, sim, clock)

@@ -5,7 +5,7 @@
 - ProviderResponseInvalid: the provider answered something we cannot use (4xx, bad JSON,
   schema drift); retrying soon will not help, so retry slowly and alert.
 - ProviderMisconfigured: a setting of this provider account is missing or wrong; alert at once.
-- PollNotStored: the provider answered but its result could not be stored; alert, retry slowly.
+- PollNotStored: the provider answered but its result could not be stored; back off, alert.
 - ItemGone: the provider says the item does not exist; stop polling it.
 - InputError: a user gave bad input (CLI, settings file); say what was wrong, store nothing.
 """
@@ -93,14 +93,13 @@ class ProviderMisconfigured(ProviderResponseInvalid):
 
 
 class PollNotStored(ProviderError):
-    """The poll's result could not be written (a constraint, an unencodable document, a bug).
+    """The poll's result could not be written (a constraint, a value the database refuses, a bug).
 
-    ``retryable`` is set per instance: a busy or unreachable database may pass, a constraint will not.
+    Counted like a transient failure (backoff from the base, ``poll.failing`` after the usual
+    count): the cause may be passing (a busy database) or already repaired by the failure path.
     """
 
-    def __init__(self, message: str, *, provider: str, retryable: bool = False) -> None:
-        super().__init__(message, provider=provider)
-        self.retryable = retryable
+    retryable = True
 
 
 def is_credential_failure(error: ProviderError) -> bool:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
@@ -297,12 +296,14 @@ class PollerService:
         except Exception as err:  # noqa: BLE001 - whatever it was, it must land on the item
             cause = err
         bound.error("poll.store_failed", error=_db_error_text(cause))
-        failure = PollNotStored(f"could not store the result: {_db_error_text(cause)}", provider=unit.item.provider,
-                                retryable=isinstance(cause, OperationalError))
+        failure = PollNotStored(f"could not store the result: {_db_error_text(cause)}", provider=unit.item.provider)
         outcome = self._decide(unit, None, failure, now)
         ids = event_ids(now, self.entropy(10), len(outcome.events))
         try:
             with self.sessions.begin() as session:
+                # An item whose sequence fell behind its events (an id reused before migration
+                # 0005) would fail every write: resynchronized here, the next poll stores normally.
+                repo.resync_event_seq(session, unit.claim.item_id)
                 written = repo.apply_outcome(session, unit.claim, outcome, now=now, event_ids=ids)
             return outcome, written, ids, True
         except Exception:  # noqa: BLE001 - the failure event itself may be what cannot be stored

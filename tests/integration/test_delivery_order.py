@@ -7,24 +7,10 @@ waits in retry backoff. Real database, a real receiver over loopback, time injec
 
 from __future__ import annotations
 
-import pytest
-
-from tests.integration.test_delivery import Stack
 from tests.receiver import Receiver
+from tests.stack import Stack
 from worker.store import deliveries as repo
 from worker.store.models import Delivery
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def stack(engine, sim, clock):
-    return Stack(engine, sim, clock)
 
 
 def poll(stack: Stack) -> None:

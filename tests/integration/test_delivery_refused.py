@@ -6,21 +6,12 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-import pytest
 from structlog.testing import capture_logs
 
-from tests.integration.test_delivery import Stack
-from tests.receiver import Receiver
+from tests.stack import Stack
 from worker.delivery import DeliveryPolicy, DeliveryService
 from worker.store.models import Delivery, DeliveryAttempt, Subscription
 from worker.webhooks.sender import WebhookSender
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 def delivering(stack: Stack, *, allow_http: bool) -> DeliveryService:

@@ -13,19 +13,11 @@ from sqlalchemy import select
 from tests.integration.test_e2e import ROOT, _tail, start_daemon, wait_for
 from tests.integration.test_e2e import daemon_env as daemon_env  # noqa: F401 - a fixture used here
 from tests.integration.test_e2e import service as service  # noqa: F401 - a fixture used here
-from tests.receiver import Receiver
 from worker.store.db import make_engine, sqlite_url
 from worker.store.models import Delivery, DeliveryAttempt
 from worker.subscriptions import Subscriptions
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

@@ -106,7 +106,11 @@ def test_migration_starts_the_item_counter_past_every_id_the_history_names(tmp_p
 # -- 2. failures after the fetch ---------------------------------------------------------------
 
 def test_a_result_that_cannot_be_stored_lands_on_the_item(service, engine, sim, clock):
-    """Issue 9 #2: a write failure raised out of the task, recorded nothing, and was re-polled forever."""
+    """Issue 9 #2: a write failure raised out of the task, recorded nothing, and was re-polled forever.
+
+    The cause here is the one of #1 (an event already holds the seq the item hands out next): the
+    failure lands on the item, and the sequence is repaired so the next poll stores normally.
+    """
     sim.billit.create_order(1001)
     item_id = service.track("billit", "1001", interval_s=5).id
     with engine.begin() as conn:  # an event that takes the seq the first observation needs
@@ -116,14 +120,43 @@ def test_a_result_that_cannot_be_stored_lands_on_the_item(service, engine, sim, 
     assert poll_round(service) == 1
     (it,) = service.items()
     assert "could not store the result: IntegrityError" in it.last_error
-    assert it.consecutive_failures == 1 and it.failing
-    assert it.next_poll_at - clock() >= timedelta(seconds=POLICY.backoff_max_s / 2)  # the slow schedule
+    assert it.consecutive_failures == 1 and not it.failing  # poll.failing after the usual count
+    assert timedelta(seconds=1) <= it.next_poll_at - clock() <= timedelta(seconds=3)  # backoff, not the lease
     assert polls("error") == before + 1
-    st = read_status(make_sessionmaker(engine), tick_s=5, clock=clock)
-    assert st.failing == 1
     checks = {c.name: c for c in check_health(make_sessionmaker(engine), tick_s=5, max_lag_s=60, broker_ping=None,
                                               clock=clock)}
-    assert not checks["items"].ok and "1 failing" in checks["items"].detail
+    assert "failing" in checks["items"].detail
+    clock.advance(3)
+    poll_round(service)
+    (it,) = service.items()
+    assert it.last_status == "to_send" and it.consecutive_failures == 0
+    assert [(e.seq, e.type) for e in service.events_after(0)] == [(1, "status.observed"), (2, "status.observed")]
+
+
+REFUSE_TO_SEND = {
+    "sqlite": ["CREATE TRIGGER refuse BEFORE INSERT ON snapshots WHEN NEW.status = 'to_send' "
+               "BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END"],
+    "postgresql": ["CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.status = 'to_send' THEN "
+                   "RAISE EXCEPTION 'refused by a trigger'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+                   "CREATE TRIGGER refuse BEFORE INSERT ON snapshots FOR EACH ROW EXECUTE FUNCTION refuse()"],
+}
+
+
+def test_a_result_that_never_stores_alerts_after_the_usual_count(service, engine, sim, clock):
+    """Issue 9 #2: a persistent write failure backs off and raises poll.failing, visible everywhere."""
+    sim.billit.create_order(1001)
+    service.track("billit", "1001", interval_s=5)
+    with engine.begin() as conn:
+        for statement in REFUSE_TO_SEND[engine.dialect.name]:
+            conn.exec_driver_sql(statement)
+    for _ in range(POLICY.failing_after):
+        assert poll_round(service) == 1
+        (it,) = service.items()
+        clock.now = it.next_poll_at
+    assert "refused by a trigger" in it.last_error and it.failing
+    assert types(service) == ["poll.failing"]
+    st = read_status(make_sessionmaker(engine), tick_s=5, clock=clock)
+    assert st.failing == 1 and st.stuck == 0
 
 
 def test_items_claimed_lease_after_lease_without_a_poll_are_stuck(service, engine, sim, clock):

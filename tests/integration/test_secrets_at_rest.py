@@ -15,11 +15,10 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 
-from tests.integration.test_delivery import Stack
 from tests.integration.test_providers import make_service, oauth_settings, poll_round
 from tests.integration.test_providers import oauth_sim as oauth_sim  # noqa: F401 - a fixture used here
 from tests.integration.test_providers import wall as wall  # noqa: F401 - a fixture used here
-from tests.receiver import Receiver
+from tests.stack import Stack
 from worker.errors import ConfigurationError
 from worker.store import crypto
 from worker.store.credentials import DbCredentialStore
@@ -28,13 +27,6 @@ from worker.store.migrate import alembic_config, upgrade
 from worker.store.models import Subscription
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

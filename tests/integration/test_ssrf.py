@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.integration.test_delivery import Stack
 from tests.peer import Answer, Peer
+from tests.stack import Stack
 from worker.delivery import DeliveryPolicy
 from worker.errors import InputError, TargetRefused
 from worker.http_transport import new_session

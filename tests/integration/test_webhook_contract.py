@@ -15,8 +15,7 @@ import pytest
 from sqlalchemy import select, text
 
 from tests.integration import test_cli
-from tests.integration.test_delivery import SCHEMA, VALIDATOR, Stack
-from tests.receiver import Receiver
+from tests.stack import SCHEMA, VALIDATOR, Stack
 from worker.errors import InputError
 from worker.store.db import make_engine, sqlite_url
 from worker.store.migrate import upgrade
@@ -24,18 +23,6 @@ from worker.store.models import DeliveryAttempt, Event, Subscription
 from worker.webhooks import payload
 
 env = test_cli.env  # the CLI test's environment fixture: its own database and POLLER_HOME
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def stack(engine, sim, clock):
-    return Stack(engine, sim, clock)
 
 
 def strict_loads(body: bytes) -> Any:

@@ -198,6 +198,13 @@ def apply_outcome(
     return events
 
 
+def resync_event_seq(session: Session, item_id: int) -> None:
+    """Move the item's event sequence past every event that names it, so new events fit."""
+    highest = select(func.coalesce(func.max(Event.seq), 0)).where(Event.item_id == item_id).scalar_subquery()
+    session.execute(update(Item).where(Item.id == item_id, Item.event_seq < highest).values(event_seq=highest)
+                    .execution_options(synchronize_session=False))
+
+
 def defer(session: Session, claim: Claim, until: datetime, *, now: datetime) -> bool:
     """Move a claimed item's next poll without polling it (rate limit, open breaker)."""
     moved = session.execute(update(Item).where(Item.id == claim.item_id, Item.lease_id == claim.lease_id)
