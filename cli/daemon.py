@@ -1,37 +1,50 @@
-"""`poller run`: a worker and beat for one machine, with an embedded Redis when none is set."""
+"""`poller run`: worker and beat on one machine (embedded Redis when none is set), restarted when they die."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+from functools import partial
+from pathlib import Path
 
 import typer
 
 from cli.embedded import EmbeddedRedis
+from cli.supervisor import Child, Supervisor
+from config import metrics
 from config.settings import Settings
 from config.wiring import engine_for
+from worker.errors import ConfigurationError
 from worker.store.migrate import upgrade
+
+#: Held (flock) by the running daemon, under POLLER_HOME; it holds that daemon's pid.
+LOCK_FILE = "poller.lock"
 
 
 def run_daemon(settings: Settings) -> int:
-    """Start everything, wait, and stop in order on Ctrl-C or SIGTERM. Returns the exit code.
+    """Start everything, restart what dies, and stop in order on Ctrl-C or SIGTERM (exit code 0).
 
     Children: the embedded Redis (own session, stopped last), a Celery worker and Celery beat
     (our process group, so a terminal Ctrl-C reaches them at once and they shut down warm).
+    A child that dies is restarted with backoff (cli/supervisor.py); one that keeps dying
+    raises ``ChildKeepsDying`` after everything is stopped (exit 1). A second daemon on the same
+    home raises ``ConfigurationError`` before it starts anything (exit 2).
     """
     from cli.main import interrupt_on_sigterm
 
     interrupt_on_sigterm()
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = _lock_home(settings.home)
     env = dict(os.environ)
     env["POLLER_DATABASE_URL"] = settings.resolved_database_url()
     env["POLLER_HOME"] = str(settings.home.resolve())
-    upgrade(engine_for(settings))
     broker = None
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[Child] = []
     try:
+        upgrade(engine_for(settings))
         if settings.broker_url:
             env["POLLER_BROKER_URL"] = settings.broker_url
         else:
@@ -39,29 +52,73 @@ def run_daemon(settings: Settings) -> int:
             env["POLLER_BROKER_URL"] = broker.url
             # `poller health` in another shell finds the embedded broker here.
             (settings.home / "broker-url").write_text(broker.url + "\n")
+            # Same port and directory again: the worker's and beat's connections find it there.
+            children.append(Child("redis", partial(_restart_redis, broker), broker.proc))
         typer.echo(f"poller: database {_redact(env['POLLER_DATABASE_URL'])}", err=True)
         typer.echo(f"poller: broker {_redact(env['POLLER_BROKER_URL'])}"
                    + (" (embedded)" if broker else ""), err=True)
         for role in ("worker", "beat"):
-            children.append(subprocess.Popen([sys.executable, "-m", "cli.main", role], env=env))
-        typer.echo(f"poller: running (worker pid {children[0].pid}, beat pid {children[1].pid}); "
-                   "Ctrl-C stops", err=True)
-        pid, status = os.wait()  # returns when any child ends
-        if broker and broker.proc and pid == broker.proc.pid:
-            broker.proc.returncode = os.waitstatus_to_exitcode(status)
-        typer.echo(f"poller: a child process (pid {pid}) exited; stopping", err=True)
-        return 1
+            spawn = partial(_spawn, role, env)
+            children.append(Child(role, spawn, spawn()))
+        restarts = {c.name: 0 for c in children}
+        metrics.record_restarts(settings.home, restarts)
+        typer.echo("poller: running (" + ", ".join(f"{c.name} pid {c.proc.pid}" for c in children if c.proc)
+                   + "); Ctrl-C stops", err=True)
+
+        def restarted(name: str, count: int) -> None:
+            restarts[name] = count
+            metrics.record_restarts(settings.home, restarts)
+
+        def exited(child: Child, pid: int) -> None:
+            if child.name != "redis":
+                metrics.forget(settings.home, child.name, pid)
+
+        Supervisor(children, on_restart=restarted, on_exit=exited).run()
+        return 1  # pragma: no cover - run() only ends by raising
     except KeyboardInterrupt:
         typer.echo("poller: stopping", err=True)
         return 0
     finally:
-        _stop(children)
+        _stop([c.proc for c in children if c.name != "redis" and c.proc])
         if broker:
             broker.stop()
             (settings.home / "broker-url").unlink(missing_ok=True)
+        (settings.home / metrics.RESTARTS_FILE).unlink(missing_ok=True)
+        os.close(lock)
+
+
+def _spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "cli.main", role], env=env)
+
+
+def _restart_redis(broker: EmbeddedRedis) -> subprocess.Popen[bytes]:
+    broker.start()
+    assert broker.proc is not None  # start() either set it or raised
+    return broker.proc
+
+
+def _lock_home(home: Path) -> int:
+    """Hold ``{home}/poller.lock`` for this process's life; refuse when another daemon holds it.
+
+    flock, not the file's existence: the kernel drops the lock when its holder dies, so a crashed
+    daemon never leaves a stale lock behind. The pid in the file is only for the message.
+    """
+    fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigurationError(
+            f"another `poller run` (pid {pid}) is running on POLLER_HOME {home.resolve()}; "
+            "stop it first, or give this one another POLLER_HOME") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
 
 
 def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM all, then wait for each (a warm shutdown), killing one that takes over 30 s."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

@@ -50,7 +50,10 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        """Start the server and wait until it answers PING."""
+        """Start the server and wait until it answers PING.
+
+        Also restarts a server that died: same port and directory, so clients reconnect to it.
+        """
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(self.home / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(

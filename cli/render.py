@@ -90,7 +90,9 @@ def status_table(st: Any) -> str:
     lines += [
         "",
         f"overdue             {st.overdue} (oldest by {st.most_overdue_seconds:.1f} s)",
-        f"failing             {st.failing}",
+        f"failing             {st.failing} (and {st.retrying} retrying after a failure)",
+        f"stuck               {st.stuck}",
+        "refused accounts    " + ("; ".join(st.auth_failed) or "none"),
         f"deliveries pending  {st.deliveries_pending} (oldest {st.oldest_pending_seconds:.1f} s)",
         "subscriptions       " + (", ".join(f"{k} {v}" for k, v in sorted(st.subscriptions.items())) or "none"),
         f"last dispatch tick  {tick}",

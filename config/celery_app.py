@@ -112,9 +112,10 @@ def _task_failed(sender: Any = None, exception: BaseException | None = None, **_
     # A task that raises is a failure the database may not be able to hold (it may be the cause):
     # it goes to the broker's Redis, where `poller health` reads it.
     from config.wiring import record_worker_fault
+    from worker.errors import describe_exception
 
     record_worker_fault(get_settings(), getattr(sender, "name", "task"),
-                        f"{type(exception).__name__}: {exception}" if exception else "failed")
+                        describe_exception(exception) if exception else "failed")
 
 
 @worker_process_init.connect

@@ -7,14 +7,23 @@ serves their sum. State gauges come from the database at scrape time.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import structlog
 
 from config.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+#: `poller run`'s restart counts, under POLLER_HOME. A file, not a multi-process metric: the
+#: worker's multi-process directory is per pid and starts empty, so it would lose the count of
+#: the very restart that made it.
+RESTARTS_FILE = "restarts.json"
 
 
 def prepare(settings: Settings, role: str) -> None:
@@ -44,6 +53,8 @@ def serve(settings: Settings, role: str) -> None:
     guard = guard_for(settings)
     registry.register(StateCollector(sessions_for(settings), settings.tick_seconds,
                                      redis=guard.client if guard else None))
+    if role == "worker":
+        registry.register(RestartsCollector(settings.home))
     try:
         start_http_server(port, addr=settings.metrics_addr, registry=registry)
     except OSError as err:
@@ -58,3 +69,37 @@ def child_exited(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def forget(home: Path, role: str, pid: int) -> None:
+    """Remove the multi-process directory of a dead ``poller worker|beat`` (its counters end with it)."""
+    shutil.rmtree(home / "metrics" / f"{role}-{pid}", ignore_errors=True)
+
+
+def record_restarts(home: Path, counts: Mapping[str, int]) -> None:
+    """Publish `poller run`'s restart counts (process name -> restarts) for the worker's /metrics."""
+    path = home / RESTARTS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dict(counts)))
+    os.replace(tmp, path)  # a scrape reads the old counts or the new ones, never half a file
+
+
+class RestartsCollector:
+    """``poller_restarts_total{process}`` from RESTARTS_FILE; nothing when no `poller run` wrote it."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / RESTARTS_FILE
+
+    def collect(self) -> Iterator[Any]:
+        """One counter family, read at scrape time."""
+        from prometheus_client.core import CounterMetricFamily
+
+        try:
+            counts = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        family = CounterMetricFamily("poller_restarts", "Children of `poller run` restarted after they died",
+                                     labels=["process"])
+        for name, count in sorted(counts.items()):
+            family.add_metric([name], count)
+        yield family

@@ -128,6 +128,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at most {MAX_SECONDS:.0f} (366 days)")
         return value
 
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home(cls, value: Any) -> Any:
+        # An empty POLLER_HOME would quietly mean the current directory (keys and database in the checkout).
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a directory path, not empty")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:

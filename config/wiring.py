@@ -144,6 +144,14 @@ def worker_faults(settings: Settings, broker_url: str | None, *, within_s: float
 
 def check_worker_database(settings: Settings, *, record: bool = True) -> str | None:
     """Check this process can write the database; log (and record a fault) when it cannot."""
+    path = sqlite_file(settings)
+    if path is not None and not path.exists():
+        # Checked before the engine exists: creating the engine would create an empty file.
+        missing = f"the database file {path} does not exist (deleted?); run `poller migrate` to create it"
+        log.error("worker.database_unwritable", reason=missing)
+        if record:
+            record_worker_fault(settings, "database", missing)
+        return missing
     engine = engine_for(settings)
     key = (os.getpid(), settings.resolved_database_url())
     if key not in _inodes:
@@ -170,9 +178,7 @@ def migrated_engine(settings: Settings, *, create: bool = False) -> Engine:
     ``poller run``); for every other command it is an error, because a deleted database silently
     replaced by an empty one looks like a poller that lost everything it tracked.
     """
-    url = make_url(settings.resolved_database_url())
-    path = Path(url.database) if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-        else None
+    path = sqlite_file(settings)
     # Checked before the engine exists: creating the engine creates the file.
     if path is not None and not create and not path.exists():
         raise ConfigurationError(f"no database at {path}; run `poller migrate` to create it "
@@ -180,3 +186,11 @@ def migrated_engine(settings: Settings, *, create: bool = False) -> Engine:
     engine = engine_for(settings)
     upgrade(engine)
     return engine
+
+
+def sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file the settings name (None for other databases)."""
+    url = make_url(settings.resolved_database_url())
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)

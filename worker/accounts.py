@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
@@ -77,13 +79,23 @@ class AccountEvents:
         data = {"provider": provider, "account": account, "failures": 1, "calls": 1, "paused_until": None,
                 "error": str(error)}
         with self.sessions.begin() as session:
-            row = session.get(ProviderAccount, (provider, account), with_for_update=True)
-            if row is None:
-                row = ProviderAccount(provider=provider, account=account, updated_at=now)
-                session.add(row)
-            elif row.auth_failed_at is not None:
+            # Insert-or-nothing, then flip the flag only where it is not set: of any number of workers
+            # meeting the refusal at once, exactly one gets a row back and raises the event.
+            dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            first = session.execute(
+                dialect_insert(ProviderAccount).values(provider=provider, account=account, auth_failed_at=now,
+                                                       auth_error=str(error)[:500], updated_at=now)
+                .on_conflict_do_nothing().returning(ProviderAccount.provider)).first() is not None
+            if not first:
+                first = session.execute(
+                    update(ProviderAccount).where(ProviderAccount.provider == provider,
+                                                  ProviderAccount.account == account,
+                                                  ProviderAccount.auth_failed_at.is_(None))
+                    .values(auth_failed_at=now, auth_error=str(error)[:500], updated_at=now)
+                    .returning(ProviderAccount.provider).execution_options(synchronize_session=False)).first() \
+                    is not None
+            if not first:
                 return False
-            row.auth_failed_at, row.auth_error, row.updated_at = now, str(error)[:500], now
             self._event(session, "provider.auth_failed", data, now)
         with self._lock:
             self._checked.pop((provider, account), None)

@@ -67,7 +67,8 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
+    # isascii(): str.isdigit() also takes "²" and "١", which float() refuses (a crashed batch).
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)

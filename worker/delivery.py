@@ -29,7 +29,7 @@ from worker.store.deliveries import DeliveryClaim, DeliveryWork
 from worker.store.models import Subscription
 from worker.store.repo import add_system_event
 from worker.webhooks import payload
-from worker.webhooks.decision import SVIX_SCHEDULE, AttemptResult, decide, should_disable
+from worker.webhooks.decision import SVIX_SCHEDULE, AttemptResult, decide, last_send_start, should_disable
 from worker.webhooks.sender import WebhookSender
 from worker.webhooks.urls import Resolver, check_url, resolve
 
@@ -67,6 +67,20 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
+def chunk_by_chain(claims: Sequence[DeliveryClaim], size: int) -> list[list[DeliveryClaim]]:
+    """Split claims into chunks of about ``size`` that never split one item's chain: a head and its
+    followers in two batches would go out in parallel, and the follower could arrive first."""
+    chains: dict[object, list[DeliveryClaim]] = {}
+    for claim in claims:
+        chains.setdefault(claim.chain or ("delivery", claim.delivery_id), []).append(claim)
+    chunks: list[list[DeliveryClaim]] = []
+    for chain in chains.values():
+        if not chunks or len(chunks[-1]) + len(chain) > size:
+            chunks.append([])
+        chunks[-1].extend(chain)
+    return chunks
+
+
 class DeliveryService:
     """Sends the outbox.
 
@@ -97,8 +111,8 @@ class DeliveryService:
         """Claim due deliveries and hand them to ``enqueue`` in chunks. Returns how many."""
         with self.sessions.begin() as session:
             claims = repo.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
-        for start in range(0, len(claims), chunk_size):
-            enqueue(claims[start:start + chunk_size])
+        for chunk in chunk_by_chain(claims, chunk_size):
+            enqueue(chunk)
         return len(claims)
 
     def deliver(self, claims: Sequence[DeliveryClaim], *, deadline: datetime | None = None) -> DeliveryReport:
@@ -106,6 +120,7 @@ class DeliveryService:
         with self.sessions.begin() as session:
             work = repo.load_work(session, claims, now=self.clock())
         report = DeliveryReport()
+        stop_at = None if deadline is None else last_send_start(deadline, self.clock(), self.sender.timeout_s)
         results: list[tuple[DeliveryWork, AttemptResult]] = []
         held: list[DeliveryWork] = []
         to_sink = [w for w in work if w.kind == "sql"]
@@ -122,7 +137,7 @@ class DeliveryService:
 
         def run(chain: list[DeliveryWork]) -> None:
             for n, unit in enumerate(chain):
-                if deadline is not None and self.clock() >= deadline:
+                if stop_at is not None and self.clock() >= stop_at:
                     with lock:
                         report.skipped += len(chain) - n  # our lease is over; the next claim owns them
                     return

@@ -103,9 +103,20 @@ class PollNotStored(ProviderError):
 
 
 def is_credential_failure(error: ProviderError) -> bool:
-    """Whether the provider refused our credentials (after one re-authentication) or the account's
-    settings are wrong: every item of the account fails until a person acts."""
-    return isinstance(error, ProviderMisconfigured) or error.status_code in (401, 403)
+    """Whether the provider refused our credentials (a 401 after one re-authentication) or the
+    account's settings are wrong: every item of the account fails until a person acts.
+
+    A 403 is not counted: it may forbid one item only, and would make the account's alert flap.
+    """
+    return isinstance(error, ProviderMisconfigured) or error.status_code == 401
+
+
+def describe_exception(err: BaseException, limit: int = 300) -> str:
+    """A short, one-line cause. For database errors, the driver's message without the SQL
+    statement and parameters (they may hold a whole provider body, or a secret)."""
+    orig = getattr(err, "orig", None)  # SQLAlchemy's wrapper names the kind alike on every database
+    text = f"{type(err).__name__}: {orig if orig is not None else err}"
+    return " ".join(text.split())[:limit]
 
 
 class ItemGone(ProviderError):

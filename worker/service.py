@@ -28,6 +28,7 @@ from worker.errors import (
     ProviderError,
     ProviderMisconfigured,
     ProviderResponseInvalid,
+    describe_exception,
     is_credential_failure,
 )
 from worker.guard import Admission, RedisGuard
@@ -255,10 +256,13 @@ class PollerService:
                 report.failed += outcome.error is not None and outcome.state.value != "gone"
                 report.changed += outcome.error is None and outcome.snapshot is not None
         metrics.poll(item.provider, _outcome_label(outcome, written is not None, internal), elapsed)
-        if error is not None and is_credential_failure(error):
-            self.accounts.auth_failed(item.provider, item.account, error)
-        elif error is None:
-            self.accounts.auth_ok(item.provider, item.account)
+        try:
+            if error is not None and is_credential_failure(error):
+                self.accounts.auth_failed(item.provider, item.account, error)
+            elif error is None:
+                self.accounts.auth_ok(item.provider, item.account)
+        except Exception:  # noqa: BLE001 - the poll itself is stored; an account alert must not fail the batch
+            bound.exception("provider.account_event_failed")
         if written is None:
             bound.warning("poll.lease_lost")
             return
@@ -295,8 +299,8 @@ class PollerService:
             return outcome, written, ids, False
         except Exception as err:  # noqa: BLE001 - whatever it was, it must land on the item
             cause = err
-        bound.error("poll.store_failed", error=_db_error_text(cause))
-        failure = PollNotStored(f"could not store the result: {_db_error_text(cause)}", provider=unit.item.provider)
+        bound.error("poll.store_failed", error=describe_exception(cause))
+        failure = PollNotStored(f"could not store the result: {describe_exception(cause)}", provider=unit.item.provider)
         outcome = self._decide(unit, None, failure, now)
         ids = event_ids(now, self.entropy(10), len(outcome.events))
         try:
@@ -375,13 +379,6 @@ def _outcome_label(outcome: PollOutcome, written: bool, internal: bool = False) 
     if outcome.error is not None:
         return "gone" if outcome.state.value == "gone" else "failed"
     return "changed" if outcome.snapshot is not None else "unchanged"
-
-
-def _db_error_text(err: Exception) -> str:
-    """A short, one-line cause without the SQL parameters (they may hold a whole provider body)."""
-    orig = getattr(err, "orig", None)  # SQLAlchemy's wrapper names the kind alike on every database
-    text = f"{type(err).__name__}: {orig if orig is not None else err}"
-    return " ".join(text.split())[:300]
 
 
 __all__ = ["PollerService", "PollReport", "ItemRef"]

@@ -41,6 +41,7 @@ class Status:
     overdue: int = 0
     most_overdue_seconds: float = 0.0
     failing: int = 0
+    retrying: int = 0  # failed their last poll(s), not yet past POLLER_FAILING_AFTER
     stuck: int = 0
     auth_failed: list[str] = field(default_factory=list)  # "provider/account: error"
     deliveries_pending: int = 0
@@ -57,7 +58,7 @@ class Status:
         return {
             "now": iso(self.now), "items": self.items, "overdue": self.overdue,
             "most_overdue_seconds": round(self.most_overdue_seconds, 3), "failing": self.failing,
-            "stuck": self.stuck, "auth_failed": self.auth_failed,
+            "retrying": self.retrying, "stuck": self.stuck, "auth_failed": self.auth_failed,
             "deliveries_pending": self.deliveries_pending,
             "oldest_pending_seconds": round(self.oldest_pending_seconds, 3), "subscriptions": self.subscriptions,
             "last_tick": iso(self.last_tick),
@@ -77,6 +78,8 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
                               .where(Item.next_poll_at < now - timedelta(seconds=tick_s))).one()
         st.overdue, st.most_overdue_seconds = n, age_seconds(now, oldest)
         st.failing = s.scalar(select(func.count()).where(Item.failing.is_(True))) or 0
+        st.retrying = s.scalar(select(func.count()).where(Item.failing.is_(False), Item.consecutive_failures > 0,
+                                                          Item.state == "active")) or 0
         st.stuck = s.scalar(select(func.count()).where(Item.claims_since_poll >= STUCK_AFTER_CLAIMS,
                                                        Item.state == "active")) or 0
         st.auth_failed = [f"{p}/{a}: {e}" for p, a, e in s.execute(
@@ -149,7 +152,7 @@ def check_health(
                         f"(limit {max_lag_s:g}s)"))
     checks.append(Check("items", not st.stuck and not st.failing,
                         f"{st.failing} failing, {st.stuck} stuck (claimed {STUCK_AFTER_CLAIMS}+ times without a "
-                        "completed poll); see `poller items`"))
+                        f"completed poll), {st.retrying} retrying after a failure; see `poller items`"))
     checks.append(Check("providers", not st.auth_failed,
                         "; ".join(st.auth_failed) if st.auth_failed else "every account's credentials accepted"))
     return checks

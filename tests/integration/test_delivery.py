@@ -273,3 +273,4 @@ def test_sql_sink_gets_each_event_once_even_when_a_batch_is_retried(engine, sim,
     assert sorted(r.id for r in rows) == sorted(e.id for e in events)
     assert {d.state for d in stack.rows(Delivery)} == {"succeeded"}
     sink.engine.dispose()
+

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, func, insert, select, text
 
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
@@ -92,6 +92,8 @@ def test_migration_starts_the_item_counter_past_every_id_the_history_names(tmp_p
         conn.execute(text("INSERT INTO events (id, item_id, seq, type, data, created_at) VALUES "
                           "('evt_a', 1, 1, 'status.observed', '{}', '2026-01-01'), "
                           "('evt_b', 4, 1, 'status.observed', '{}', '2026-01-01')"))
+        conn.execute(text("INSERT INTO events (id, item_id, seq, type, data, created_at) VALUES ('evt_c', NULL, "
+                          "NULL, 'subscription.disabled', '{\"subscription_id\": 7}', '2026-01-01')"))
     upgrade(engine)
     with engine.begin() as conn:
         assert conn.scalar(text("SELECT count(*) FROM snapshots")) == 1  # the rebuild cascaded nothing
@@ -100,6 +102,9 @@ def test_migration_starts_the_item_counter_past_every_id_the_history_names(tmp_p
                           "VALUES ('billit', 'default', 'order', '2', 5, 'active', 0, 0, 0, 0, '2026-01-01', "
                           "'2026-01-01', 0)"))
         assert conn.scalar(text("SELECT max(id) FROM items")) == 5
+        conn.execute(text("INSERT INTO subscriptions (kind, url, state, created_at, updated_at) "
+                          "VALUES ('webhook', 'https://example.com/', 'active', '2026-01-01', '2026-01-01')"))
+        assert conn.scalar(text("SELECT max(id) FROM subscriptions")) == 8
     engine.dispose()
 
 
@@ -125,7 +130,8 @@ def test_a_result_that_cannot_be_stored_lands_on_the_item(service, engine, sim, 
     assert polls("error") == before + 1
     checks = {c.name: c for c in check_health(make_sessionmaker(engine), tick_s=5, max_lag_s=60, broker_ping=None,
                                               clock=clock)}
-    assert "failing" in checks["items"].detail
+    assert checks["items"].ok and "1 retrying after a failure" in checks["items"].detail  # not yet alerting
+    assert read_status(make_sessionmaker(engine), tick_s=5, clock=clock).retrying == 1
     clock.advance(3)
     poll_round(service)
     (it,) = service.items()
@@ -212,6 +218,30 @@ def test_refused_credentials_alert_at_once_and_once_per_account(service, engine,
     checks = {c.name: c for c in check_health(make_sessionmaker(engine), tick_s=5, max_lag_s=600, broker_ping=None,
                                               clock=clock)}
     assert not checks["providers"].ok and "billit/default" in checks["providers"].detail
+
+
+def test_many_workers_refused_at_once_raise_one_auth_failed(engine, clock):
+    """Issue 9 #5: every item of an account meets the revoked key at the same moment, on many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from worker.accounts import AccountEvents
+    from worker.errors import ProviderResponseInvalid
+
+    accounts = AccountEvents(make_sessionmaker(engine), clock)
+    error = ProviderResponseInvalid("GET /v1/orders/1 answered 401", provider="billit", status_code=401)
+    with ThreadPoolExecutor(8) as pool:
+        raised = list(pool.map(lambda _: accounts.auth_failed("billit", "default", error), range(16)))
+    assert raised.count(True) == 1
+    with engine.begin() as conn:
+        assert conn.scalar(select(func.count()).select_from(Event).where(Event.type == "provider.auth_failed")) == 1
+
+
+def test_a_forbidden_item_is_not_an_account_alert(service, sim, clock):
+    """Issue 9 #5: a 403 may forbid one item only; it fails that item, not the account."""
+    from worker.errors import ProviderResponseInvalid, is_credential_failure
+
+    assert not is_credential_failure(ProviderResponseInvalid("403", provider="billit", status_code=403))
+    assert is_credential_failure(ProviderResponseInvalid("401", provider="billit", status_code=401))
 
 
 def test_a_missing_setting_alerts_at_once(engine, sim, clock):

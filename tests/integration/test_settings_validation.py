@@ -60,6 +60,7 @@ MORE_BAD_VALUES = [
     ("POLLER_BILLIT__TIMEOUT_SECONDS", "inf", "finite number"),
     ("POLLER_SINK_DATABASE_URL", "postgresql+nodriver://u@h/db", "unknown database driver"),
     ("POLLER_METRICS_ADDR", "every interface", "IP address or a host name"),
+    ("POLLER_HOME", " ", "a directory path, not empty"),
 ]
 
 

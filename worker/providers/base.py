@@ -175,6 +175,13 @@ class HttpClient:
 
     def _read_capped(self, resp: requests.Response, method: str, path: str, call: Call) -> bytes:
         limit = self.options.max_body_bytes
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            # Refused before reading a byte: a 2 GB promise followed by a stall would otherwise hold
+            # the call until its deadline.
+            raise ProviderResponseInvalid(
+                f"{method} {path}: response body larger than {limit} bytes (Content-Length {int(declared)})",
+                provider=self.provider, status_code=resp.status_code)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -198,6 +205,14 @@ class HttpClient:
         allow_empty: bool,
     ) -> Any:
         status = resp.status_code
+        if 200 <= status < 300:
+            try:  # JSON is UTF-8 (RFC 8259): a replacement character stored would be a status nobody sent
+                body.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ProviderResponseInvalid(
+                    f"{method} {path} answered {status} with a body that is not UTF-8 (invalid byte at "
+                    f"offset {err.start})", provider=self.provider, status_code=status,
+                    body_excerpt=body[:EXCERPT_CHARS].decode("utf-8", errors="replace")) from None
         text = body.decode("utf-8", errors="replace")
         parsed: Any = None
         parse_error: str | None = None

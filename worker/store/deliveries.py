@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from worker.errors import InputError
@@ -22,6 +22,9 @@ class DeliveryClaim:
 
     delivery_id: int
     lease_id: int
+    #: (subscription, item) of a claim fresh from ``claim_due``: one chain must go out in one
+    #: batch, or a follower in another batch could overtake its head. Not part of the identity.
+    chain: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) ->
             .returning(Delivery.id, Delivery.lease_id, Delivery.subscription_id, Delivery.item_id)
             .execution_options(synchronize_session=False))
     heads = session.execute(stmt).all()
-    claims = [DeliveryClaim(row.id, row.lease_id) for row in heads]
+    claims = [DeliveryClaim(row.id, row.lease_id, _chain(row)) for row in heads]
     # The events queued behind each head (same item, same subscription) come along, so a burst of
     # changes goes out in one batch, in order, instead of one event per item per tick.
     pairs = {(row.subscription_id, row.item_id) for row in heads if row.item_id is not None}
@@ -107,9 +110,14 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) ->
             more = session.execute(
                 update(Delivery).where(Delivery.id.in_(followers))
                 .values(next_attempt_at=lease_until, lease_id=Delivery.lease_id + 1)
-                .returning(Delivery.id, Delivery.lease_id).execution_options(synchronize_session=False))
-            claims.extend(DeliveryClaim(row.id, row.lease_id) for row in more)
+                .returning(Delivery.id, Delivery.lease_id, Delivery.subscription_id, Delivery.item_id)
+                .execution_options(synchronize_session=False))
+            claims.extend(DeliveryClaim(row.id, row.lease_id, _chain(row)) for row in more)
     return claims
+
+
+def _chain(row: Any) -> tuple[int, int] | None:
+    return None if row.item_id is None else (row.subscription_id, row.item_id)
 
 
 def _chain_followers(session: Session, pairs: set[tuple[int, int]], heads: set[int], *, now: datetime,
@@ -215,11 +223,32 @@ def record_batch(
         [{"b_id": w.claim.delivery_id, "b_lease": w.claim.lease_id, "state": d.state, "attempts": w.attempts + d.counts,
           "next_attempt_at": d.next_attempt_at, "last_status_code": r.status_code, "last_error": r.error,
           "updated_at": now, "finished_at": None if d.state == "pending" else now} for w, r, d in kept])
-    session.execute(insert(DeliveryAttempt.metadata.tables["delivery_attempts"]), [
-        {"delivery_id": w.claim.delivery_id, "attempted_at": now, "status_code": r.status_code,
-         "latency_ms": round(r.latency_ms, 3), "outcome": d.outcome, "fault": d.fault,
-         "response_excerpt": (r.excerpt or "")[:excerpt_chars] or None, "error": r.error} for w, r, d in kept])
+    repeated = _repeated_refusals(session, [w.claim.delivery_id for w, _, d in kept if d.outcome == "refused"])
+    attempts = DeliveryAttempt.metadata.tables["delivery_attempts"]
+    if repeated:
+        # A refusal by our own policy is retried every minute until someone acts: one row for the
+        # run, kept current, rather than a row a minute for as long as it lasts.
+        session.execute(update(attempts).where(attempts.c.id == bindparam("b_id")), [
+            {"b_id": repeated[w.claim.delivery_id], "attempted_at": now, "error": r.error}
+            for w, r, _ in kept if w.claim.delivery_id in repeated])
+    fresh = [(w, r, d) for w, r, d in kept if w.claim.delivery_id not in repeated]
+    if fresh:
+        session.execute(insert(attempts), [
+            {"delivery_id": w.claim.delivery_id, "attempted_at": now, "status_code": r.status_code,
+             "latency_ms": round(r.latency_ms, 3), "outcome": d.outcome, "fault": d.fault,
+             "response_excerpt": (r.excerpt or "")[:excerpt_chars] or None, "error": r.error} for w, r, d in fresh])
     return kept
+
+
+def _repeated_refusals(session: Session, delivery_ids: list[int]) -> dict[int, int]:
+    """For deliveries refused again: delivery id -> its latest attempt's id, where that was a refusal too."""
+    if not delivery_ids:
+        return {}
+    latest = (select(func.max(DeliveryAttempt.id)).where(DeliveryAttempt.delivery_id.in_(delivery_ids))
+              .group_by(DeliveryAttempt.delivery_id))
+    return {row.delivery_id: row.id for row in session.execute(
+        select(DeliveryAttempt.id, DeliveryAttempt.delivery_id, DeliveryAttempt.outcome)
+        .where(DeliveryAttempt.id.in_(latest))) if row.outcome == "refused"}
 
 
 # -- subscriptions -------------------------------------------------------------------------
@@ -279,7 +308,6 @@ def list_subscriptions(session: Session) -> Sequence[Subscription]:
 
 def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
     """Per subscription: deliveries by state."""
-    from sqlalchemy import func
 
     counts: dict[int, dict[str, int]] = {}
     for sub_id, state, n in session.execute(

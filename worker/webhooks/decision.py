@@ -85,3 +85,15 @@ def decide(
 def should_disable(failing_since: datetime | None, now: datetime, disable_after: timedelta) -> bool:
     """A subscription that has failed without one success for ``disable_after`` is disabled."""
     return failing_since is not None and now - failing_since >= disable_after
+
+
+def last_send_start(deadline: datetime, now: datetime, timeout_s: float) -> datetime:
+    """When a batch should stop starting sends.
+
+    A batch records its results after its last send; a send still running when the lease ends
+    loses every result of the batch to the next claim, which sends the chains again. So no send
+    starts within one webhook timeout of the deadline, while at least half of what is left of the
+    lease is always used (a lease shorter than the timeout still sends).
+    """
+    left = max((deadline - now).total_seconds(), 0.0)
+    return deadline - timedelta(seconds=min(timeout_s, left / 2))

@@ -41,13 +41,18 @@ def upgrade() -> None:
         for table in AUTOINCREMENT_TABLES[1:]:
             with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True}):
                 pass
-        # The rebuilt table's counter starts at its largest id; an item deleted before this
-        # migration may have had a larger one, which its events still name.
+        # The rebuilt table's counter starts at its largest id; an item or subscription deleted
+        # before this migration may have had a larger one, which events still name.
+        named = {
+            "items": "(SELECT coalesce(max(item_id), 0) FROM events)",
+            "subscriptions": "(SELECT coalesce(max(CAST(json_extract(data, '$.subscription_id') AS INTEGER)), 0) "
+                             "FROM events WHERE type = 'subscription.disabled')",
+            "events": "0",
+        }
         for table, column in (("items", "id"), ("events", "position"), ("subscriptions", "id")):
             bind.exec_driver_sql(f"DELETE FROM sqlite_sequence WHERE name = '{table}'")
-            bind.exec_driver_sql(
-                f"INSERT INTO sqlite_sequence (name, seq) SELECT '{table}', max(coalesce(max({column}), 0), "
-                f"{'(SELECT coalesce(max(item_id), 0) FROM events)' if table == 'items' else '0'}) FROM {table}")
+            bind.exec_driver_sql(f"INSERT INTO sqlite_sequence (name, seq) "
+                                 f"SELECT '{table}', max(coalesce(max({column}), 0), {named[table]}) FROM {table}")
     op.create_table(
         "provider_accounts",
         sa.Column("provider", sa.String(40), nullable=False),
