@@ -39,10 +39,13 @@ STATUS_EVENTS = ("status.observed", "status.changed")
 
 
 def report(scenario: str, *, changes: int, events: int, deliveries_verified: int, duplicates: int,
-           recover_s: float) -> str:
-    """Print the scenario's figures on one line, and append it to $FAULTS_REPORT when set."""
+           recover_s: float, extra: str = "") -> str:
+    """Print the scenario's figures on one line, and append it to $FAULTS_REPORT when set.
+
+    ``extra``: the scenario's own figures (``key=value`` words) after the common ones.
+    """
     line = (f"FAULTS {scenario}: changes={changes} events={events} deliveries_verified={deliveries_verified} "
-            f"duplicates={duplicates} recover_s={recover_s:.1f}")
+            f"duplicates={duplicates} recover_s={recover_s:.1f}" + (f" {extra}" if extra else ""))
     print(line, flush=True)
     path = os.environ.get("FAULTS_REPORT")
     if path:

@@ -232,9 +232,9 @@ def test_bulk_hostile_bodies(name, sim, clock):
     n = sum(outcomes.values())
     assert n >= BULK_EXAMPLES * 0.9, outcomes  # Hypothesis ran (nearly) all of them
     assert outcomes.get("ok", 0) and len(outcomes) >= 3, outcomes
-    report(f"fuzz_bodies[{name}]", changes=0, events=0, deliveries_verified=0, duplicates=0, recover_s=0.0)
-    print(f"  {name}: examples={n} outcomes={outcomes} "
-          f"wall={time.monotonic() - started:.1f}s", flush=True)
+    report(f"fuzz_bodies[{name}]", changes=0, events=0, deliveries_verified=0, duplicates=0, recover_s=0.0,
+           extra=f"examples={n} " + " ".join(f"{k}={v}" for k, v in sorted(outcomes.items()))
+           + f" wall_s={time.monotonic() - started:.1f}")
 
 
 def rss_mb() -> float:

@@ -128,21 +128,30 @@ def test_redis_worker_and_beat_killed_come_back(topo, tmp_path):
             "stop it first, or give this one another POLLER_HOME"]
         assert d.proc.poll() is None and (home / "broker-url").read_text().strip() == broker
 
-        kills = {"redis": lambda: redis_pid(broker), "worker": lambda: children(d.proc.pid).get("worker"),
-                 "beat": lambda: children(d.proc.pid).get("beat")}
-        for n, (name, pid_of) in enumerate(kills.items(), start=1):
+        pids = {"redis": lambda: redis_pid(broker), "worker": lambda: children(d.proc.pid).get("worker"),
+                "beat": lambda: children(d.proc.pid).get("beat")}
+        counted = {"redis": 0.0, "worker": 0.0, "beat": 0.0}
+        # Redis while the orders' changes are being polled, Redis again while their events are being
+        # delivered, then the worker's main process, then beat.
+        for name, during in (("redis", "polling"), ("redis", "delivery"), ("worker", None), ("beat", None)):
+            pid_of = pids[name]
             old = wait_until(f"{name}'s pid", pid_of, 30, log)
+            if during is not None:
+                topo.advance()  # every order changes now: polls start at the next tick
+                if during == "delivery":
+                    wait_until("the changes recorded, deliveries under way", topo.caught_up, 60, log)
             os.kill(old, signal.SIGKILL)
             killed = time.monotonic()
             wait_until(f"{name} restarted", lambda pid_of=pid_of, old=old: restarted(pid_of, old), 60, log)
-            assert f"poller: {name} (pid {old}) killed by SIGKILL; restart 1 in 0.5 s" in d.log.read_text()
-            # Polling goes on: every order reaches its next status (and none twice; see finish).
-            topo.advance()
+            assert re.search(rf"^poller: {name} \(pid {old}\) killed by SIGKILL; restart \d in ", d.log.read_text(),
+                             re.M), log()
+            if during is None:
+                topo.advance()  # polling goes on: every order reaches its next status (none twice; see finish)
             took = topo.recovered(killed, f"every change after the {name} kill", timeout=60)
-            wait_until(f"restarts counted ({name})",
-                       lambda n=n: restarts(port) == {k: float(i < n) for i, k in enumerate(kills)}, 30, log)
+            counted[name] += 1
+            wait_until(f"restarts counted ({name})", lambda: restarts(port) == counted, 30, log)
             assert d.proc.poll() is None, log()
-            print(f"{name}: killed, restarted and caught up in {took:.1f} s", flush=True)
+            print(f"{name} killed during {during or 'polling'}: restarted and caught up in {took:.1f} s", flush=True)
         for _ in range(5):  # the orders' remaining stages (five at most)
             if all(docs[-1].terminal for docs in topo.history.docs.values()):
                 break
