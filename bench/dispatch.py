@@ -12,6 +12,7 @@ database and a real Redis broker. For each configuration it loads the items, the
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -122,7 +123,9 @@ def configuration(db: str, tracked: int, due: int, runs: int, pg_url: str | None
             drop_database(pg_url, url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
     env.update({"POLLER_DATABASE_URL": url, "POLLER_BROKER_URL": broker, "POLLER_HOME": str(workdir),
-                "POLLER_DISPATCH_LIMIT": str(max(due, 20_000)), "POLLER_LOG_LEVEL": "WARNING"})
+                "POLLER_DISPATCH_LIMIT": str(max(due, 20_000)), "POLLER_LOG_LEVEL": "WARNING",
+                # A shared database needs a given key (secrets at rest); the bench stores no secret.
+                "POLLER_SECRET_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode()})
     try:
         out = subprocess.run([sys.executable, __file__, "--child", "--db", db, "--url", url,
                               "--tracked", str(tracked), "--due", str(due), "--runs", str(runs)],
