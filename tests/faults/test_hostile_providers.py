@@ -266,6 +266,8 @@ def check_hostile_poll(item: Item, mode: str, failures: int, now: datetime) -> N
     assert low - 1e-6 <= delay <= high + 1e-6, f"{mode}: failure {failures} backs off {delay:.1f}s, not {low}-{high}"
 
 
+# SQLite only: the hostile part is the network; both databases are covered by the process scenarios.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_hostile_provider_for_minutes_then_recovering(engine, sim, clock):
     sessions = make_sessionmaker(engine)
     started = time.monotonic()

@@ -139,6 +139,8 @@ def receiver_arrivals(r: Receiver) -> list[tuple[str, bytes, dict[str, str], int
     return [(x.webhook_id, x.body, x.headers, x.status) for x in r.received]
 
 
+# SQLite only: the hostile part is the network; both databases are covered by the process scenarios.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_hostile_receivers(engine, sim, clock):
     stack = Stack(engine, sim, clock, timeout_s=SEND_TIMEOUT_S)
     down, trickle = DownReceiver(), Trickler(slow=3)

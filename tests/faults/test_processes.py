@@ -27,7 +27,7 @@ from worker.store.db import make_engine
 #: Generous: a scenario takes 30-45 s on a 2-core machine; its own waits fail first, with logs.
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
-ORDERS = 120
+ORDERS = 200
 #: Stages moved after the first observation: paid orders end at "received" (still active, so the
 #: stuck check has items to look at), refused ones at "credited" (terminal).
 STAGES = 3
@@ -191,7 +191,7 @@ def _redis_outage(redis: EmbeddedRedis) -> None:
 
 # -- 3. the database unreachable ------------------------------------------------------------
 
-DB_OUTAGE_S = 15.0
+DB_OUTAGE_S = 30.0
 
 
 def test_database_unreachable_workers_back_off_and_resume(topology, db_url, pg_admin_url, broker_url, tmp_path):
