@@ -28,6 +28,9 @@ from worker.store.db import make_engine
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
 ORDERS = 200
+#: Scenario 1 runs a few hundred orders; the others, whose faults are fixed waits (Redis and the
+#: database down) or the scheduler (beat), prove as much with fewer and keep the suite in budget.
+FEWER_ORDERS = 120
 #: Stages moved after the first observation: paid orders end at "received" (still active, so the
 #: stuck check has items to look at), refused ones at "credited" (terminal).
 STAGES = 3
@@ -53,11 +56,11 @@ def topology(db_url, sim, receiver, tmp_path):
     """A Topology builder; everything it started is killed at the end."""
     made: list[Topology] = []
 
-    def build(name: str, broker_url: str, **env: str) -> Topology:
+    def build(name: str, broker_url: str, orders: int = ORDERS, **env: str) -> Topology:
         topo = Topology(name, db_url=db_url, sim=sim, receiver=receiver, tmp_path=tmp_path, broker_url=broker_url,
                         **env)
         made.append(topo)
-        topo.track(ORDERS, 5001)
+        topo.track(orders, 5001)
         sim.faults.add("billit", "slow", delay=SLOW_S)
         return topo
 
@@ -151,16 +154,10 @@ def test_redis_killed_during_polling_and_delivery(topology, receiver, tmp_path):
     then restarted: both reconnect, the lost messages are re-dispatched from the database."""
     redis = EmbeddedRedis(tmp_path / "redis", port=free_port()).start()
     try:
-        topo = topology("redis_killed", redis.url)
+        topo = topology("redis_killed", redis.url, orders=FEWER_ORDERS)
         receiver.plan(200, delay=0.2, times=100_000)  # a slow receiver: deliveries stay in flight
-        topo.procs.spawn("beat", "beat")
-        topo.procs.spawn("a", "worker")
-        topo.wait_caught_up("every order observed", 120)
-
         # During polling.
-        topo.advance()
-        before = topo.missing()
-        wait_until("a round of polls under way", lambda: _round_under_way(topo, before), 60, topo.logs)
+        _start_and_begin_a_round(topo)
         _redis_outage(redis)
         topo.recovered(time.monotonic(), "every change recorded after Redis came back")
 
@@ -203,13 +200,8 @@ def test_database_unreachable_workers_back_off_and_resume(topology, db_url, pg_a
     connections die, new ones are refused) without stopping the server other tests share.
     SQLite: another process holds BEGIN EXCLUSIVE on the file for the whole outage."""
     kind = "postgresql" if db_url.startswith("postgresql") else "sqlite"
-    topo = topology(f"database_unreachable_{kind}", broker_url)
-    topo.procs.spawn("beat", "beat")
-    topo.procs.spawn("a", "worker")
-    topo.wait_caught_up("every order observed", 120)
-    topo.advance()
-    before = topo.missing()
-    wait_until("a round of polls under way", lambda: _round_under_way(topo, before), 60, topo.logs)
+    topo = topology(f"database_unreachable_{kind}", broker_url, orders=FEWER_ORDERS)
+    _start_and_begin_a_round(topo)
     if kind == "postgresql":
         name = topo.engine.url.database
         _admin_execute(pg_admin_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
@@ -237,6 +229,17 @@ def test_database_unreachable_workers_back_off_and_resume(topology, db_url, pg_a
     topo.finish()
 
 
+def _start_and_begin_a_round(topo: Topology) -> None:
+    """Start beat and one worker, let every order be observed, then move the simulator on and
+    return once that round's polls are under way (the moment a fault should strike)."""
+    topo.procs.spawn("beat", "beat")
+    topo.procs.spawn("a", "worker")
+    topo.wait_caught_up("every order observed", 120)
+    topo.advance()
+    before = topo.missing()
+    wait_until("a round of polls under way", lambda: _round_under_way(topo, before), 60, topo.logs)
+
+
 # -- 4. beat: two at once, the leader killed, beat restarted ---------------------------------
 
 FAILOVER_S = 3.0
@@ -258,7 +261,7 @@ def test_two_beats_leader_killed_and_restarted(topology, broker_url):
     """Two beats at once (one sends), the leader SIGKILLed (the standby takes over within the
     failover), the killed one restarted (standby), the new leader killed: no tick is missing for
     longer than the failover, none is sent twice, and polling goes on through every handover."""
-    topo = topology("beat_failover", broker_url, POLLER_BEAT_FAILOVER_SECONDS=str(FAILOVER_S),
+    topo = topology("beat_failover", broker_url, orders=FEWER_ORDERS, POLLER_BEAT_FAILOVER_SECONDS=str(FAILOVER_S),
                     POLLER_TICK_SECONDS=str(TICK_S))
     procs = topo.procs
     home = Path(topo.env["POLLER_HOME"])

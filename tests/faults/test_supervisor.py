@@ -149,7 +149,10 @@ def test_redis_worker_and_beat_killed_come_back(topo, tmp_path):
                 topo.advance()  # polling goes on: every order reaches its next status (none twice; see finish)
             took = topo.recovered(killed, f"every change after the {name} kill", timeout=60)
             counted[name] += 1
-            wait_until(f"restarts counted ({name})", lambda: restarts(port) == counted, 30, log)
+            # At least what we killed: a worker may also leave by itself when its Redis went away
+            # (Celery gives up on a broker it cannot get back in time); the supervisor restarts it too.
+            wait_until(f"restarts counted ({name})", lambda: all(
+                restarts(port).get(k, -1) >= n for k, n in counted.items()), 30, log)
             assert d.proc.poll() is None, log()
             print(f"{name} killed during {during or 'polling'}: restarted and caught up in {took:.1f} s", flush=True)
         for _ in range(5):  # the orders' remaining stages (five at most)
