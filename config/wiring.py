@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import redis
 import structlog
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
@@ -19,6 +17,7 @@ from worker.errors import ConfigurationError
 from worker.faults import (
     Fault,
     check_database_writable,
+    missing_file,
     recent_faults,
     record_fault,
     sqlite_inode,
@@ -31,7 +30,7 @@ from worker.service import PollerService
 from worker.sinks.sql import SqlSink
 from worker.store import crypto
 from worker.store.credentials import DbCredentialStore
-from worker.store.db import make_engine, make_sessionmaker
+from worker.store.db import make_engine, make_sessionmaker, sqlite_file
 from worker.store.migrate import upgrade
 from worker.subscriptions import Subscriptions
 from worker.webhooks.sender import WebhookSender
@@ -144,10 +143,10 @@ def worker_faults(settings: Settings, broker_url: str | None, *, within_s: float
 
 def check_worker_database(settings: Settings, *, record: bool = True) -> str | None:
     """Check this process can write the database; log (and record a fault) when it cannot."""
-    path = sqlite_file(settings)
+    path = sqlite_file(settings.resolved_database_url())
     if path is not None and not path.exists():
         # Checked before the engine exists: creating the engine would create an empty file.
-        missing = f"the database file {path} does not exist (deleted?); run `poller migrate` to create it"
+        missing = missing_file(path)
         log.error("worker.database_unwritable", reason=missing)
         if record:
             record_worker_fault(settings, "database", missing)
@@ -178,7 +177,7 @@ def migrated_engine(settings: Settings, *, create: bool = False) -> Engine:
     ``poller run``); for every other command it is an error, because a deleted database silently
     replaced by an empty one looks like a poller that lost everything it tracked.
     """
-    path = sqlite_file(settings)
+    path = sqlite_file(settings.resolved_database_url())
     # Checked before the engine exists: creating the engine creates the file.
     if path is not None and not create and not path.exists():
         raise ConfigurationError(f"no database at {path}; run `poller migrate` to create it "
@@ -187,10 +186,3 @@ def migrated_engine(settings: Settings, *, create: bool = False) -> Engine:
     upgrade(engine)
     return engine
 
-
-def sqlite_file(settings: Settings) -> Path | None:
-    """The SQLite database file the settings name (None for other databases)."""
-    url = make_url(settings.resolved_database_url())
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)

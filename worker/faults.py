@@ -15,6 +15,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from worker.errors import describe_exception
+from worker.store.db import sqlite_file
+
 #: The list of recent worker faults (newest first), and how many are kept.
 FAULTS_KEY = "poller:worker_faults"
 KEEP = 50
@@ -54,12 +57,9 @@ def recent_faults(client: Any, *, since: float) -> list[Fault]:
     return faults
 
 
-def sqlite_path(engine: Engine) -> Path | None:
-    """The file behind a SQLite engine (None for other databases and in-memory ones)."""
-    if engine.dialect.name != "sqlite":
-        return None
-    database = engine.url.database
-    return Path(database) if database and database != ":memory:" else None
+def missing_file(path: Path) -> str:
+    """Why a worker cannot use a SQLite file that is not there."""
+    return f"the database file {path} does not exist (deleted?); run `poller migrate` to create it"
 
 
 def check_database_writable(engine: Engine, *, inode: int | None = None) -> str | None:
@@ -70,10 +70,10 @@ def check_database_writable(engine: Engine, *, inode: int | None = None) -> str 
     directory and its -wal/-shm files must be writable. Then one write transaction is begun and
     rolled back, which is what every task does first.
     """
-    path = sqlite_path(engine)
+    path = sqlite_file(engine.url)
     if path is not None:
         if not path.exists():
-            return f"the database file {path} does not exist (deleted?); run `poller migrate` to create a new one"
+            return missing_file(path)
         if inode is not None and path.stat().st_ino != inode:
             return f"the database file {path} was replaced while the worker ran; restart the worker"
         for candidate in (path, path.parent, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -83,14 +83,13 @@ def check_database_writable(engine: Engine, *, inode: int | None = None) -> str 
         with engine.begin() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as err:  # noqa: BLE001 - turned into the reason
-        orig = getattr(err, "orig", err)
-        return f"the database cannot be written: {type(orig).__name__}: {' '.join(str(orig).split())[:200]}"
+        return f"the database cannot be written: {describe_exception(err, 200)}"
     return None
 
 
 def sqlite_inode(engine: Engine) -> int | None:
     """The inode of the SQLite file now, to notice later that it was deleted or replaced."""
-    path = sqlite_path(engine)
+    path = sqlite_file(engine.url)
     try:
         return path.stat().st_ino if path is not None else None
     except OSError:

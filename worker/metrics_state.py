@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
-from worker.status import STUCK_AFTER_CLAIMS, age_seconds
+from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds
 from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
 
 VERSION = "0.1.0"
@@ -77,8 +77,7 @@ class StateCollector:
             yield failures
             stuck = GaugeMetricFamily("poller_items_stuck", f"Active items claimed in {STUCK_AFTER_CLAIMS} or more "
                                       "leases in a row without a completed poll.", labels=["provider"])
-            for provider, n in s.execute(select(Item.provider, func.count()).where(
-                    Item.claims_since_poll >= STUCK_AFTER_CLAIMS, Item.state == "active").group_by(Item.provider)):
+            for provider, n in s.execute(select(Item.provider, func.count()).where(STUCK).group_by(Item.provider)):
                 stuck.add_metric([provider], n)
             yield stuck
             auth = GaugeMetricFamily("poller_provider_auth_failed",

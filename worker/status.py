@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.faults import Fault
@@ -16,6 +16,8 @@ from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subs
 
 #: An item claimed in this many leases in a row without a completed poll is stuck.
 STUCK_AFTER_CLAIMS = 3
+#: The rows `poller status`, `poller health` and the ``poller_items_stuck`` gauge count as stuck.
+STUCK = and_(Item.claims_since_poll >= STUCK_AFTER_CLAIMS, Item.state == "active")
 
 
 def age_seconds(now: datetime, since: datetime | None) -> float:
@@ -80,8 +82,7 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         st.failing = s.scalar(select(func.count()).where(Item.failing.is_(True))) or 0
         st.retrying = s.scalar(select(func.count()).where(Item.failing.is_(False), Item.consecutive_failures > 0,
                                                           Item.state == "active")) or 0
-        st.stuck = s.scalar(select(func.count()).where(Item.claims_since_poll >= STUCK_AFTER_CLAIMS,
-                                                       Item.state == "active")) or 0
+        st.stuck = s.scalar(select(func.count()).where(STUCK)) or 0
         st.auth_failed = [f"{p}/{a}: {e}" for p, a, e in s.execute(
             select(ProviderAccount.provider, ProviderAccount.account, ProviderAccount.auth_error)
             .where(ProviderAccount.auth_failed_at.is_not(None)).order_by(ProviderAccount.provider))]

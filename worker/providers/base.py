@@ -205,15 +205,16 @@ class HttpClient:
         allow_empty: bool,
     ) -> Any:
         status = resp.status_code
-        if 200 <= status < 300:
-            try:  # JSON is UTF-8 (RFC 8259): a replacement character stored would be a status nobody sent
-                body.decode("utf-8")
-            except UnicodeDecodeError as err:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as err:
+            # JSON is UTF-8 (RFC 8259): a replacement character stored would be a status nobody sent.
+            if 200 <= status < 300:
                 raise ProviderResponseInvalid(
                     f"{method} {path} answered {status} with a body that is not UTF-8 (invalid byte at "
                     f"offset {err.start})", provider=self.provider, status_code=status,
                     body_excerpt=body[:EXCERPT_CHARS].decode("utf-8", errors="replace")) from None
-        text = body.decode("utf-8", errors="replace")
+            text = body.decode("utf-8", errors="replace")  # an error page: readable is enough
         parsed: Any = None
         parse_error: str | None = None
         try:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.documents import dumps_strict
@@ -22,13 +22,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     write can deadlock in a way the busy timeout does not resolve.
     """
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[1] if "///" in url else ""
-        if path and path != ":memory:":
-            create_private(Path(path))
+        path = sqlite_file(url)
+        if path is not None:
+            create_private(path)
         engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=dumps_strict, **kwargs)
         _sqlite_pragmas(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, json_serializer=dumps_strict, **kwargs)
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file a SQLite URL names; None for other databases and in-memory ones."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def create_private(path: Path) -> None:
