@@ -218,32 +218,6 @@ def _embedded_broker_url(settings: Settings) -> str | None:
 
 
 @app.command()
-def dashboard(
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", min=0, max=65535)] = 8080,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    refresh: Annotated[int, typer.Option(help="Seconds between the page's own refreshes.")] = 5,
-) -> None:
-    """Serve a read-only status page: figures, failing items, subscriptions, latest events."""
-    from cli.dashboard import make_server, page_data
-
-    settings = _settings()
-    _service()
-    sessions = sessions_for(settings)
-    try:
-        server = make_server(host, port, lambda: page_data(sessions, settings.tick_seconds), refresh)
-    except OSError as err:
-        raise _port_error(err, port) from None
-    typer.echo(f"dashboard on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)")
-    interrupt_on_sigterm()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-@app.command()
 def migrate() -> None:
     """Apply database migrations (the daemon also does this on start)."""
     migrated_engine(_settings(), create=True)

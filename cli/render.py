@@ -7,24 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from worker.store.models import Event, Item
+from worker.views import event_dict, iso, item_dict
 
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, or None."""
-    return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def item_dict(item: Item) -> dict[str, Any]:
-    """An item as a JSON object."""
-    return {
-        "id": item.id, "provider": item.provider, "account": item.account, "kind": item.kind,
-        "ref": item.ref, "interval_seconds": item.interval_s, "state": item.state,
-        "last_status": item.last_status, "last_poll_at": iso(item.last_polled_at),
-        "last_success_at": iso(item.last_success_at), "next_poll_at": iso(item.next_poll_at),
-        "consecutive_failures": item.consecutive_failures, "failing": item.failing,
-        "last_error": item.last_error, "last_error_at": iso(item.last_error_at),
-        "created_at": iso(item.created_at),
-    }
+__all__ = ["event_dict", "item_dict", "iso", "items_table", "event_json", "event_line"]
 
 
 def items_table(items: list[Item]) -> str:
@@ -42,12 +27,6 @@ def items_table(items: list[Item]) -> str:
 
 def _short(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def event_dict(event: Event) -> dict[str, Any]:
-    """The JSON-lines form of an event: ``id``, ``type``, ``created_at``, ``data`` (+ item, seq)."""
-    return {"id": event.id, "type": event.type, "created_at": iso(event.created_at),
-            "item_id": event.item_id, "seq": event.seq, "data": event.data}
 
 
 def event_json(event: Event) -> str:

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     #: Where /metrics listens; 0.0.0.0 in containers, so Prometheus can reach it.
     metrics_addr: str = "127.0.0.1"
 
+    #: The HTTP API (`poller api`, and `poller run`): address and port it listens on.
+    api_addr: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=0, le=65535)
+    #: Serve the status page (GET /) without an API key, e.g. on a trusted network.
+    dashboard_public: bool = False
+
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
@@ -161,7 +167,7 @@ class Settings(BaseSettings):
     def _log_level(cls, value: str) -> str:
         return check_log_level(value)
 
-    @field_validator("metrics_addr")
+    @field_validator("metrics_addr", "api_addr")
     @classmethod
     def _metrics_addr(cls, value: str) -> str:
         return check_host(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -12,6 +13,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import Settings
+from worker.apikeys import ApiKeys
+from worker.catalog import Catalog
 from worker.delivery import DeliveryPolicy, DeliveryService
 from worker.errors import ConfigurationError
 from worker.faults import (
@@ -22,16 +25,18 @@ from worker.faults import (
     record_fault,
     sqlite_inode,
 )
+from worker.feed import EventFeed
 from worker.guard import BreakerPolicy, RedisGuard
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.service import PollerService
 from worker.sinks.sql import SqlSink
+from worker.status import Check, check_health
 from worker.store import crypto
 from worker.store.credentials import DbCredentialStore
 from worker.store.db import make_engine, make_sessionmaker, sqlite_file
-from worker.store.migrate import upgrade
+from worker.store.migrate import pending, upgrade
 from worker.subscriptions import Subscriptions
 from worker.webhooks.sender import WebhookSender
 
@@ -70,16 +75,64 @@ def policy_for(settings: Settings) -> PollPolicy:
                       jitter_ratio=settings.jitter_ratio, failing_after=settings.failing_after)
 
 
-def build_service(settings: Settings) -> PollerService:
-    """The poller service with providers configured from settings."""
-    sessions = sessions_for(settings)
+def providers_for(settings: Settings) -> ProviderSet:
+    """The provider adapters, configured from settings."""
     ctx = ProviderContext(
         http=HttpOptions(timeout_s=settings.http_timeout_seconds, max_body_bytes=settings.max_body_bytes),
-        credentials=DbCredentialStore(sessions),
+        credentials=DbCredentialStore(sessions_for(settings)),
     )
-    providers = ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
-    return PollerService(sessions, providers, policy_for(settings), guard=guard_for(settings),
-                         max_throttle_wait_s=settings.rate_limit_max_wait_seconds, threads=settings.poll_threads)
+    return ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
+
+
+def build_service(settings: Settings) -> PollerService:
+    """The poller service with providers configured from settings."""
+    return PollerService(sessions_for(settings), providers_for(settings), policy_for(settings),
+                         guard=guard_for(settings), max_throttle_wait_s=settings.rate_limit_max_wait_seconds,
+                         threads=settings.poll_threads)
+
+
+def catalog_for(settings: Settings) -> Catalog:
+    """Item management (the API's and the CLI's `track`)."""
+    return Catalog(sessions_for(settings), providers_for(settings),
+                   default_interval_s=settings.default_interval_seconds)
+
+
+def broker_ping(url: str | None) -> Callable[[], None] | None:
+    """A function that raises when the broker does not answer within 2 s (None: no broker)."""
+    if not url:
+        return None
+
+    def ping() -> None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    return ping
+
+
+#: What /readyz checks: what the API needs and whether polling is alive at all.
+READINESS_CHECKS = ("database", "broker", "beat")
+
+
+def build_api(settings: Settings) -> Any:
+    """The HTTP application (FastAPI), on the database as it is: the API never migrates."""
+    from api.app import ApiServices, create_app
+    from api.dashboard import page_data
+
+    sessions = sessions_for(settings)
+    ping = broker_ping(settings.broker_url)
+
+    def readiness() -> list[Check]:
+        checks = check_health(sessions, tick_s=settings.tick_seconds, max_lag_s=float("inf"), broker_ping=ping)
+        return [c for c in checks if c.name in READINESS_CHECKS]
+
+    return create_app(ApiServices(
+        catalog=catalog_for(settings), feed=EventFeed(sessions), keys=ApiKeys(sessions),
+        subscriptions=subscriptions_for(settings), readiness=readiness,
+        page_data=lambda: page_data(sessions, settings.tick_seconds), dashboard_public=settings.dashboard_public,
+        secret_grace_s=settings.secret_grace().total_seconds(),
+    ))
 
 
 def guard_for(settings: Settings) -> RedisGuard | None:
@@ -168,6 +221,21 @@ def require_writable_database(settings: Settings) -> None:
     reason = check_worker_database(settings, record=False)  # the failed task is recorded as such
     if reason is not None:
         raise ConfigurationError(reason)
+
+
+def current_engine(settings: Settings) -> Engine:
+    """The database engine, without migrating: for what only reads (and for `poller api`, which
+    must not change the schema under a running worker). A schema behind this poller's is an error
+    that says to run `poller migrate`."""
+    path = sqlite_file(settings.resolved_database_url())
+    if path is not None and not path.exists():
+        raise ConfigurationError(f"no database at {path}; run `poller migrate` to create it "
+                                 "(`poller run` creates it too), or set POLLER_DATABASE_URL")
+    engine = engine_for(settings)
+    behind = pending(engine)
+    if behind is not None:
+        raise ConfigurationError(f"{behind}; run `poller migrate` (`poller run` migrates on start)")
+    return engine
 
 
 def migrated_engine(settings: Settings, *, create: bool = False) -> Engine:

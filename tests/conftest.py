@@ -128,6 +128,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         raise
     yield server
     server.stop()
+    _forget_engine(api_settings)
+
+
+def _forget_engine(settings) -> None:
+    """Close the pooled connections wiring keeps per process and URL (the database is dropped next)."""
+    import os
+
+    from config import wiring
+
+    engine = wiring._engines.pop((os.getpid(), settings.resolved_database_url()), None)
+    if engine is not None:
+        engine.dispose()
 
 
 _redis_db = iter(range(1, 16))
@@ -178,3 +190,46 @@ def stack(engine, sim, clock):
     from tests.stack import Stack
 
     return Stack(engine, sim, clock)
+
+
+# -- the HTTP API --------------------------------------------------------------------------
+
+@pytest.fixture
+def api_settings(db_url, sim, tmp_path):
+    """Settings of an API on the test database, with Billit pointed at the simulator."""
+    from config.settings import Settings
+    from worker.providers.billit import BillitSettings
+
+    return Settings(home=tmp_path / "home", database_url=db_url, secret_keys=TEST_SECRET_KEY,
+                    webhook_allow_http=True, webhook_allow_private=True,
+                    billit=BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234"))
+
+
+@pytest.fixture
+def api(api_settings):
+    """The API over real HTTP (uvicorn on loopback): ``api.url``, ``api.client(key)``, ``api.key``
+    (a read-write key) and ``api.read_key`` (read-only)."""
+    from config.wiring import build_api, sessions_for
+    from tests.apiserver import ApiServer, Client
+    from worker.apikeys import ApiKeys
+
+    keys = ApiKeys(sessions_for(api_settings))
+    server = ApiServer(build_api(api_settings)).start()
+    server.key = keys.create("test")[1]
+    server.read_key = keys.create("reader", read_only=True)[1]
+    server.client = lambda key=server.key: Client(server.url, key)
+    server.settings = api_settings
+    yield server
+    server.stop()
+    _forget_engine(api_settings)
+
+
+def _forget_engine(settings) -> None:
+    """Close the pooled connections wiring keeps per process and URL (the database is dropped next)."""
+    import os
+
+    from config import wiring
+
+    engine = wiring._engines.pop((os.getpid(), settings.resolved_database_url()), None)
+    if engine is not None:
+        engine.dispose()

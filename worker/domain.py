@@ -77,6 +77,9 @@ class ItemRef:
     account: str
     kind: str
     ref: str
+    #: The client's labels and record id, carried into the item's events.
+    labels: dict[str, str] = field(default_factory=dict)
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)

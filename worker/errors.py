@@ -22,7 +22,12 @@ class ConfigurationError(PollerError):
 
 
 class InputError(PollerError):
-    """Bad input from a user; nothing was stored."""
+    """Bad input from a user; nothing was stored. ``field`` names the field or parameter at fault
+    when there is one (the API's problem documents name it)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class TargetRefused(InputError):
@@ -44,8 +49,16 @@ class DuplicateItemError(InputError):
         self.existing_id = existing_id
 
 
-class ItemNotFoundError(InputError):
+class NotFound(InputError):
+    """The id names nothing stored (an item, event, subscription or delivery)."""
+
+
+class ItemNotFoundError(NotFound):
     """No tracked item has that id."""
+
+
+class Conflict(InputError):
+    """The request is valid but the stored state does not allow it (e.g. pausing a finished item)."""
 
 
 class ProviderError(PollerError):

@@ -53,6 +53,8 @@ def event_data(
         "account": item.account,
         "kind": item.kind,
         "ref": item.ref,
+        "labels": dict(item.labels),
+        "external_id": item.external_id,
         "status": status,
         "previous_status": previous_status,
         "terminal": terminal,

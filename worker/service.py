@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
 from worker.accounts import AccountEvents
+from worker.catalog import check_interval
 from worker.documents import NotStrictJSON, check_document
 from worker.domain import ItemRef, PollOutcome, StatusDocument
 from worker.errors import (
@@ -42,10 +43,6 @@ from worker.store.models import Event, Item
 from worker.store.repo import Claim, PollWork
 
 log = structlog.get_logger(__name__)
-
-#: Shortest and longest poll interval a user may ask for, in seconds.
-MIN_INTERVAL_S = 0.1
-MAX_INTERVAL_S = 31 * 24 * 3600.0
 
 
 @dataclass
@@ -121,9 +118,7 @@ class PollerService:
         kind = kind or adapter.kinds[0]
         if kind not in adapter.kinds:
             raise InputError(f"{provider} has no kind {kind!r}; known: {', '.join(adapter.kinds)}")
-        if not MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S:
-            raise InputError(
-                f"interval must be {MIN_INTERVAL_S:g} s to {MAX_INTERVAL_S / 86400:g} days, got {interval_s:g} s")
+        check_interval(interval_s, "interval")
         if not account or len(account) > 80:
             raise InputError("account must be 1 to 80 characters")
         ref = adapter.validate_ref(kind, ref)

@@ -73,8 +73,41 @@ class Item(Base):
     claims_since_poll: Mapped[int] = mapped_column(Integer, default=0)
     #: When the item first came due and has not been polled since: deferred items keep their place.
     due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The client's own labels ({key: value}) and record id, copied into every event of the item.
+    #: Labels are also rows of ``item_labels``, which the label filters use.
+    labels: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ItemLabel(Base):
+    """One label of an item, for filtering (``label=key:value``) by index."""
+
+    __tablename__ = "item_labels"
+    __table_args__ = (Index("ix_item_labels_lookup", "key", "value", "item_id"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
+class ApiKey(Base):
+    """A key of the HTTP API. Only its SHA-256 digest is stored: keys are 256 random bits, so a
+    fast hash is enough (no password stretching), and a stolen table opens nothing."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    #: The key's first characters, to recognise it in `poller keys list` without storing it.
+    prefix: Mapped[str] = mapped_column(String(20))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Snapshot(Base):
@@ -147,6 +180,8 @@ class Subscription(Base):
     url: Mapped[str] = mapped_column(Text)
     event_types: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
     providers: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
+    #: {key: value} the event's item must carry (all of them), or NULL for every item.
+    labels: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="active")
     disabled_reason: Mapped[str | None] = mapped_column(Text)
     #: Both secrets are stored encrypted (worker.store.crypto).

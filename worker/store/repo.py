@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
-from worker.errors import DuplicateItemError, InputError, ItemNotFoundError
+from worker.errors import Conflict, DuplicateItemError, ItemNotFoundError, NotFound
 from worker.store.deliveries import enqueue_deliveries
 from worker.store.models import Event, Item, Snapshot
 
@@ -81,12 +81,12 @@ def set_paused(session: Session, item_id: int, paused: bool, *, now: datetime) -
 
     Raises:
         ItemNotFoundError: no such item.
-        InputError: the item is finished (terminal): there is nothing left to poll.
+        Conflict: the item is finished (terminal): there is nothing left to poll.
     """
     item = get_item(session, item_id)
     if item.state == ItemState.TERMINAL.value:
-        raise InputError(f"item {item_id} is finished (final status {item.last_status!r}); "
-                         f"it cannot be {'paused' if paused else 'resumed'}")
+        raise Conflict(f"item {item_id} is finished (final status {item.last_status!r}); "
+                       f"it cannot be {'paused' if paused else 'resumed'}", field="paused")
     if paused:
         item.state, item.next_poll_at = ItemState.PAUSED.value, None
         item.lease_id += 1
@@ -145,7 +145,8 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
         previous = StatusDocument(snap.status, snap.terminal, snap.fields, version=item.version) if snap else None
         work.append(PollWork(
             claim=Claim(item.id, item.lease_id),
-            item=ItemRef(item.id, item.provider, item.account, item.kind, item.ref),
+            item=ItemRef(item.id, item.provider, item.account, item.kind, item.ref,
+                         labels=dict(item.labels or {}), external_id=item.external_id),
             state=PollState(item.interval_s, item.consecutive_failures, item.failing, snap is not None),
             previous=previous,
         ))
@@ -224,10 +225,10 @@ def add_system_event(session: Session, event_id: str, etype: str, data: dict[str
 
 
 def event_position(session: Session, event_id: str) -> int:
-    """The stream position of an event id, or InputError when no event has it."""
+    """The stream position of an event id, or NotFound when no event has it."""
     pos = session.scalar(select(Event.position).where(Event.id == event_id))
     if pos is None:
-        raise InputError(f"no event has id {event_id!r}")
+        raise NotFound(f"no event has id {event_id!r}")
     return pos
 
 

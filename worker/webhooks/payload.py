@@ -14,7 +14,7 @@ from worker.documents import NotStrictJSON
 
 #: The body's contract version (docs/event.schema.json). Additions bump the minor number and
 #: never break a receiver; a major bump would be announced.
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 #: Secrets are Standard Webhooks keys: "whsec_" + base64 of random bytes (24-64 allowed).
 SECRET_PREFIX = "whsec_"

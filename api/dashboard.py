@@ -1,24 +1,22 @@
-"""`poller dashboard`: a read-only status page. Plain HTML from the server, refreshing itself;
-no build step, no script, no CDN, so it works offline and in any browser."""
+"""The status page (GET / of the API): plain HTML from the server, refreshing itself; no build
+step, no script, no CDN, so it works offline and in any browser."""
 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Callable
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cli import render
 from worker.delivery import redact
 from worker.providers.base import utcnow
 from worker.status import read_status
 from worker.store import deliveries as drepo
 from worker.store.models import Event, Item
+from worker.views import event_dict, iso
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f6f7f9}
@@ -45,13 +43,13 @@ def page_data(sessions: sessionmaker[Session], tick_s: float, clock: Callable[[]
             "status": st.to_dict(),
             "failing": [{"id": i.id, "provider": i.provider, "account": i.account, "ref": i.ref,
                          "failures": i.consecutive_failures, "failing": i.failing, "last_error": i.last_error,
-                         "last_error_at": render.iso(i.last_error_at)} for i in failing],
+                         "last_error_at": iso(i.last_error_at)} for i in failing],
             "subscriptions": [{"id": x.id, "kind": x.kind, "url": redact(x.url) if x.kind == "webhook" else x.url,
                                "state": x.state, "reason": x.disabled_reason,
-                               "last_success_at": render.iso(x.last_success_at),
-                               "failing_since": render.iso(x.failing_since), "deliveries": counts.get(x.id, {})}
+                               "last_success_at": iso(x.last_success_at),
+                               "failing_since": iso(x.failing_since), "deliveries": counts.get(x.id, {})}
                               for x in subs],
-            "events": [render.event_dict(e) for e in events],
+            "events": [event_dict(e) for e in events],
         }
 
 
@@ -109,30 +107,3 @@ def render_page(data: dict[str, Any], refresh_s: int) -> str:
                    f"<td>{e(status)}</td></tr>")
     out.append("</table></body></html>")
     return "".join(out)
-
-
-def make_server(host: str, port: int, data: Callable[[], dict[str, Any]], refresh_s: int) -> ThreadingHTTPServer:
-    """An HTTP server for the page (/), its data (/status.json) and nothing else."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path in ("/", "/index.html"):
-                body, ctype = render_page(data(), refresh_s).encode(), "text/html; charset=utf-8"
-            elif self.path == "/status.json":
-                body, ctype = json.dumps(data(), indent=2).encode(), "application/json"
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server

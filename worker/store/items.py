@@ -1,0 +1,193 @@
+"""Repository functions for the item catalog: bulk upsert, filtered pages, labels, snapshots.
+
+Each takes a Session and never commits: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from worker.domain import ItemState
+from worker.store.models import Item, ItemLabel, Snapshot
+
+#: Rows per statement: SQLite allows 32,766 bound parameters; an item identity takes four.
+CHUNK = 500
+
+Identity = tuple[str, str, str, str]  # provider, account, kind, ref
+
+
+@dataclass(frozen=True)
+class Upsert:
+    """One validated item to create, or to update when its identity is already tracked.
+
+    ``None`` in ``interval_s``, ``labels`` or ``external_id`` means "leave as it is" on update
+    (and the default, no labels, no external id on create).
+    """
+
+    identity: Identity
+    interval_s: float | None
+    default_interval_s: float
+    labels: dict[str, str] | None = None
+    external_id: str | None = None
+
+
+def upsert_items(session: Session, rows: Sequence[Upsert], *, now: datetime) -> list[tuple[int, bool]]:
+    """Create or update each row; returns ``(id, created)`` per row, in order.
+
+    The same identity twice in ``rows`` is one item: the first creates it, the later ones update
+    it. A row another writer inserted meanwhile is found by the unique constraint (insert or
+    nothing) and updated, so concurrent upserts never make a second row.
+    """
+    ids = _existing_ids(session, {r.identity for r in rows})
+    first: dict[Identity, int] = {}
+    fresh: list[Upsert] = []
+    for n, r in enumerate(rows):
+        if r.identity not in ids and r.identity not in first:
+            first[r.identity] = n
+            fresh.append(r)
+    inserted = _insert_new(session, fresh, now=now)
+    lost = [r.identity for r in fresh if r.identity not in inserted]
+    ids.update(inserted)
+    if lost:  # inserted by a concurrent writer between our read and our insert
+        ids.update(_existing_ids(session, set(lost)))
+    created_at = {identity: first[identity] for identity in inserted}
+    updates = [(ids[r.identity], r) for n, r in enumerate(rows) if created_at.get(r.identity) != n]
+    _apply_updates(session, updates, now=now)
+    return [(ids[r.identity], created_at.get(r.identity) == n) for n, r in enumerate(rows)]
+
+
+def _existing_ids(session: Session, identities: set[Identity]) -> dict[Identity, int]:
+    found: dict[Identity, int] = {}
+    key = tuple_(Item.provider, Item.account, Item.kind, Item.ref)
+    todo = sorted(identities)
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start:start + CHUNK]
+        for id_, *identity in session.execute(
+                select(Item.id, Item.provider, Item.account, Item.kind, Item.ref).where(key.in_(chunk))):
+            found[tuple(identity)] = id_  # type: ignore[index]
+    return found
+
+
+def _insert_new(session: Session, rows: Sequence[Upsert], *, now: datetime) -> dict[Identity, int]:
+    """Insert ``rows`` (insert-or-nothing on the identity); returns the ids of those inserted."""
+    if not rows:
+        return {}
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect_insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    inserted: dict[Identity, int] = {}
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start:start + CHUNK]
+        values = [{
+            "provider": r.identity[0], "account": r.identity[1], "kind": r.identity[2], "ref": r.identity[3],
+            "interval_s": r.interval_s if r.interval_s is not None else r.default_interval_s,
+            "state": ItemState.ACTIVE.value, "next_poll_at": now, "lease_id": 0, "consecutive_failures": 0,
+            "failing": False, "event_seq": 0, "claims_since_poll": 0, "labels": r.labels or {},
+            "external_id": r.external_id, "created_at": now, "updated_at": now,
+        } for r in chunk]
+        stmt = (dialect_insert(Item).values(values)
+                .on_conflict_do_nothing(index_elements=["provider", "account", "kind", "ref"])
+                .returning(Item.id, Item.provider, Item.account, Item.kind, Item.ref))
+        for id_, *identity in session.execute(stmt):
+            inserted[tuple(identity)] = id_
+    labelled = [(inserted[r.identity], r.labels) for r in rows if r.labels and r.identity in inserted]
+    _insert_labels(session, labelled)
+    return inserted
+
+
+def _apply_updates(session: Session, updates: Sequence[tuple[int, Upsert]], *, now: datetime) -> None:
+    changing = [(id_, r) for id_, r in updates
+                if r.interval_s is not None or r.labels is not None or r.external_id is not None]
+    if not changing:
+        return
+    items = {i.id: i for i in load_items(session, {id_ for id_, _ in changing})}
+    relabel: dict[int, dict[str, str]] = {}
+    for id_, r in changing:
+        item = items[id_]
+        if r.interval_s is not None:
+            set_interval(item, r.interval_s, now=now)
+        if r.external_id is not None:
+            item.external_id = r.external_id
+        if r.labels is not None:
+            item.labels = dict(r.labels)
+            relabel[id_] = r.labels
+        item.updated_at = now
+    session.flush()
+    replace_labels(session, relabel)
+
+
+def set_interval(item: Item, interval_s: float, *, now: datetime) -> None:
+    """A new interval. A shorter one takes effect now: an item scheduled beyond ``now + interval``
+    is moved up, unless a poll holds it (a lease is out), which must not be polled twice."""
+    item.interval_s = interval_s
+    due_by = now + timedelta(seconds=interval_s)
+    if (item.state == ItemState.ACTIVE.value and item.claims_since_poll == 0 and item.next_poll_at is not None
+            and item.next_poll_at > due_by):
+        item.next_poll_at = due_by
+
+
+def load_items(session: Session, ids: Iterable[int]) -> list[Item]:
+    """The items with these ids (those that exist)."""
+    todo = sorted(ids)
+    out: list[Item] = []
+    for start in range(0, len(todo), CHUNK * 4):
+        out.extend(session.scalars(select(Item).where(Item.id.in_(todo[start:start + CHUNK * 4]))))
+    return out
+
+
+def replace_labels(session: Session, labels: dict[int, dict[str, str]]) -> None:
+    """Make the label rows of each item exactly ``labels[item_id]``."""
+    todo = sorted(labels)
+    for start in range(0, len(todo), CHUNK * 4):
+        session.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(todo[start:start + CHUNK * 4])))
+    _insert_labels(session, [(id_, labels[id_]) for id_ in todo])
+
+
+def _insert_labels(session: Session, labelled: Sequence[tuple[int, dict[str, str] | None]]) -> None:
+    rows = [{"item_id": id_, "key": k, "value": v} for id_, labels in labelled for k, v in (labels or {}).items()]
+    for start in range(0, len(rows), CHUNK):
+        session.execute(insert(ItemLabel), rows[start:start + CHUNK])
+
+
+def page_items(
+    session: Session, *, after_id: int, limit: int, provider: str | None = None, account: str | None = None,
+    kind: str | None = None, state: str | None = None, external_id: str | None = None,
+    labels: Sequence[tuple[str, str]] = (),
+) -> list[Item]:
+    """Up to ``limit`` items with an id above ``after_id``, in id order, matching every filter.
+
+    Ids only grow (AUTOINCREMENT), so a client following the last id sees every item that existed
+    when it started exactly once, and items added meanwhile at the end.
+    """
+    q = select(Item).where(Item.id > after_id)
+    for column, value in ((Item.provider, provider), (Item.account, account), (Item.kind, kind),
+                          (Item.state, state), (Item.external_id, external_id)):
+        if value is not None:
+            q = q.where(column == value)
+    for key, value in labels:
+        q = q.where(Item.id.in_(select(ItemLabel.item_id).where(ItemLabel.key == key, ItemLabel.value == value)))
+    return list(session.scalars(q.order_by(Item.id).limit(limit)))
+
+
+def page_snapshots(session: Session, item_id: int, *, before_id: int | None, limit: int) -> list[Snapshot]:
+    """An item's snapshots, newest first, below ``before_id`` when given."""
+    q = select(Snapshot).where(Snapshot.item_id == item_id)
+    if before_id is not None:
+        q = q.where(Snapshot.id < before_id)
+    return list(session.scalars(q.order_by(Snapshot.id.desc()).limit(limit)))
+
+
+def poll_now(item: Item, *, now: datetime) -> bool:
+    """Make an active item due now. False when a poll already holds it (it is being polled)."""
+    if item.claims_since_poll > 0 and item.next_poll_at is not None and item.next_poll_at > now:
+        return False
+    item.next_poll_at = now
+    item.updated_at = now
+    return True
+
