@@ -106,7 +106,12 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed."""
+    """Refuse request bodies over ``limit`` bytes with 413, declared or streamed.
+
+    A declared Content-Length over the limit is refused before the app runs. A streamed body
+    (chunked, no length) is counted as the app reads it; past the limit the read fails and
+    whatever the app answers to that failure is replaced by the 413.
+    """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app, self.limit = app, limit
@@ -119,19 +124,30 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(scope, receive, send)
             return
-        seen = 0
+        seen, over, started = 0, False, False
 
         async def counting() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                over = True
                 raise _TooLarge
             return message
 
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            # FastAPI turns a failed body read into its own 400; the client is owed the 413.
+            if not over:
+                started = started or message["type"] == "http.response.start"
+                await send(message)
+
         try:
-            await self.app(scope, counting, send)
-        except _TooLarge:
+            await self.app(scope, counting, guarded)
+        except Exception:
+            if not over:
+                raise
+        if over and not started:
             await self._refuse(scope, receive, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,6 +157,17 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+#: The groups of routes in /docs, in this order.
+TAGS = [
+    {"name": "items", "description": "What the poller watches: track one or 10,000 at a time (idempotent), "
+                                     "list with labels and cursors, change, untrack, poll now."},
+    {"name": "events", "description": "Every change, in stream order; follow `next_cursor` to read them all "
+                                      "exactly once, now and later."},
+    {"name": "subscriptions", "description": "Webhook subscriptions, their deliveries, tests and recovery."},
+    {"name": "operations", "description": "Liveness (/healthz), readiness (/readyz) and the status page (/)."},
+]
 
 
 def create_app(svc: ApiServices) -> FastAPI:
@@ -153,6 +180,7 @@ def create_app(svc: ApiServices) -> FastAPI:
         summary="Watch invoice, order and collection-case status at Nordic providers; every change an event.",
         description="Every `/v1` route needs `Authorization: Bearer KEY` (`poller keys create NAME`). "
                     "Errors are RFC 9457 problem documents naming the field at fault.",
+        openapi_tags=TAGS,
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,

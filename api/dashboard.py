@@ -69,7 +69,8 @@ def render_page(data: dict[str, Any], refresh_s: int) -> str:
            "<meta name=viewport content='width=device-width'><title>status-poller</title>",
            f"<style>{_STYLE}</style></head><body>",
            f"<h1>status-poller</h1><div class=muted>at {e(st['now'])} · last dispatch tick {e(tick_age)} · "
-           f"refreshes every {refresh_s}s</div>", "<div class=cards>"]
+           f"refreshes every {refresh_s}s · <a href=status.json>status.json</a> · <a href=docs>API docs</a></div>",
+           "<div class=cards>"]
     out += [f"<div class='card {cls}'><b>{e(str(v))}</b>{e(label)}</div>" for label, v, cls in cards]
     out.append("</div><h2>Items by provider and state</h2>")
     states = sorted({s for by in st["items"].values() for s in by})

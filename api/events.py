@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.app import PROBLEMS, Reader, Services
 from worker.domain import ALL_EVENT_TYPES
@@ -14,14 +15,37 @@ from worker.views import event_dict
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=PROBLEMS)
 
 
-@router.get("", dependencies=[Reader])
+class Event(BaseModel):
+    """A change event, as `poller events --json` prints it and webhooks carry it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(examples=["evt_01JDQ3Y7R4M5ZQ8N2C6V1B9XKP"])
+    type: str = Field(examples=["status.changed"])
+    created_at: str | None
+    item_id: int | None = Field(description="The item's id; null for provider-level events.")
+    seq: int | None = Field(description="The event's number within its item (1, 2, ...).")
+    data: dict[str, Any] = Field(description="Provider, ref, status, changes; `labels` and `external_id` "
+                                             "of the item as they were when the event was written.")
+
+
+class EventPage(BaseModel):
+    """A page of events. Pass ``next_cursor`` as ``after`` to go on; ``has_more`` says whether
+    more are there now (later calls with the same cursor return what is written meanwhile)."""
+
+    data: list[Event]
+    next_cursor: str | None
+    has_more: bool
+
+
+@router.get("", dependencies=[Reader], responses={200: {"model": EventPage, "description": "A page of events."}})
 def list_events(
     svc: Services,
     after: Annotated[str | None, Query(description="An event id: start after it (from the start when left out).")]
     = None,
-    item_id: int | None = None,
+    item_id: Annotated[int | None, Query(description="Only this item's events.")] = None,
     type: Annotated[list[str], Query(description="Only these types; repeat for several.")] = [],  # noqa: A002,B006
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
 ) -> dict[str, Any]:
     """Events in stream order, the order `poller events` prints. Pass `next_cursor` as `after`
     to go on; it is also where to resume later, so a client can poll this route for new events."""
@@ -33,7 +57,7 @@ def list_events(
             "has_more": more}
 
 
-@router.get("/{event_id}", dependencies=[Reader])
+@router.get("/{event_id}", dependencies=[Reader], responses={200: {"model": Event, "description": "The event."}})
 def get_event(event_id: str, svc: Services) -> dict[str, Any]:
-    """One event."""
+    """One event (404 when no event has that id)."""
     return event_dict(svc.feed.get(event_id))

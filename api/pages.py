@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.app import Services, caller
+from api.app import ApiServices, Services, caller
 from api.dashboard import render_page
 from api.problems import ApiProblem
 
@@ -15,9 +15,11 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     """The process is alive and serving. Touches nothing else (no database), so it answers in
     milliseconds; use /readyz for the poller's dependencies."""
+    # async: answered on the event loop, so it stays fast when every worker thread waits on a
+    # database that hangs.
     return {"status": "ok"}
 
 
@@ -36,15 +38,32 @@ def readyz(svc: Services) -> JSONResponse:
     return JSONResponse(body)
 
 
-@router.get("/", response_class=HTMLResponse)
+def _page_allowed(request: Request, svc: ApiServices) -> None:
+    """The status page's rule: any valid key, unless the page is public."""
+    if svc.dashboard_public:
+        return
+    try:
+        caller(request, svc)
+    except ApiProblem as err:
+        # A browser asks for the key when told Basic.
+        raise ApiProblem(err.status, err.detail, headers={"WWW-Authenticate": 'Basic realm="status-poller"'}) \
+            from None
+
+
+_PAGE_AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No key, or an unknown one (unless POLLER_DASHBOARD_PUBLIC=true)."}}
+
+
+@router.get("/", response_class=HTMLResponse, responses=_PAGE_AUTH)
 def status_page(request: Request, svc: Services) -> HTMLResponse:
     """The status page: figures, failing items, subscriptions, latest events. Needs a key
     (Basic auth with the key as password, for browsers) unless POLLER_DASHBOARD_PUBLIC=true."""
-    if not svc.dashboard_public:
-        try:
-            caller(request, svc)
-        except ApiProblem as err:
-            # A browser asks for the key when told Basic.
-            raise ApiProblem(err.status, err.detail, headers={"WWW-Authenticate": 'Basic realm="status-poller"'}) \
-                from None
+    _page_allowed(request, svc)
     return HTMLResponse(render_page(svc.page_data(), svc.refresh_s), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/status.json", responses=_PAGE_AUTH)
+def status_json(request: Request, svc: Services) -> JSONResponse:
+    """What the status page shows, as JSON; the same key rule as the page."""
+    _page_allowed(request, svc)
+    return JSONResponse(svc.page_data(), headers={"Cache-Control": "no-store"})

@@ -13,8 +13,10 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from worker.errors import ConfigurationError, Conflict, InputError, NotFound, PollerError
 
@@ -53,9 +55,10 @@ class ApiProblem(Exception):
 
 def problem(status: int, detail: str | None, *, params: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """A problem document as a dict."""
-    doc: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status}
-    if detail:
-        doc["detail"] = detail
+    known = HTTPStatus(status)
+    # Every problem says something a person can act on, even when the raiser gave no words.
+    doc: dict[str, Any] = {"type": "about:blank", "title": known.phrase, "status": status,
+                           "detail": detail or known.description}
     if params:
         doc["invalid_params"] = params
     return doc
@@ -89,9 +92,9 @@ def from_error(err: InputError) -> dict[str, Any]:
 
 
 def location(loc: tuple[Any, ...] | list[Any]) -> str:
-    """Pydantic's error location as a field path: ``body.items[3].ref``, ``query.limit`` -> ``limit``."""
+    """Pydantic's error location as a field path: ``("body", "items", 3, "ref")`` -> ``items[3].ref``."""
     parts = list(loc)
-    if parts and parts[0] in ("query", "path", "header"):
+    if parts and parts[0] in ("query", "path", "header", "body"):
         parts = parts[1:]
     out = ""
     for p in parts:
@@ -101,7 +104,17 @@ def location(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def validation_params(errors: list[Any]) -> list[dict[str, str]]:
     """Pydantic errors as invalid-params entries."""
-    return [{"name": location(e.get("loc", ())), "reason": str(e.get("msg", "invalid"))} for e in errors]
+    return [_param(e) for e in errors]
+
+
+def _param(error: Any) -> dict[str, str]:
+    if error.get("type") == "json_invalid":
+        # FastAPI puts the character offset where a field name would be: the field is the body.
+        loc = error.get("loc", ())
+        at = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+        why = (error.get("ctx") or {}).get("error", "")
+        return {"name": "body", "reason": f"malformed JSON{at}" + (f": {why}" if why else "")}
+    return {"name": location(error.get("loc", ())), "reason": str(error.get("msg", "invalid"))}
 
 
 def summary(params: list[dict[str, str]]) -> str:
@@ -109,6 +122,15 @@ def summary(params: list[dict[str, str]]) -> str:
     first = params[0]
     more = f" (and {len(params) - 1} more)" if len(params) > 1 else ""
     return f"{first['name']}: {first['reason']}{more}"
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app takes on the request's path."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def install(app: FastAPI) -> None:
@@ -141,9 +163,15 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
         detail = err.detail if isinstance(err.detail, str) and err.detail != HTTPStatus(err.status_code).phrase \
             else None
+        headers = getattr(err, "headers", None)
         if err.status_code == 404 and detail is None:
             detail = f"no route {request.method} {request.url.path}"
-        return response(err.status_code, detail, headers=getattr(err, "headers", None))
+        if err.status_code == 405:
+            # The route that refused knows only its own methods; the path may have others.
+            allowed = ", ".join(allowed_methods(request))
+            headers = {**(headers or {}), "Allow": allowed}
+            detail = detail or f"{request.url.path} does not take {request.method}; it takes {allowed}"
+        return response(err.status_code, detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, err: Exception) -> JSONResponse:

@@ -1,10 +1,12 @@
-"""`poller run`: worker and beat on one machine (embedded Redis when none is set), restarted when they die."""
+"""`poller run`: worker, beat and the HTTP API on one machine (embedded Redis when none is set),
+restarted when they die."""
 
 from __future__ import annotations
 
 import fcntl
 import os
 import signal
+import socket
 import subprocess
 import sys
 from functools import partial
@@ -13,6 +15,7 @@ from pathlib import Path
 import typer
 
 from cli.embedded import EmbeddedRedis
+from cli.serve import announce, listen, url_of
 from cli.supervisor import Child, Supervisor
 from config import metrics
 from config.settings import Settings
@@ -27,8 +30,9 @@ LOCK_FILE = "poller.lock"
 def run_daemon(settings: Settings) -> int:
     """Start everything, restart what dies, and stop in order on Ctrl-C or SIGTERM (exit code 0).
 
-    Children: the embedded Redis (own session, stopped last), a Celery worker and Celery beat
-    (our process group, so a terminal Ctrl-C reaches them at once and they shut down warm).
+    Children: the embedded Redis (own session, stopped last), a Celery worker, Celery beat and
+    `poller api` on a socket bound here (our process group, so a terminal Ctrl-C reaches them at
+    once and they shut down warm). A port in use is an InputError before anything starts (exit 2).
     A child that dies is restarted with backoff (cli/supervisor.py); one that keeps dying
     raises ``ChildKeepsDying`` after everything is stopped (exit 1). A second daemon on the same
     home raises ``ConfigurationError`` before it starts anything (exit 2).
@@ -42,8 +46,12 @@ def run_daemon(settings: Settings) -> int:
     env["POLLER_DATABASE_URL"] = settings.resolved_database_url()
     env["POLLER_HOME"] = str(settings.home.resolve())
     broker = None
+    api_sock: socket.socket | None = None
     children: list[Child] = []
     try:
+        # Bound here and inherited by each `poller api` child: a restarted API finds its port, and
+        # connections made meanwhile wait in the backlog.
+        api_sock = listen(settings.api_addr, settings.api_port, option="POLLER_API_PORT")
         upgrade(engine_for(settings))
         if settings.broker_url:
             env["POLLER_BROKER_URL"] = settings.broker_url
@@ -57,9 +65,10 @@ def run_daemon(settings: Settings) -> int:
         typer.echo(f"poller: database {_redact(env['POLLER_DATABASE_URL'])}", err=True)
         typer.echo(f"poller: broker {_redact(env['POLLER_BROKER_URL'])}"
                    + (" (embedded)" if broker else ""), err=True)
-        for role in ("worker", "beat"):
-            spawn = partial(_spawn, role, env)
+        for role in ("worker", "beat", "api"):
+            spawn = partial(_spawn, role, env, api_sock if role == "api" else None)
             children.append(Child(role, spawn, spawn()))
+        typer.echo(announce(url_of(api_sock)), err=True)
         restarts = {c.name: 0 for c in children}
         metrics.record_restarts(settings.home, restarts)
         typer.echo("poller: running (" + ", ".join(f"{c.name} pid {c.proc.pid}" for c in children if c.proc)
@@ -84,11 +93,16 @@ def run_daemon(settings: Settings) -> int:
             broker.stop()
             (settings.home / "broker-url").unlink(missing_ok=True)
         (settings.home / metrics.RESTARTS_FILE).unlink(missing_ok=True)
+        if api_sock is not None:
+            api_sock.close()
         os.close(lock)
 
 
-def _spawn(role: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", role], env=env)
+def _spawn(role: str, env: dict[str, str], sock: socket.socket | None = None) -> subprocess.Popen[bytes]:
+    if sock is None:
+        return subprocess.Popen([sys.executable, "-m", "cli.main", role], env=env)
+    return subprocess.Popen([sys.executable, "-m", "cli.main", role, "--fd", str(sock.fileno())], env=env,
+                            pass_fds=(sock.fileno(),))
 
 
 def _restart_redis(broker: EmbeddedRedis) -> subprocess.Popen[bytes]:

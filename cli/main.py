@@ -1,4 +1,4 @@
-"""`poller`: track items, read events, run the daemon, serve the provider simulator."""
+"""`poller`: track items, read events, run the daemon, serve the HTTP API and the provider simulator."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import typer
 from cli import render
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
-from config.wiring import build_service, migrated_engine, sessions_for
+from config.wiring import build_service, catalog_for, current_engine, migrated_engine, sessions_for
+from worker.catalog import Catalog
 from worker.errors import ConfigurationError, InputError, PollerError
 from worker.follow import FollowCursor
 from worker.service import PollerService
@@ -68,36 +69,74 @@ def _settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def _service() -> PollerService:
+    # Only `poller migrate`, `poller run` and `poller worker` change the schema; every other
+    # command works on the database as it is, or says to run `poller migrate`.
     settings = _settings()
-    migrated_engine(settings)
+    current_engine(settings)
     return build_service(settings)
+
+
+@lru_cache(maxsize=1)
+def _catalog() -> Catalog:
+    settings = _settings()
+    current_engine(settings)
+    return catalog_for(settings)
 
 
 @app.command()
 def track(
-    provider: Annotated[str, typer.Argument(help="Provider name, e.g. billit.")],
-    ref: Annotated[str, typer.Argument(help="What the provider's status endpoint needs, e.g. an OrderID.")],
+    provider: Annotated[str | None, typer.Argument(metavar="PROVIDER", help="Provider name, e.g. billit.")] = None,
+    ref: Annotated[str | None, typer.Argument(
+        metavar="REF", help="What the provider's status endpoint needs, e.g. an OrderID.")] = None,
     interval: Annotated[float | None, typer.Option(help="Seconds between polls.")] = None,
     kind: Annotated[str | None, typer.Option(help="Resource kind, when a provider has several.")] = None,
-    account: Annotated[str, typer.Option(help="Which configured account of the provider.")] = "default",
+    account: Annotated[str | None, typer.Option(help="Which configured account of the provider.")] = None,
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", metavar="KEY=VALUE", help="A label (repeatable); replaces the item's labels.")] = None,
+    external_id: Annotated[str | None, typer.Option(help="Your own id of the item, e.g. an invoice number.")]
+    = None,
+    file: Annotated[str | None, typer.Option(
+        "--file", metavar="PATH", help="Import items from CSV or JSON lines (- reads standard input).")] = None,
 ) -> None:
-    """Start watching an item; prints its id."""
-    settings = _settings()
-    _require_configured(settings, provider, account)
-    # 0 is a mistake to report, not "the default": only a missing --interval means the default.
-    item = _service().track(provider, ref, kind=kind, account=account,
-                            interval_s=settings.default_interval_seconds if interval is None else interval)
+    """Track an item and print its id (already tracked: the same id, exit 0); --file imports many.
+
+    Tracking again takes the --interval, --label and --external-id given and keeps the others."""
+    from worker.catalog import ItemSpec, check_interval
+
+    if file is not None:
+        given = [name for name, value in (("PROVIDER", provider), ("REF", ref), ("--interval", interval),
+                 ("--kind", kind), ("--account", account), ("--label", label), ("--external-id", external_id))
+                 if value is not None]
+        if given:
+            raise InputError(f"--file takes every field from the file; drop {', '.join(given)}", field="--file")
+        _import(file)
+        return
+    if provider is None or ref is None:
+        raise InputError("give PROVIDER and REF (e.g. `poller track billit 1001`), or --file PATH")
+    from cli.imports import parse_label
+
+    labels = dict(parse_label(text) for text in label) if label else None
+    spec = ItemSpec(provider=provider, ref=ref, kind=kind, account=account, labels=labels, external_id=external_id,
+                    interval_s=None if interval is None else check_interval(interval, field="--interval"))
+    item, created = _catalog().upsert(spec)
+    if not created:
+        typer.echo(f"poller: {item.provider} {item.kind} {item.ref!r} (account {item.account!r}) "
+                   f"was already tracked as item {item.id}", err=True)
     typer.echo(item.id)
 
 
-def _require_configured(settings: Settings, provider: str, account: str) -> None:
-    """Refuse to track for a provider account that could never be polled, naming what to set."""
-    from worker.providers.registry import spec
+def _import(path: str) -> None:
+    """`track --file`: parse, store in chunks with a progress bar, report; exit 2 when a line was refused."""
+    from cli.imports import import_entries, parse, read_file
 
-    provider_settings = getattr(settings, spec(provider).name).for_account(account)
-    missing = provider_settings.missing(account)
-    if missing:
-        raise InputError(f"{provider} account {account!r} is not configured: set {'; '.join(missing)}")
+    name, text = read_file(path, sys.stdin.read)
+    entries = parse(name, text)
+    catalog = _catalog()
+    with typer.progressbar(length=len(entries), label="importing", file=sys.stderr) as bar:
+        report = import_entries(catalog, entries, progress=bar.update)
+    for line in report.lines():
+        typer.echo(line)
+    raise SystemExit(2 if report.refused else 0)
 
 
 @app.command()
@@ -184,7 +223,7 @@ def health(
     from worker.status import check_health
 
     settings = _settings()
-    migrated_engine(settings)
+    current_engine(settings)
     broker = settings.broker_url or _embedded_broker_url(settings)
     ping = None
     if broker:
@@ -219,7 +258,7 @@ def _embedded_broker_url(settings: Settings) -> str | None:
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (the daemon also does this on start)."""
+    """Apply database migrations (`poller run` and `poller worker` do too; no other command does)."""
     migrated_engine(_settings(), create=True)
     typer.echo("database is up to date")
 
@@ -266,10 +305,25 @@ def _require_broker() -> Settings:
 
 @app.command()
 def run() -> None:
-    """Run worker and beat on this machine; embedded Redis and SQLite unless configured."""
+    """Run worker, beat and the HTTP API on this machine; embedded Redis and SQLite unless configured."""
     from cli.daemon import run_daemon
 
     raise SystemExit(run_daemon(_settings()))
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [default: POLLER_API_ADDR].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (0 picks a free one) [default: POLLER_API_PORT].",
+                                             min=0, max=65535)] = None,
+    fd: Annotated[int | None, typer.Option(hidden=True, help="A listening socket (from `poller run`).")] = None,
+) -> None:
+    """Serve the HTTP API (/v1, /docs, /healthz, the status page at /) until Ctrl-C or SIGTERM.
+
+    Never migrates: the database must be at this poller's schema (`poller migrate`)."""
+    from cli.serve import run_api
+
+    run_api(_settings(), host=host, port=port, fd=fd)
 
 
 @app.command()
@@ -283,6 +337,7 @@ def simulate(
     token_ttl: Annotated[float, typer.Option(help="Lifetime of issued access tokens, real seconds.")] = 3600.0,
 ) -> None:
     """Serve the five provider APIs on loopback, with their auth flows and faults on demand."""
+    from cli.serve import port_error
     from simulator.server import Simulator, SimulatorConfig
 
     try:
@@ -292,7 +347,7 @@ def simulate(
     except ValueError as err:
         raise InputError(str(err)) from None
     except OSError as err:
-        raise _port_error(err, port) from None
+        raise port_error(err, port) from None
     typer.echo(sim.describe())
     interrupt_on_sigterm()
     try:
@@ -301,17 +356,6 @@ def simulate(
         pass
     finally:
         sim.stop()
-
-
-def _port_error(err: OSError, port: int) -> InputError:
-    """A listening socket that could not be opened, as one line naming the option to change."""
-    import errno
-
-    if err.errno == errno.EADDRINUSE:
-        return InputError(f"port {port} is in use (set --port)")
-    if err.errno == errno.EACCES:
-        return InputError(f"port {port} needs privileges to listen on (set --port above 1023)")
-    return InputError(f"cannot listen on port {port}: {err.strerror or err} (check --host and --port)")
 
 
 def interrupt_on_sigterm() -> None:
@@ -328,6 +372,10 @@ _webhooks.register(app)
 from cli import secrets as _secrets  # noqa: E402 - registers `poller secrets` on `app`
 
 _secrets.register(app)
+
+from cli import keys as _keys  # noqa: E402 - registers `poller keys` on `app`
+
+_keys.register(app)
 
 if __name__ == "__main__":
     main()

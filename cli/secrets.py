@@ -19,9 +19,9 @@ def new_key() -> None:
 def rotate_key() -> None:
     """Re-encrypt every stored secret with the newest key; afterwards the older keys can go."""
     from cli.main import _settings
-    from config.wiring import migrated_engine
+    from config.wiring import current_engine
 
-    engine = migrated_engine(_settings())
+    engine = current_engine(_settings())
     # One transaction: a value no key decrypts aborts the run with nothing changed.
     with engine.begin() as conn:
         count = crypto.rewrite_secrets(conn, "rotate")

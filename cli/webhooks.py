@@ -19,7 +19,7 @@ def _subs() -> Subscriptions:
     from cli.main import _service, _settings
     from config.wiring import subscriptions_for
 
-    _service()  # applies migrations
+    _service()  # the schema must be current (only `poller migrate`, `run` and `worker` migrate)
     return subscriptions_for(_settings())
 
 

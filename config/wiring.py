@@ -124,6 +124,10 @@ def build_api(settings: Settings) -> Any:
     ping = broker_ping(settings.broker_url)
 
     def readiness() -> list[Check]:
+        path = sqlite_file(settings.resolved_database_url())
+        if path is not None and not path.exists():
+            # A pooled connection still reads a deleted SQLite file; that is not a database.
+            return [Check("database", False, missing_file(path))]
         checks = check_health(sessions, tick_s=settings.tick_seconds, max_lag_s=float("inf"), broker_ping=ping)
         return [c for c in checks if c.name in READINESS_CHECKS]
 
@@ -161,9 +165,10 @@ def build_delivery(settings: Settings) -> DeliveryService:
 
 
 def subscriptions_for(settings: Settings) -> Subscriptions:
-    """Subscription management with the same URL rules as delivery."""
+    """Subscription management with the same URL rules and sender settings as delivery."""
     return Subscriptions(sessions_for(settings), allow_http=settings.webhook_allow_http,
-                         allow_private=settings.webhook_allow_private, known_providers=tuple(REGISTRY))
+                         allow_private=settings.webhook_allow_private, known_providers=tuple(REGISTRY),
+                         sender=WebhookSender(timeout_s=settings.webhook_timeout_seconds))
 
 
 def _fault_client(settings: Settings) -> Any:

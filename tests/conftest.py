@@ -128,18 +128,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         raise
     yield server
     server.stop()
-    _forget_engine(api_settings)
-
-
-def _forget_engine(settings) -> None:
-    """Close the pooled connections wiring keeps per process and URL (the database is dropped next)."""
-    import os
-
-    from config import wiring
-
-    engine = wiring._engines.pop((os.getpid(), settings.resolved_database_url()), None)
-    if engine is not None:
-        engine.dispose()
 
 
 _redis_db = iter(range(1, 16))

@@ -25,16 +25,61 @@ def test_compose_file_follows_the_compose_specification():
 
 
 def test_compose_has_the_whole_topology():
-    """Redis, PostgreSQL, a one-shot migration, workers, two beats, Flower, Prometheus, Grafana;
-    workers and beats run the one image."""
+    """Redis, PostgreSQL, a one-shot migration, workers, two beats, the API, Flower, Prometheus,
+    Grafana; workers, beats and the API run the one image."""
     services = COMPOSE["services"]
-    assert set(services) == {"redis", "postgres", "migrate", "worker", "beat", "flower", "prometheus", "grafana"}
-    assert services["worker"]["image"] == services["beat"]["image"] == services["migrate"]["image"]
+    assert set(services) == {"redis", "postgres", "migrate", "worker", "beat", "api", "flower", "prometheus",
+                             "grafana"}
+    assert services["worker"]["image"] == services["beat"]["image"] == services["migrate"]["image"] \
+        == services["api"]["image"]
     assert services["worker"]["command"] == ["worker"] and services["beat"]["command"] == ["beat"]
     assert services["beat"]["deploy"]["replicas"] == 2
     assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     mounted = [v.split(":")[0] for v in services["prometheus"]["volumes"] + services["grafana"]["volumes"]]
     assert all((ROOT / m).exists() for m in mounted), mounted
+
+
+def _defaults(text: str) -> str:
+    """``text`` with each ``${VAR:-default}`` as Compose reads it when VAR is unset."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)
+
+
+def test_compose_api_service_serves_the_api_to_the_host_loopback():
+    """`poller api` listens on every address of its container, published on the host's loopback
+    only by default, with the workers' environment, after the migration, health-checked on /healthz
+    without curl (the image has none)."""
+    api, worker = COMPOSE["services"]["api"], COMPOSE["services"]["worker"]
+    assert api["command"] == ["api"]
+    env = api["environment"]
+    assert env["POLLER_API_ADDR"] == "0.0.0.0" and env["POLLER_API_PORT"] == "8000"
+    assert {k: v for k, v in env.items() if k in worker["environment"]} == worker["environment"]
+    assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert [_defaults(p) for p in api["ports"]] == ["127.0.0.1:8000:8000"]
+    test = api["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"] and "/healthz" in test[3] and "curl" not in " ".join(test)
+
+
+@pytest.mark.parametrize("up", [True, False])
+def test_compose_api_healthcheck_passes_on_a_live_api_and_fails_without_one(api, up):
+    """The healthcheck's own command, pointed at a real API: exit 0 when it answers, non-zero when not."""
+    import subprocess
+    import sys
+
+    code = COMPOSE["services"]["api"]["healthcheck"]["test"][3]
+    if not up:
+        api.stop()
+    proc = subprocess.run([sys.executable, "-c", code.replace("127.0.0.1:8000", f"127.0.0.1:{api.port}")],
+                          capture_output=True, text=True, timeout=30)
+    assert (proc.returncode == 0) is up, proc.stderr
+
+
+def test_the_image_holds_every_package():
+    """The Dockerfile copies every package pyproject.toml installs (`poller api` needs api/)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert {p.rstrip("*") for p in include} <= copied
 
 
 def exported_series(redis_url: str) -> set[str]:

@@ -26,8 +26,17 @@ HOLE_GRACE_S = 10.0
 
 
 def horizon(positions: Sequence[int], below: int | None) -> int | None:
-    """Pure: the last position that is safe to hand out, given the positions of the recent events
-    (sorted) and the highest position below them (None: no older event). None when all are."""
+    """Pure: the last position that is safe to hand out.
+
+    Args:
+        positions: the positions of the recent events (young enough that a hole before one of
+            them may still fill), ascending.
+        below: the highest position below ``positions[0]`` (0 when the stream starts there;
+            None when unknown, so the first recent position is taken as it is).
+
+    Returns:
+        The position just before the first gap, or None when there is no gap (all are safe).
+    """
     expected = None if below is None else below + 1
     for p in positions:
         if expected is not None and p != expected:
@@ -39,8 +48,9 @@ def horizon(positions: Sequence[int], below: int | None) -> int | None:
 class EventFeed:
     """Pages of events for API clients."""
 
-    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime] = utcnow) -> None:
-        self.sessions, self.clock = sessions, clock
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime] = utcnow,
+                 hole_grace_s: float = HOLE_GRACE_S) -> None:
+        self.sessions, self.clock, self.hole_grace_s = sessions, clock, hole_grace_s
 
     def page(self, *, after: str | None, limit: int, item_id: int | None = None,
              types: Sequence[str] = ()) -> tuple[list[Event], bool]:
@@ -74,7 +84,7 @@ class EventFeed:
     def _safe_position(self, session: Session, start: int) -> int | None:
         if session.get_bind().dialect.name != "postgresql":
             return None
-        since = self.clock() - timedelta(seconds=HOLE_GRACE_S)
+        since = self.clock() - timedelta(seconds=self.hole_grace_s)
         recent = list(session.scalars(select(Event.position).where(Event.created_at >= since,
                                                                     Event.position > start)
                                       .order_by(Event.position)))

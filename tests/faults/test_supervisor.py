@@ -81,7 +81,8 @@ def restarts(port: int) -> dict[str, float]:
 @pytest.fixture
 def topo(db_url, sim, receiver, tmp_path) -> Iterator[Topology]:
     t = Topology("supervisor", db_url=db_url, sim=sim, receiver=receiver, tmp_path=tmp_path, broker_url="",
-                 interval=1.0, POLLER_BEAT_FAILOVER_SECONDS="3", POLLER_METRICS_PORT=str(free_port()))
+                 interval=1.0, POLLER_BEAT_FAILOVER_SECONDS="3", POLLER_METRICS_PORT=str(free_port()),
+                 POLLER_API_PORT="0")
     del t.env["POLLER_BROKER_URL"]  # `poller run` starts its embedded Redis
     yield t
     t.close()
@@ -116,8 +117,8 @@ def test_redis_worker_and_beat_killed_come_back(topo, tmp_path):
     try:
         topo.wait_caught_up("every order observed", timeout=60)
         broker = (home / "broker-url").read_text().strip()
-        wait_until("restarts at 0 on /metrics", lambda: restarts(port) == {"redis": 0, "worker": 0, "beat": 0},
-                   30, log)
+        wait_until("restarts at 0 on /metrics",
+                   lambda: restarts(port) == {"redis": 0, "worker": 0, "beat": 0, "api": 0}, 30, log)
 
         # A second daemon on the same home refuses at once, naming the first, starting nothing.
         second = subprocess.run([sys.executable, "-m", "cli.main", "run"], env=topo.env, cwd=ROOT,
@@ -130,7 +131,7 @@ def test_redis_worker_and_beat_killed_come_back(topo, tmp_path):
 
         pids = {"redis": lambda: redis_pid(broker), "worker": lambda: children(d.proc.pid).get("worker"),
                 "beat": lambda: children(d.proc.pid).get("beat")}
-        counted = {"redis": 0.0, "worker": 0.0, "beat": 0.0}
+        counted = {"redis": 0.0, "worker": 0.0, "beat": 0.0, "api": 0.0}
         # Redis while the orders' changes are being polled, Redis again while their events are being
         # delivered, then the worker's main process, then beat.
         for name, during in (("redis", "polling"), ("redis", "delivery"), ("worker", None), ("beat", None)):

@@ -101,7 +101,7 @@ def test_track_refuses_an_interval_out_of_range(env):
     """Issue 9 #16: `--interval 0` silently became 300 s, and the range read "0.1 and 2.6784e+06 seconds"."""
     for interval, got in (("0", "got 0 s"), ("-5", "got -5 s"), ("nan", "got nan s")):
         line = refused(env, "track", "billit", "1001", "--interval", interval)
-        assert line == f"error: interval must be 0.1 s to 31 days, {got}"
+        assert line == f"error: --interval must be 0.1 s to 31 days, {got}"
     assert items(env) == []
 
 
@@ -138,9 +138,9 @@ def test_simulate_on_a_busy_port_is_one_line(env, busy_port):
     assert refused(env, "simulate", "--port", str(busy_port)) == f"error: port {busy_port} is in use (set --port)"
 
 
-def test_dashboard_on_a_busy_port_is_one_line(env, busy_port):
-    """Issue 9 #16: `dashboard` on a port in use printed a traceback."""
-    assert refused(env, "dashboard", "--port", str(busy_port)) == f"error: port {busy_port} is in use (set --port)"
+def test_api_on_a_busy_port_is_one_line(env, busy_port):
+    """Issue 9 #16: a server (then `dashboard`, now `api`) on a port in use printed a traceback."""
+    assert refused(env, "api", "--port", str(busy_port)) == f"error: port {busy_port} is in use (set --port)"
 
 
 DEEP = b"[" * 100_000 + b"]" * 100_000

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TEST_SECRET_KEY
 from worker.policy import PollPolicy
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import REGISTRY, ProviderSet
@@ -21,13 +22,18 @@ from worker.store.migrate import upgrade
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def cli_env(db_url: str, home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a `poller` command on ``db_url``: Billit configured (`track` refuses a
+    provider that is not), the test's secret key (PostgreSQL has no key file)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
+    env.update({"POLLER_HOME": str(home), "POLLER_DATABASE_URL": db_url, "POLLER_SECRET_KEYS": TEST_SECRET_KEY,
+                "POLLER_BILLIT__API_KEY": "cli-test-key", "POLLER_BILLIT__PARTY_ID": "1234", **extra})
+    return env
+
+
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
-    env.update({"POLLER_HOME": str(tmp_path / "var"),
-                "POLLER_DATABASE_URL": sqlite_url(tmp_path / "cli.db"),
-                # `track` refuses a provider that is not configured.
-                "POLLER_BILLIT__API_KEY": "cli-test-key", "POLLER_BILLIT__PARTY_ID": "1234"})
+    env = cli_env(sqlite_url(tmp_path / "cli.db"), tmp_path / "var")
     # Only `poller migrate` (and `poller run`) create a database; every other command needs one.
     engine = make_engine(env["POLLER_DATABASE_URL"])
     upgrade(engine)
@@ -35,8 +41,9 @@ def env(tmp_path) -> dict[str, str]:
     return env
 
 
-def poller(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT,
+def poller(env: dict[str, str], *args: str, ok: bool = True, input: str | None = None,
+           ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, cwd=ROOT, input=input,
                           capture_output=True, text=True, timeout=60)
     if ok:
         assert proc.returncode == 0, proc.stderr
@@ -59,10 +66,14 @@ def test_track_items_untrack(env):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("track", "billit", "1001"), "billit order '1001' (account 'default') is already tracked as item 1"),
     (("track", "nope", "1"), f"unknown provider 'nope'; known: {', '.join(sorted(REGISTRY))}"),
     (("track", "billit", "12ab"), "numeric OrderID, got '12ab'"),
-    (("track", "billit", "5", "--interval", "-1"), "interval must be 0.1 s to 31 days, got -1 s"),
+    (("track", "billit", "5", "--interval", "-1"), "--interval must be 0.1 s to 31 days, got -1 s"),
+    (("track", "billit", "5", "--label", "customer"), "--label 'customer' must be key=value (e.g. customer=acme)"),
+    (("track", "billit", "5", "--label", "bad key=x"), "label key 'bad key' must be"),
+    (("track", "billit", "5", "--account", "acme"), "account 'acme'"),
+    (("track", "billit"), "give PROVIDER and REF"),
+    (("track", "billit", "5", "--file", "items.csv"), "--file takes every field from the file; drop PROVIDER, REF"),
     (("untrack", "99"), "no tracked item has id 99"),
     (("pause", "99"), "no tracked item has id 99"),
     (("events", "--after", "evt_nope"), "no event has id 'evt_nope'"),

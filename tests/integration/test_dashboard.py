@@ -1,17 +1,18 @@
-"""The status page in a real headless Chromium: it renders offline, shows the figures, the failing
-items with their errors, the subscriptions and the latest events, and refreshes itself."""
+"""The status page (GET / of the API) in a real headless Chromium: it renders offline, shows the
+figures, the failing items with their errors, the subscriptions and the latest events, and
+refreshes itself."""
 
 from __future__ import annotations
 
 import random
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
-from cli.dashboard import make_server, page_data
+from config.wiring import build_api
+from tests.apiserver import ApiServer
 from tests.conftest import missing
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
@@ -41,8 +42,8 @@ def run_chromium(chromium: str, tmp_path: Path, *args: str) -> subprocess.Comple
                           capture_output=True, text=True, timeout=90)
 
 
-def test_dashboard_in_a_real_browser(engine, sim, clock, chromium, tmp_path):
-    """Chromium loads the page from loopback only (no CDN) and sees what an operator needs."""
+def poller_with_history(engine, sim, clock) -> None:
+    """Two orders polled, one failing until alerted, and a webhook subscription with a secret in its URL."""
     sessions = make_sessionmaker(engine)
     service = PollerService(sessions, ProviderSet({"billit": BillitSettings(
         base_url=sim.url, api_key="sim-billit-key", party_id="1234")}, ProviderContext(
@@ -57,19 +58,40 @@ def test_dashboard_in_a_real_browser(engine, sim, clock, chromium, tmp_path):
     for _ in range(2):
         clock.advance(3600)
         service.dispatch_due(service.poll_claims, lease_s=30, limit=10, chunk_size=10)
-    server = make_server("127.0.0.1", 0, lambda: page_data(sessions, 5.0, clock), refresh_s=7)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def test_dashboard_in_a_real_browser(engine, api_settings, sim, clock, chromium, tmp_path):
+    """Chromium loads the public page from loopback only (no CDN) and sees what an operator needs."""
+    poller_with_history(engine, sim, clock)
+    server = ApiServer(build_api(api_settings.model_copy(update={"dashboard_public": True}))).start()
+    url = server.url + "/"
     try:
         dom = run_chromium(chromium, tmp_path, "--dump-dom", url).stdout
         shot = tmp_path / "dashboard.png"
         run_chromium(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1200,1100", url)
     finally:
-        server.shutdown()
-        server.server_close()
-    assert "<h1>status-poller</h1>" in dom and 'http-equiv="refresh" content="7"' in dom
+        server.stop()
+    assert "<h1>status-poller</h1>" in dom and 'http-equiv="refresh" content="5"' in dom
     assert "GET /v1/orders/1002 answered 503" in dom and "(alerted)" in dom  # the failing item and why
     assert "https://hooks.example.com/status" in dom and "secret-in-query" not in dom
     assert "poll.failing" in dom and "status.observed" in dom  # latest events
     assert "http://" not in dom.replace(url.rstrip("/"), "").replace("http-equiv", "")  # nothing fetched elsewhere
     assert shot.exists() and shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dashboard_with_the_key_in_the_url(engine, api_settings, sim, clock, chromium, tmp_path):
+    """Behind a key, a browser given http://user:KEY@host/ sends it as Basic auth; without it, it
+    gets the 401 and no figures."""
+    from worker.apikeys import ApiKeys
+
+    poller_with_history(engine, sim, clock)
+    key = ApiKeys(make_sessionmaker(engine)).create("browser", read_only=True)[1]
+    server = ApiServer(build_api(api_settings)).start()
+    try:
+        with_key = run_chromium(chromium, tmp_path, "--dump-dom",
+                                f"http://operator:{key}@127.0.0.1:{server.port}/").stdout
+        without = run_chromium(chromium, tmp_path, "--dump-dom", server.url + "/").stdout
+    finally:
+        server.stop()
+    assert "<h1>status-poller</h1>" in with_key and "GET /v1/orders/1002 answered 503" in with_key
+    assert "<h1>status-poller</h1>" not in without and "1002" not in without

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 
 from tests.conftest import TEST_SECRET_KEY
 from worker.policy import PollPolicy
@@ -86,6 +88,8 @@ def daemon_env(db_url, sim, tmp_path) -> dict[str, str]:
         # Tests that scrape metrics pick free ports themselves.
         "POLLER_METRICS_PORT": "0",
         "POLLER_BEAT_METRICS_PORT": "0",
+        # `poller run` serves the API too: a free port, so tests running at once do not collide.
+        "POLLER_API_PORT": "0",
     })
     return env
 
@@ -179,9 +183,33 @@ def test_orders_live_and_storm_through_real_worker(daemon, service, sim):
     assert "sim-billit-key" not in daemon.log.read_text()
 
 
+def daemon_children(pid: int) -> dict[str, int]:
+    """The daemon's live children by role (``worker``, ``beat``, ``api``), from /proc."""
+    try:
+        pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return {}
+    out = {}
+    for child in pids:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cli.main" in argv:
+            out[argv[argv.index(b"cli.main") + 1].decode()] = child
+    return out
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def test_ctrl_c_stops_everything_cleanly(daemon_env, tmp_path, sim, service):
-    """`poller run` on embedded defaults: it migrates, polls, and Ctrl-C stops worker, beat and
-    the embedded Redis."""
+    """`poller run` on embedded defaults: it migrates, polls, serves the API (a killed API comes
+    back on the same port), and Ctrl-C stops worker, beat, API and the embedded Redis."""
     daemon_env.pop("POLLER_BROKER_URL", None)
     sim.billit.create_order(1001)
     service.track("billit", "1001", interval_s=0.3)
@@ -196,9 +224,24 @@ def test_ctrl_c_stops_everything_cleanly(daemon_env, tmp_path, sim, service):
                                 capture_output=True, text=True, timeout=60)
         assert health.returncode == 0, health.stdout + health.stderr
         assert "ok    broker    reachable" in health.stdout
+
+        found = re.search(r"^poller: API on (http://127\.0\.0\.1:\d+/) \(docs \1docs\)$", log, re.M)
+        assert found, log
+        api = found.group(1)
+        assert requests.get(api + "healthz", timeout=10).json() == {"status": "ok"}
+        ready = requests.get(api + "readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["failing"] == [], ready.text
+        old = wait_for("the API child", lambda: daemon_children(d.proc.pid).get("api"), proc=d.proc, log=d.log)
+        os.kill(old, signal.SIGKILL)
+        new = wait_for("the API restarted", lambda: (daemon_children(d.proc.pid).get("api") or old) != old and
+                       daemon_children(d.proc.pid)["api"], proc=d.proc, log=d.log)
+        assert re.search(rf"^poller: api \(pid {old}\) killed by SIGKILL; restart 1 in ", d.log.read_text(), re.M)
+        assert f"poller: api restarted (pid {new})" in d.log.read_text()
+        wait_for("the restarted API answering", lambda: answers(api + "healthz"), proc=d.proc, log=d.log)
     finally:
         code = d.interrupt()
     assert code == 0, _tail(d.log)
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=port, socket_connect_timeout=0.5).ping()
+    assert not answers(api + "healthz")  # the API stopped with it, its port closed
     assert "poller: stopping" in d.log.read_text()

@@ -120,7 +120,8 @@ def test_gone_stops_polling():
 @pytest.mark.parametrize("etype", list(EventType))
 def test_every_event_type_has_the_same_keys(etype):
     """One payload shape for every event type."""
-    keys = {"item_id", "provider", "account", "kind", "ref", "status", "previous_status", "terminal",
+    keys = {"item_id", "provider", "account", "kind", "ref", "labels", "external_id", "status", "previous_status",
+            "terminal",
             "changes", "snapshot", "error", "consecutive_failures"}
     outs = {
         EventType.OBSERVED: after_success(ITEM, PollState(1), None, A, now=NOW, policy=POLICY, rand=0),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import and_, bindparam, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
-from worker.errors import InputError
+from worker.errors import Conflict, InputError
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
 from worker.webhooks.decision import AttemptResult, Decision
 
@@ -45,11 +45,28 @@ class DeliveryWork:
     seq: int | None
 
 
-def matches(sub: Subscription, event_type: str, provider: str | None) -> bool:
-    """Whether ``sub`` wants this event (NULL filters mean everything)."""
+#: The states of a delivery: waiting (or retrying), delivered, given up after the last retry.
+DELIVERY_STATES = ("pending", "succeeded", "failed")
+
+
+def matches(sub: Subscription, event_type: str, provider: str | None, labels: Mapping[str, Any] | None) -> bool:
+    """Whether ``sub`` wants an event of this type, provider and item labels (NULL filters mean
+    everything). A label filter needs every key:value on the event's item, so events of no item
+    (no labels) never match one."""
     if sub.event_types and event_type not in sub.event_types:
         return False
-    return not (sub.providers and provider not in sub.providers)
+    if sub.providers and provider not in sub.providers:
+        return False
+    if sub.labels:
+        have = labels if isinstance(labels, Mapping) else {}
+        return all(have.get(key) == value for key, value in sub.labels.items())
+    return True
+
+
+def wants(sub: Subscription, event: Event) -> bool:
+    """``matches`` with what the event carries in ``data`` (its labels as they were when it happened)."""
+    data = event.data if isinstance(event.data, dict) else {}
+    return matches(sub, event.type, data.get("provider"), data.get("labels"))
 
 
 def enqueue_deliveries(session: Session, events: Sequence[Event], *, now: datetime) -> int:
@@ -67,7 +84,7 @@ def _add_deliveries(session: Session, events: Sequence[Event], subs: Sequence[Su
     rows = [Delivery(subscription_id=sub.id, event_position=ev.position, item_id=ev.item_id, state="pending",
                      attempts=0, next_attempt_at=now, lease_id=0, created_at=now, updated_at=now)
             for ev in events for sub in subs
-            if (sub.id, ev.position) not in skip and matches(sub, ev.type, (ev.data or {}).get("provider"))]
+            if (sub.id, ev.position) not in skip and wants(sub, ev)]
     session.add_all(rows)
     return len(rows)
 
@@ -255,11 +272,12 @@ def _repeated_refusals(session: Session, delivery_ids: list[int]) -> dict[int, i
 
 def add_subscription(
     session: Session, *, kind: str, url: str, secret: str | None, event_types: list[str] | None,
-    providers: list[str] | None, now: datetime,
+    providers: list[str] | None, now: datetime, labels: dict[str, str] | None = None,
 ) -> Subscription:
     """A new active subscription."""
     sub = Subscription(kind=kind, url=url, secret=secret, event_types=event_types or None,
-                       providers=providers or None, state="active", created_at=now, updated_at=now)
+                       providers=providers or None, labels=labels or None, state="active", created_at=now,
+                       updated_at=now)
     session.add(sub)
     session.flush()
     return sub
@@ -283,12 +301,17 @@ def same_url(a: str, b: str) -> bool:
 
 
 def find_same_subscription(session: Session, url: str, *, event_types: list[str] | None,
-                           providers: list[str] | None) -> Subscription | None:
-    """A webhook subscription (active or not) with the same URL and the same filters, compared as
-    sets (none means all): a second one would receive every event twice."""
-    want = (frozenset(event_types or ()), frozenset(providers or ()))
+                           providers: list[str] | None, labels: dict[str, str] | None = None,
+                           other_than: int | None = None) -> Subscription | None:
+    """A webhook subscription (active or not, other than ``other_than``) with the same URL and the
+    same filters, compared as sets (none means all): a second one would receive every event twice."""
+    def filters(types: list[str] | None, provs: list[str] | None, labs: dict[str, str] | None) -> tuple[Any, ...]:
+        return frozenset(types or ()), frozenset(provs or ()), frozenset((labs or {}).items())
+
+    want = filters(event_types, providers, labels)
     for sub in session.scalars(select(Subscription).where(Subscription.kind == "webhook").order_by(Subscription.id)):
-        if same_url(sub.url, url) and (frozenset(sub.event_types or ()), frozenset(sub.providers or ())) == want:
+        if sub.id != other_than and same_url(sub.url, url) and filters(sub.event_types, sub.providers,
+                                                                       sub.labels) == want:
             return sub
     return None
 
@@ -335,7 +358,7 @@ def redeliver(
         subs = [s for s in subs if s.id == subscription_id]
         if not subs:
             get_subscription(session, subscription_id)
-            raise InputError(f"subscription {subscription_id} is disabled; enable it first")
+            raise Conflict(f"subscription {subscription_id} is disabled; enable it first")
     if not events or not subs:
         return 0
     waiting = session.scalars(select(Delivery).where(
@@ -345,7 +368,7 @@ def redeliver(
     chain_from: dict[tuple[int, int], int] = {}  # (subscription, item) -> first re-sent position
     for sub in subs:
         for ev in events:
-            if matches(sub, ev.type, (ev.data or {}).get("provider")):
+            if wants(sub, ev):
                 resent.add((sub.id, ev.position))
                 if ev.item_id is not None:
                     key = (sub.id, ev.item_id)
