@@ -33,9 +33,13 @@ def add(
     url: Annotated[str, typer.Argument(help="https:// endpoint that receives the events.")],
     types: Annotated[list[str] | None, typer.Option("--types", help="Event types (comma-separated or repeated); all when omitted.")] = None,  # noqa: E501
     provider: Annotated[list[str] | None, typer.Option("--provider", help="Only these providers; all when omitted.")] = None,  # noqa: E501
+    label: Annotated[list[str] | None, typer.Option("--label", metavar="KEY=VALUE", help="Only events of items with this label (repeatable: all of them).")] = None,  # noqa: E501
 ) -> None:
     """Subscribe an endpoint; prints its id and its signing secret (shown once)."""
-    sub, secret = _subs().add(url, types=_csv(types), providers=_csv(provider))
+    from cli.imports import parse_label
+
+    labels = dict(parse_label(text) for text in label) if label else None
+    sub, secret = _subs().add(url, types=_csv(types), providers=_csv(provider), labels=labels)
     typer.echo(f"subscription {sub.id}")
     typer.echo(f"secret {secret}")
 

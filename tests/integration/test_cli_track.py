@@ -53,3 +53,15 @@ def test_a_refused_track_changes_nothing_already_stored(env):
         assert proc.stdout == "" and "Traceback" not in proc.stderr
     [row] = items(env)
     assert (row["labels"], row["interval_seconds"]) == ({"customer": "acme"}, 30.0)
+
+
+def test_webhooks_add_takes_label_filters(env):
+    """`webhooks add --label` makes the same labelled subscription as the API; a malformed one is refused."""
+    env = {**env, "POLLER_WEBHOOK_ALLOW_HTTP": "true", "POLLER_WEBHOOK_ALLOW_PRIVATE": "true"}
+    out = poller(env, "webhooks", "add", "http://127.0.0.1:9/hook", "--label", "customer=acme", "--label", "team=ar")
+    assert out.stdout.startswith("subscription 1\n")
+    [sub] = json.loads(poller(env, "webhooks", "list", "--json").stdout)
+    assert sub["labels"] == {"customer": "acme", "team": "ar"}
+    bad = poller(env, "webhooks", "add", "http://127.0.0.1:9/other", "--label", "customer", ok=False)
+    assert bad.returncode == 2 and "--label 'customer' must be key=value" in bad.stderr
+    assert len(json.loads(poller(env, "webhooks", "list", "--json").stdout)) == 1

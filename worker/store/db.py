@@ -77,11 +77,12 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+pysqlite:///{path}"
 
 
-def create_database(admin_url: str, name: str) -> str:
-    """Create an empty PostgreSQL database beside ``admin_url``'s; return its URL (tests, benchmarks)."""
+def create_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """Create a PostgreSQL database beside ``admin_url``'s, empty or a copy of the database
+    ``template`` (which must have no open connections); return its URL (tests, benchmarks)."""
     from sqlalchemy.engine import make_url
 
-    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
