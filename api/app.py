@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
@@ -48,6 +49,14 @@ class ApiServices:
     refresh_s: int = 5
     dashboard_public: bool = False
     secret_grace_s: float = 24 * 3600.0
+
+
+def json_body(data: Any, status_code: int = 200) -> Response:
+    """``data`` as a JSON response, encoded by the C encoder. The pages return this: FastAPI's own
+    path validates and walks every value in Python, which doubled the CPU of a 100-item page.
+    The routes still declare their response models, for the OpenAPI document."""
+    return Response(json.dumps(data, separators=(",", ":"), allow_nan=False), status_code,
+                    media_type="application/json")
 
 
 def services(request: Request) -> ApiServices:

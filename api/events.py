@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.app import PROBLEMS, Reader, Services
+from api.app import PROBLEMS, Reader, Services, json_body
 from worker.domain import ALL_EVENT_TYPES
 from worker.errors import InputError
 from worker.views import event_dict
@@ -46,18 +46,18 @@ def list_events(
     item_id: Annotated[int | None, Query(description="Only this item's events.")] = None,
     type: Annotated[list[str], Query(description="Only these types; repeat for several.")] = [],  # noqa: A002,B006
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
-) -> dict[str, Any]:
+) -> Response:
     """Events in stream order, the order `poller events` prints. Pass `next_cursor` as `after`
     to go on; it is also where to resume later, so a client can poll this route for new events."""
     for t in type:
         if t not in ALL_EVENT_TYPES:
             raise InputError(f"unknown event type {t!r}; known: {', '.join(ALL_EVENT_TYPES)}", field="type")
     rows, more = svc.feed.page(after=after, limit=limit, item_id=item_id, types=type)
-    return {"data": [event_dict(e) for e in rows], "next_cursor": rows[-1].id if rows else after,
-            "has_more": more}
+    return json_body({"data": [event_dict(e) for e in rows], "next_cursor": rows[-1].id if rows else after,
+                      "has_more": more})
 
 
 @router.get("/{event_id}", dependencies=[Reader], responses={200: {"model": Event, "description": "The event."}})
-def get_event(event_id: str, svc: Services) -> dict[str, Any]:
+def get_event(event_id: str, svc: Services) -> Response:
     """One event (404 when no event has that id)."""
-    return event_dict(svc.feed.get(event_id))
+    return json_body(event_dict(svc.feed.get(event_id)))

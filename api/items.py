@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api import problems
-from api.app import PROBLEMS, Reader, Services, Writer
+from api.app import PROBLEMS, Reader, Services, Writer, json_body
 from worker.catalog import MAX_BATCH, ItemSpec, Refused
 from worker.views import item_dict, snapshot_dict
 
@@ -97,7 +97,7 @@ def create_item(body: ItemIn, svc: Services, response: Response) -> dict[str, An
 
 
 @router.post("/batch", dependencies=[Writer])
-def create_items(body: BatchIn, svc: Services) -> dict[str, Any]:
+def create_items(body: BatchIn, svc: Services) -> Response:
     """Track many items at once: one result per input, in order, `{id, created}` or a problem."""
     specs: list[ItemSpec | dict[str, Any]] = []
     for n, raw in enumerate(body.items):
@@ -122,10 +122,10 @@ def create_items(body: BatchIn, svc: Services) -> dict[str, Any]:
             results.append(doc)
         else:
             results.append({"id": r[0], "created": r[1]})
-    return {"results": results,
-            "created": sum(1 for r in results if r.get("created") is True),
-            "updated": sum(1 for r in results if r.get("created") is False),
-            "refused": sum(1 for r in results if "status" in r)}
+    return json_body({"results": results,
+                      "created": sum(1 for r in results if r.get("created") is True),
+                      "updated": sum(1 for r in results if r.get("created") is False),
+                      "refused": sum(1 for r in results if "status" in r)})
 
 
 @router.get("", response_model=ItemPage, dependencies=[Reader])
@@ -135,18 +135,18 @@ def list_items(
     state: Annotated[str | None, Query(description="active, terminal, paused or gone.")] = None,
     external_id: str | None = None,
     label: Annotated[list[str], Query(description="key:value; repeat for all of several.")] = [],  # noqa: B006
-) -> dict[str, Any]:
+) -> Response:
     """Items in id order. Following `next_cursor` visits every item once, also while items are added."""
     rows, nxt = svc.catalog.page(cursor=cursor, limit=limit, provider=provider, account=account, kind=kind,
                                  state=state, external_id=external_id, labels=label)
-    return {"data": [_one(i) for i in rows], "next_cursor": nxt}
+    return json_body({"data": [_one(i) for i in rows], "next_cursor": nxt})
 
 
 @router.get("/{item_id}", dependencies=[Reader])
-def get_item(item_id: int, svc: Services) -> dict[str, Any]:
+def get_item(item_id: int, svc: Services) -> Response:
     """An item with its latest snapshot (null before the first successful poll)."""
     item, snap = svc.catalog.get(item_id)
-    return {**_one(item), "snapshot": snapshot_dict(snap) if snap else None}
+    return json_body({**_one(item), "snapshot": snapshot_dict(snap) if snap else None})
 
 
 @router.patch("/{item_id}", response_model=Item, dependencies=[Writer])
@@ -165,10 +165,10 @@ def delete_item(item_id: int, svc: Services) -> Response:
 
 
 @router.get("/{item_id}/snapshots", dependencies=[Reader])
-def item_snapshots(item_id: int, svc: Services, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+def item_snapshots(item_id: int, svc: Services, limit: Limit = 50, cursor: Cursor = None) -> Response:
     """The item's stored documents, newest first (one per change)."""
     rows, nxt = svc.catalog.snapshots(item_id, cursor=cursor, limit=limit)
-    return {"data": [snapshot_dict(s) for s in rows], "next_cursor": nxt}
+    return json_body({"data": [snapshot_dict(s) for s in rows], "next_cursor": nxt})
 
 
 @router.post("/{item_id}/poll", status_code=202, dependencies=[Writer])

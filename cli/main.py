@@ -142,21 +142,21 @@ def _import(path: str) -> None:
 @app.command()
 def untrack(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Stop watching an item. Its events are kept."""
-    item = _service().untrack(item_id)
+    item = _catalog().untrack(item_id)
     typer.echo(f"untracked item {item.id} ({item.provider} {item.kind} {item.ref})")
 
 
 @app.command()
 def pause(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Stop polling an item until it is resumed."""
-    _service().pause(item_id, True)
+    _catalog().change(item_id, paused=True)
     typer.echo(f"paused item {item_id}")
 
 
 @app.command()
 def resume(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Resume a paused (or gone) item; it is polled at the next tick."""
-    _service().pause(item_id, False)
+    _catalog().change(item_id, paused=False)
     typer.echo(f"resumed item {item_id}")
 
 

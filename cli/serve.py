@@ -44,6 +44,9 @@ def listen(host: str, port: int, *, option: str = "--port") -> socket.socket:
     try:
         # A restarted API must be able to listen again at once, not after TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it. Without it, on a kept-alive connection uvicorn's body
+        # write waits for the ACK of its header write, which the client delays: 44 ms a request.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(address)
         sock.listen(BACKLOG)
     except OSError as err:

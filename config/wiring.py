@@ -63,9 +63,9 @@ def keyring_for(settings: Settings) -> crypto.Keyring:
                                create=settings.resolved_database_url().startswith("sqlite"))
 
 
-def sessions_for(settings: Settings) -> sessionmaker[Session]:
-    """A session factory on the process's engine."""
-    return make_sessionmaker(engine_for(settings))
+def sessions_for(settings: Settings, *, read_only: bool = False) -> sessionmaker[Session]:
+    """A session factory on the process's engine (``read_only``: for what never writes)."""
+    return make_sessionmaker(engine_for(settings), read_only=read_only)
 
 
 def policy_for(settings: Settings) -> PollPolicy:
@@ -91,10 +91,10 @@ def build_service(settings: Settings) -> PollerService:
                          threads=settings.poll_threads)
 
 
-def catalog_for(settings: Settings) -> Catalog:
+def catalog_for(settings: Settings, *, reads: sessionmaker[Session] | None = None) -> Catalog:
     """Item management (the API's and the CLI's `track`)."""
     return Catalog(sessions_for(settings), providers_for(settings),
-                   default_interval_s=settings.default_interval_seconds)
+                   default_interval_s=settings.default_interval_seconds, reads=reads)
 
 
 def broker_ping(url: str | None) -> Callable[[], None] | None:
@@ -120,6 +120,9 @@ def build_api(settings: Settings) -> Any:
     from api.app import ApiServices, create_app
     from api.dashboard import page_data
 
+    # The API's reads (pages, lists, the key check, health) take no write lock on SQLite, so
+    # they neither wait for nor hold up the workers' writes.
+    reads = sessions_for(settings, read_only=True)
     sessions = sessions_for(settings)
     ping = broker_ping(settings.broker_url)
 
@@ -128,13 +131,13 @@ def build_api(settings: Settings) -> Any:
         if path is not None and not path.exists():
             # A pooled connection still reads a deleted SQLite file; that is not a database.
             return [Check("database", False, missing_file(path))]
-        checks = check_health(sessions, tick_s=settings.tick_seconds, max_lag_s=float("inf"), broker_ping=ping)
+        checks = check_health(reads, tick_s=settings.tick_seconds, max_lag_s=float("inf"), broker_ping=ping)
         return [c for c in checks if c.name in READINESS_CHECKS]
 
     return create_app(ApiServices(
-        catalog=catalog_for(settings), feed=EventFeed(sessions), keys=ApiKeys(sessions),
-        subscriptions=subscriptions_for(settings), readiness=readiness,
-        page_data=lambda: page_data(sessions, settings.tick_seconds), dashboard_public=settings.dashboard_public,
+        catalog=catalog_for(settings, reads=reads), feed=EventFeed(reads), keys=ApiKeys(sessions, reads=reads),
+        subscriptions=subscriptions_for(settings, reads=reads), readiness=readiness,
+        page_data=lambda: page_data(reads, settings.tick_seconds), dashboard_public=settings.dashboard_public,
         secret_grace_s=settings.secret_grace().total_seconds(),
     ))
 
@@ -164,11 +167,11 @@ def build_delivery(settings: Settings) -> DeliveryService:
                            policy, sink=sink, threads=settings.delivery_threads)
 
 
-def subscriptions_for(settings: Settings) -> Subscriptions:
+def subscriptions_for(settings: Settings, *, reads: sessionmaker[Session] | None = None) -> Subscriptions:
     """Subscription management with the same URL rules and sender settings as delivery."""
     return Subscriptions(sessions_for(settings), allow_http=settings.webhook_allow_http,
                          allow_private=settings.webhook_allow_private, known_providers=tuple(REGISTRY),
-                         sender=WebhookSender(timeout_s=settings.webhook_timeout_seconds))
+                         sender=WebhookSender(timeout_s=settings.webhook_timeout_seconds), reads=reads)
 
 
 def _fault_client(settings: Settings) -> Any:

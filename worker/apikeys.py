@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.errors import InputError, NotFound
@@ -39,8 +39,11 @@ def digest(key: str) -> str:
 class ApiKeys:
     """Create, list, revoke and check API keys."""
 
-    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, sessions: sessionmaker[Session], clock: Callable[[], datetime] = utcnow,
+                 reads: sessionmaker[Session] | None = None) -> None:
         self.sessions, self.clock = sessions, clock
+        #: The check on every request only reads; read-only sessions take no write lock.
+        self.reads = reads or sessions
 
     def create(self, name: str, *, read_only: bool = False) -> tuple[ApiKey, str]:
         """A new key and its row; the key itself is returned only here."""
@@ -78,12 +81,14 @@ class ApiKeys:
         if not key.startswith(PREFIX):
             return None
         wanted = digest(key)
-        with self.sessions.begin() as session:
+        with self.reads.begin() as session:
             row = session.scalar(select(ApiKey).where(ApiKey.digest == wanted))
-            # The lookup is by digest; compared again in constant time for good measure.
-            if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, wanted):
-                return None
-            now = self.clock()
-            if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
-                row.last_used_at = now
-            return Caller(row.id, row.name, row.read_only)
+        # The lookup is by digest; compared again in constant time for good measure.
+        if row is None or row.revoked_at is not None or not hmac.compare_digest(row.digest, wanted):
+            return None
+        now = self.clock()
+        if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
+            # Its own short write, at most once a minute per key: a read never turns into a write.
+            with self.sessions.begin() as session:
+                session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
+        return Caller(row.id, row.name, row.read_only)

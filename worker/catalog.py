@@ -116,8 +116,10 @@ class Catalog:
     """
 
     def __init__(self, sessions: sessionmaker[Session], providers: ProviderSet, *, default_interval_s: float,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, reads: sessionmaker[Session] | None = None) -> None:
         self.sessions, self.providers, self.clock = sessions, providers, clock
+        #: Sessions for what only reads (pages); read-only ones take no write lock.
+        self.reads = reads or sessions
         self.default_interval_s = default_interval_s
 
     def check(self, spec: ItemSpec) -> store.Upsert:
@@ -191,7 +193,7 @@ class Catalog:
         if state is not None and state not in {s.value for s in ItemState}:
             raise InputError(f"state must be one of {', '.join(s.value for s in ItemState)}", field="state")
         pairs = [parse_label_filter(text) for text in labels]
-        with self.sessions.begin() as session:
+        with self.reads.begin() as session:
             rows = store.page_items(session, after_id=after, limit=limit + 1, provider=provider, account=account,
                                     kind=kind, state=state, external_id=external_id, labels=pairs)
         more = len(rows) > limit
@@ -200,13 +202,13 @@ class Catalog:
 
     def get(self, item_id: int) -> tuple[Item, Snapshot | None]:
         """An item with its latest snapshot."""
-        with self.sessions.begin() as session:
+        with self.reads.begin() as session:
             return repo.get_item(session, item_id), repo.latest_snapshot(session, item_id)
 
     def snapshots(self, item_id: int, *, cursor: str | None, limit: int) -> tuple[list[Snapshot], str | None]:
         """An item's snapshots, newest first, and the cursor of the next (older) page."""
         before = decode_cursor("snapshots", cursor) if cursor else None
-        with self.sessions.begin() as session:
+        with self.reads.begin() as session:
             repo.get_item(session, item_id)
             rows = store.page_snapshots(session, item_id, before_id=before, limit=limit + 1)
         more = len(rows) > limit
@@ -234,7 +236,9 @@ class Catalog:
                 store.replace_labels(session, {item_id: checked})
             item.updated_at = now
             session.flush()
-            return item
+        if paused is not None:
+            log.info("item.paused" if paused else "item.resumed", item_id=item_id)
+        return item
 
     def untrack(self, item_id: int) -> Item:
         """Stop tracking an item; its events stay."""

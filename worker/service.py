@@ -128,20 +128,6 @@ class PollerService:
         log.info("item.tracked", item_id=item.id, provider=provider, kind=kind, ref=ref)
         return item
 
-    def untrack(self, item_id: int) -> Item:
-        """Stop tracking an item. Its events stay in the event table."""
-        with self.sessions.begin() as session:
-            item = repo.delete_item(session, item_id)
-        log.info("item.untracked", item_id=item_id)
-        return item
-
-    def pause(self, item_id: int, paused: bool = True) -> Item:
-        """Pause or resume polling of one item."""
-        with self.sessions.begin() as session:
-            item = repo.set_paused(session, item_id, paused, now=self.clock())
-        log.info("item.paused" if paused else "item.resumed", item_id=item_id)
-        return item
-
     # -- scheduling -----------------------------------------------------------------------
 
     def dispatch_due(

@@ -88,8 +88,11 @@ class Subscriptions:
         self, sessions: sessionmaker[Session], *, allow_http: bool, allow_private: bool,
         known_providers: tuple[str, ...], resolver: Resolver = resolve, clock: Callable[[], datetime] = utcnow,
         sender: WebhookSender | None = None, entropy: Callable[[int], bytes] = os.urandom,
+        reads: sessionmaker[Session] | None = None,
     ) -> None:
         self.sessions, self.allow_http, self.allow_private = sessions, allow_http, allow_private
+        #: Sessions for what only reads (lists and pages); read-only ones take no write lock.
+        self.reads = reads or sessions
         self.known_providers, self.resolver, self.clock = known_providers, resolver, clock
         self._sender, self.entropy = sender, entropy
 
@@ -151,13 +154,13 @@ class Subscriptions:
 
     def all(self) -> list[tuple[Subscription, dict[str, int]]]:
         """Every subscription with its deliveries counted by state."""
-        with self.sessions.begin() as session:
+        with self.reads.begin() as session:
             counts = repo.delivery_counts(session)
             return [(s, counts.get(s.id, {})) for s in repo.list_subscriptions(session)]
 
     def get(self, sub_id: int) -> tuple[Subscription, dict[str, int]]:
         """One subscription with its deliveries counted by state (NotFound when none has the id)."""
-        with self.sessions.begin() as session:
+        with self.reads.begin() as session:
             sub = _get(session, sub_id)
             rows = session.execute(select(Delivery.state, func.count()).where(Delivery.subscription_id == sub_id)
                                    .group_by(Delivery.state))
@@ -313,7 +316,7 @@ class Subscriptions:
         if status is not None and status not in repo.DELIVERY_STATES:
             raise InputError(f"status must be one of {', '.join(repo.DELIVERY_STATES)}, got {status!r}",
                              field="status")
-        with self.sessions.begin() as session:
+        with self.reads.begin() as session:
             q = select(Delivery, Event).join(Event, Event.position == Delivery.event_position)
             if event_id is not None:
                 position = session.scalar(select(Event.position).where(Event.id == event_id))

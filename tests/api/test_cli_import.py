@@ -12,6 +12,11 @@ from tests.integration.test_cli import cli_env, poller
 from worker.catalog import ItemSpec
 from worker.errors import InputError
 
+#: What the CLI tests here check (argument parsing, messages, exit codes, problem documents) is above the
+#: database; the service layer under them is tested on SQLite and PostgreSQL. One database keeps
+#: the suite within its budget.
+SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 # -- parsing (pure) ------------------------------------------------------------------------
 
 
@@ -114,6 +119,7 @@ def stored(env) -> dict[str, dict]:
     return {r["ref"]: r for r in json.loads(poller(env, "items", "--json").stdout)}
 
 
+@SQLITE
 def test_csv_import_stores_the_good_lines_and_reports_the_refused(env, tmp_path):
     """Counts and one reason per refused line naming its field; a refused line stores nothing, not
     even over an item already tracked; exit 2."""
@@ -148,6 +154,7 @@ def test_csv_import_stores_the_good_lines_and_reports_the_refused(env, tmp_path)
     assert (items["3000"]["labels"], items["3000"]["interval_seconds"]) == ({"customer": "kept"}, 30.0)
 
 
+@SQLITE
 def test_jsonl_import_in_chunks_then_again_is_all_already_tracked(env, tmp_path):
     """2,500 good lines (three chunks) and two bad ones: stored and counted; the same file again
     creates nothing and refuses the same lines."""
@@ -170,6 +177,7 @@ def test_jsonl_import_in_chunks_then_again_is_all_already_tracked(env, tmp_path)
     assert len(stored(env)) == 2500
 
 
+@SQLITE
 def test_an_import_with_nothing_refused_exits_0_and_reads_standard_input(env):
     proc = poller(env, "track", "--file", "-", input="provider,ref,labels\nbillit,1,a=b\nbillit,2,\n")
     assert proc.stdout.splitlines() == ["created 2, already tracked 0, refused 0"]
@@ -181,6 +189,7 @@ def test_an_import_with_nothing_refused_exits_0_and_reads_standard_input(env):
     (b"\xff\xfeprovider,ref\n", "--file {path} is not UTF-8 text"),
     (b"provider,ref,lables\n", "unknown column 'lables' in the header row"),
 ])
+@SQLITE
 def test_a_file_that_cannot_be_read_is_a_clear_error_and_stores_nothing(env, tmp_path, content, message):
     path = tmp_path / "items.csv"
     if content is not None:

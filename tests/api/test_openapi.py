@@ -69,3 +69,18 @@ def test_docs_serves_html_that_loads_the_document(api):
     r = api.client(None).get("/docs")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in r.text and "swagger" in r.text.lower()
+
+
+def test_every_route_is_in_docs_api_md_with_an_example(api):
+    """docs/api.md lists every route of the app, and shows each path in a curl example."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    shape = lambda path: re.sub(r"\{[^}]+\}", "{}", path)  # noqa: E731 - {item_id} in the app, {id} in the docs
+    listed = {shape(p) for p in re.findall(r"`(?:[A-Z, ]+ )?(/[^`? ]*)", text)}
+    examples = {shape(re.sub(r"/(\d+|evt_\w+)(?=/|$)", "/{}", p))
+                for p in re.findall(r"curl [^\n]*?http://127\.0\.0\.1:8000(/[^'\"?\s]*)", text)}
+    paths = {shape(path) for path, _ in served_routes(api.server.config.app)}
+    assert paths - listed == set()
+    assert {p for p in paths if p.startswith("/v1")} - examples == set()

@@ -11,6 +11,11 @@ import requests
 
 from api.app import MAX_BODY_BYTES
 
+#: What these tests check (argument parsing, messages, exit codes, problem documents) is above the
+#: database; the service layer under them is tested on SQLite and PostgreSQL. One database keeps
+#: the suite within its budget.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 
 def assert_problem(r: requests.Response, status: int, name: str | None = None) -> dict:
     """The response is a problem document of ``status``, naming ``name`` when given."""

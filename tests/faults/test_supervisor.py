@@ -25,6 +25,7 @@ import redis
 from cli.embedded import free_port
 from tests.faults.harness import ROOT, Topology, wait_until
 from tests.integration.test_e2e import Daemon, start_daemon, wait_for
+from tests.integration.test_e2e import daemon_children as children
 from worker.store.db import make_engine, sqlite_url
 from worker.store.migrate import upgrade
 
@@ -39,23 +40,6 @@ def db_url(tmp_path: Path) -> str:
     upgrade(engine)
     engine.dispose()
     return url
-
-
-def children(pid: int) -> dict[str, int]:
-    """The daemon's live children by role (``worker``, ``beat``), from /proc."""
-    try:
-        pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return {}
-    out = {}
-    for child in pids:
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"cli.main" in argv:
-            out[argv[argv.index(b"cli.main") + 1].decode()] = child
-    return out
 
 
 def redis_pid(url: str) -> int | None:

@@ -50,3 +50,21 @@ def test_a_port_in_use_or_a_bad_host_is_one_line(tmp_path, db_url):
         assert (proc.returncode, proc.stderr) == (2, f"error: port {port} is in use (set POLLER_API_PORT or --port)\n")
     proc = poller(env, "api", "--host", "not a host", ok=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --host must be an IP address or a host name")
+
+
+def test_the_api_socket_sends_small_writes_at_once():
+    """A kept-alive request to `poller api` took 44 ms: uvicorn writes headers and body apart,
+    and without TCP_NODELAY the body waited for the client's delayed ACK. The listening socket
+    sets it; accepted connections inherit it."""
+    from cli.serve import listen
+
+    sock = listen("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        client = socket.create_connection(sock.getsockname()[:2])
+        accepted, _ = sock.accept()
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        accepted.close()
+        client.close()
+    finally:
+        sock.close()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.integration.test_cli import cli_env, poller
+
+#: What these tests check (argument parsing, messages, exit codes, problem documents) is above the
+#: database; the service layer under them is tested on SQLite and PostgreSQL. One database keeps
+#: the suite within its budget.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def test_keys_create_list_revoke_and_a_revoked_key_gets_401(api, tmp_path):

@@ -9,6 +9,11 @@ import pytest
 
 from tests.integration.test_cli import cli_env, poller
 
+#: What these tests check (argument parsing, messages, exit codes, problem documents) is above the
+#: database; the service layer under them is tested on SQLite and PostgreSQL. One database keeps
+#: the suite within its budget.
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 
 @pytest.fixture
 def env(db_url, tmp_path) -> dict[str, str]:

@@ -112,6 +112,23 @@ def daemon(daemon_env, tmp_path, request) -> Iterator[Daemon]:
         d.interrupt()
 
 
+def daemon_children(pid: int) -> dict[str, int]:
+    """The daemon's live children by role (``worker``, ``beat``, ``api``), from /proc."""
+    try:
+        pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return {}
+    out = {}
+    for child in pids:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"cli.main" in argv:
+            out[argv[argv.index(b"cli.main") + 1].decode()] = child
+    return out
+
+
 @pytest.fixture
 def service(db_url) -> Iterator[PollerService]:
     """The test's own view of the database (tracking and reading only)."""
@@ -181,23 +198,6 @@ def test_orders_live_and_storm_through_real_worker(daemon, service, sim):
     polled = [r for r in lines if r.get("event") == "event.created"]
     assert polled and all(r.get("task_id") and r.get("item_id") and r.get("provider") for r in polled)
     assert "sim-billit-key" not in daemon.log.read_text()
-
-
-def daemon_children(pid: int) -> dict[str, int]:
-    """The daemon's live children by role (``worker``, ``beat``, ``api``), from /proc."""
-    try:
-        pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return {}
-    out = {}
-    for child in pids:
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"cli.main" in argv:
-            out[argv[argv.index(b"cli.main") + 1].decode()] = child
-    return out
 
 
 def answers(url: str) -> bool:

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 
+from worker.catalog import Catalog
 from worker.guard import BreakerPolicy, RedisGuard
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
@@ -120,9 +121,10 @@ def test_storm_pauses_provider_with_one_event_and_resumes(engine, sim, client):
     sim.faults.clear()
     wait_until(lambda: guard.admit("billit", "default").probe or None)
     guard.client.delete("poller:guard:billit:default:probe")  # the check above took the probe slot
+    catalog = Catalog(service.sessions, service.providers, default_interval_s=60)
     for item in items:  # everything due again
-        service.pause(item.id)
-        service.pause(item.id, False)
+        catalog.change(item.id, paused=True)
+        catalog.change(item.id, paused=False)
     service.dispatch_due(service.poll_claims, lease_s=30, limit=100, chunk_size=100)
     types = [e.type for e in service.events_after(0)]
     assert types.count("provider.paused") == 1 and types.count("provider.resumed") == 1

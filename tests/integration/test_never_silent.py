@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import delete, func, insert, select, text
 
+from worker.catalog import Catalog
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
@@ -56,7 +57,7 @@ def test_ids_of_items_subscriptions_and_events_are_never_reused(service, engine,
     sim.billit.create_order(1006)
     first = service.track("billit", "1001", interval_s=5).id
     poll_round(service)
-    service.untrack(first)
+    Catalog(service.sessions, service.providers, default_interval_s=60).untrack(first)
     second = service.track("billit", "1006", interval_s=5).id
     assert second > first
     poll_round(service)

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from worker.catalog import Catalog
 from worker.errors import DuplicateItemError, InputError
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
@@ -244,12 +245,13 @@ def test_pause_resume_and_untrack(service, sim, clock, engine):
     sim.billit.create_order(1001)
     item = service.track("billit", "1001", interval_s=5)
     poll_round(service)
-    service.pause(item.id)
+    catalog = Catalog(service.sessions, service.providers, default_interval_s=60, clock=clock)
+    catalog.change(item.id, paused=True)
     clock.advance(60)
     assert poll_round(service) == 0
-    service.pause(item.id, False)
+    catalog.change(item.id, paused=False)
     assert poll_round(service) == 1
-    service.untrack(item.id)
+    catalog.untrack(item.id)
     assert service.items() == []
     with make_sessionmaker(engine).begin() as s:
         assert s.scalar(select(Item).where(Item.id == item.id)) is None

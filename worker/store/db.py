@@ -64,12 +64,24 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A transaction that only reads needs no write lock: in WAL mode it reads a snapshot
+        # beside the writer instead of queueing behind every poll's write (the API's pages).
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded values after commit (we read them right after writing)."""
-    return sessionmaker(engine, expire_on_commit=False)
+#: Execution option of the read-only sessions (`make_sessionmaker(engine, read_only=True)`).
+READ_ONLY = "poller_read_only"
+
+
+def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions that keep loaded values after commit (we read them right after writing).
+
+    ``read_only`` sessions must never write: on SQLite they take no write lock (a deferred
+    BEGIN), and a deferred transaction that reads and then writes can fail with SQLITE_BUSY
+    however long the busy timeout is.
+    """
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}) if read_only else engine,
+                        expire_on_commit=False)
 
 
 def sqlite_url(path: Path) -> str:
