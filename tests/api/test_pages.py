@@ -13,6 +13,11 @@ from sqlalchemy import text
 from tests.apiserver import ApiServer, Client
 from worker.store.db import sqlite_file
 
+#: These check the HTTP layer only (auth, messages, routing), which does not differ by database;
+#: the database-backed behaviour runs on both.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 
 def serve(settings, **changes) -> ApiServer:
     """Another API on the same database, with some settings changed."""
@@ -55,6 +60,7 @@ def test_ready_when_database_broker_and_heartbeat_are_there(api, broker_url):
     assert {c["name"]: c["ok"] for c in r.json()["checks"]} == {"database": True, "broker": True, "beat": True}
 
 
+@SQLITE_ONLY
 def test_not_ready_without_a_dispatch_heartbeat(api):
     c = api.client(None)
     r = c.get("/readyz")
@@ -67,6 +73,7 @@ def test_not_ready_without_a_dispatch_heartbeat(api):
     assert c.get("/readyz").status_code == 200
 
 
+@SQLITE_ONLY
 def test_not_ready_when_the_broker_is_down(api):
     beat(api.settings)
     server = serve(api.settings, broker_url=f"redis://127.0.0.1:{unused_port()}/0")
@@ -118,6 +125,7 @@ def test_neither_health_route_migrates(api, engine):
 
 # -- the status page ---------------------------------------------------------------------------
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("path", ["/", "/status.json"])
 def test_status_page_needs_a_key(api, path):
     for key in (None, "spk_wrong"):
@@ -131,6 +139,7 @@ def test_status_page_needs_a_key(api, path):
     assert requests.get(api.url + path, auth=("anyone", "spk_wrong"), timeout=10).status_code == 401
 
 
+@SQLITE_ONLY
 def test_status_page_shows_the_poller(api, sim):
     c = api.client()
     ref = str(sim.billit.create_order())
@@ -143,6 +152,7 @@ def test_status_page_shows_the_poller(api, sim):
     assert data["status"]["items"] == {"billit": {"active": 1}}
 
 
+@SQLITE_ONLY
 def test_public_status_page_needs_no_key(api):
     server = serve(api.settings, dashboard_public=True)
     try:

@@ -15,6 +15,11 @@ from tests.stack import VALIDATOR
 from worker.store.deliveries import matches
 from worker.store.models import Subscription
 
+#: These check the HTTP layer only (auth, messages, routing), which does not differ by database;
+#: the database-backed behaviour runs on both.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 
 def _item(api, sim, **fields) -> tuple[int, int]:
     """A tracked Billit order: (its simulator ref, its item id)."""
@@ -87,6 +92,7 @@ def test_create_list_get_patch_delete(api, receiver):
     assert c.get("/v1/subscriptions").json()["data"] == []
 
 
+@SQLITE_ONLY
 def test_same_url_and_filters_twice_is_a_conflict_naming_url(api, receiver):
     c = api.client()
     first = _subscribe(api, receiver.url, labels={"customer": "acme"})
@@ -101,6 +107,7 @@ def test_same_url_and_filters_twice_is_a_conflict_naming_url(api, receiver):
     assert len(c.get("/v1/subscriptions").json()["data"]) == 2
 
 
+@SQLITE_ONLY
 def test_read_only_key_reads_but_does_not_write(api, receiver):
     sub = _subscribe(api, receiver.url)
     ro = api.client(api.read_key)
@@ -118,6 +125,7 @@ def test_read_only_key_reads_but_does_not_write(api, receiver):
     assert api.client().get(f"/v1/subscriptions/{sub['id']}").json()["state"] == "active"
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(("body", "field"), [
     ({"url": "https://hooks.example.com/x", "types": ["status.changed", "nope"]}, "types"),
     ({"url": "https://hooks.example.com/x", "providers": ["acme"]}, "providers"),
@@ -133,6 +141,7 @@ def test_bad_subscription_input_names_the_field(api, body, field):
     assert c.get("/v1/subscriptions").json()["data"] == []
 
 
+@SQLITE_ONLY
 def test_bad_query_and_patch_input_names_the_field(api, receiver):
     c = api.client()
     sub = _subscribe(api, receiver.url)
@@ -219,6 +228,7 @@ def test_test_event_is_signed_sent_now_and_not_stored(api, receiver):
     assert c.get(f"/v1/subscriptions/{sub['id']}").json()["failing_since"] is None
 
 
+@SQLITE_ONLY
 def test_rotated_secret_signs_beside_the_old_one(api, receiver):
     c = api.client()
     sub = _subscribe(api, receiver.url)
@@ -234,6 +244,7 @@ def test_rotated_secret_signs_beside_the_old_one(api, receiver):
     assert receiver.wait_for(1)[0].verified_with == [0, 1]
 
 
+@SQLITE_ONLY
 def test_test_to_a_url_the_rules_now_refuse_is_a_conflict(api, receiver):
     """A subscription stored while private targets were allowed, tested by an API that refuses them."""
     sub = _subscribe(api, receiver.url)
@@ -288,6 +299,7 @@ def test_recover_resends_what_failed_in_order_with_the_same_webhook_id(api, sim,
     assert counts == {"failed": 3, "succeeded": 3}
 
 
+@SQLITE_ONLY
 def test_recover_on_a_disabled_subscription_is_a_conflict(api, receiver):
     c = api.client()
     sub = _subscribe(api, receiver.url)
