@@ -225,17 +225,9 @@ def health(
     settings = _settings()
     current_engine(settings)
     broker = settings.broker_url or _embedded_broker_url(settings)
-    ping = None
-    if broker:
-        import redis
+    from config.wiring import broker_ping, worker_faults
 
-        def ping() -> None:
-            client = redis.Redis.from_url(broker, socket_connect_timeout=2, socket_timeout=2)
-            try:
-                client.ping()
-            finally:
-                client.close()
-    from config.wiring import worker_faults
+    ping = broker_ping(broker)
 
     # What the workers saw (a read-only or deleted database) is in the broker, not the database.
     faults = (lambda within_s: worker_faults(settings, broker, within_s=within_s)) if broker else None
