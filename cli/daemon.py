@@ -15,10 +15,11 @@ from pathlib import Path
 import typer
 
 from cli.embedded import EmbeddedRedis
+from cli.forked import Forked, preload
 from cli.serve import announce, listen, url_of
-from cli.supervisor import Child, Supervisor
+from cli.supervisor import Child, Proc, Supervisor
 from config import metrics
-from config.settings import Settings
+from config.settings import Settings, get_settings
 from config.wiring import engine_for
 from worker.errors import ConfigurationError
 from worker.store.migrate import upgrade
@@ -62,11 +63,17 @@ def run_daemon(settings: Settings) -> int:
             (settings.home / "broker-url").write_text(broker.url + "\n")
             # Same port and directory again: the worker's and beat's connections find it there.
             children.append(Child("redis", partial(_restart_redis, broker), broker.proc))
+        # The children are forked from this process (cli/forked.py): it takes their environment,
+        # imports what they run, and keeps no database connection across the fork.
+        os.environ.update(env)
+        get_settings.cache_clear()
+        engine_for(settings).dispose()
+        preload()
         typer.echo(f"poller: database {_redact(env['POLLER_DATABASE_URL'])}", err=True)
         typer.echo(f"poller: broker {_redact(env['POLLER_BROKER_URL'])}"
                    + (" (embedded)" if broker else ""), err=True)
         for role in ("worker", "beat", "api"):
-            spawn = partial(_spawn, role, env, api_sock if role == "api" else None)
+            spawn = partial(_spawn, role, lock, api_sock if role == "api" else None, api_sock)
             children.append(Child(role, spawn, spawn()))
         typer.echo(announce(url_of(api_sock)), err=True)
         restarts = {c.name: 0 for c in children}
@@ -98,11 +105,16 @@ def run_daemon(settings: Settings) -> int:
         os.close(lock)
 
 
-def _spawn(role: str, env: dict[str, str], sock: socket.socket | None = None) -> subprocess.Popen[bytes]:
-    if sock is None:
-        return subprocess.Popen([sys.executable, "-m", "cli.main", role], env=env)
-    return subprocess.Popen([sys.executable, "-m", "cli.main", role, "--fd", str(sock.fileno())], env=env,
-                            pass_fds=(sock.fileno(),))
+def _spawn(role: str, lock: int, sock: socket.socket | None, api_sock: socket.socket) -> Forked:
+    argv = ["poller", role] + (["--fd", str(sock.fileno())] if sock is not None else [])
+
+    def main() -> None:
+        from cli.main import main as cli_main
+
+        sys.argv = argv
+        cli_main()
+
+    return Forked(main, name=f"poller-{role}", close_fds=(lock,) if sock is not None else (lock, api_sock.fileno()))
 
 
 def _restart_redis(broker: EmbeddedRedis) -> subprocess.Popen[bytes]:
@@ -131,7 +143,7 @@ def _lock_home(home: Path) -> int:
     return fd
 
 
-def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+def _stop(children: list[Proc]) -> None:
     """SIGTERM all, then wait for each (a warm shutdown), killing one that takes over 30 s."""
     for child in children:
         if child.poll() is None:

@@ -268,10 +268,12 @@ def worker(
     metrics.serve(settings, "worker")
     from config.celery_app import app as celery_app
 
-    argv = ["worker", "--loglevel", settings.log_level, "--without-mingle", "--without-gossip"]
-    if concurrency:
-        argv += ["--concurrency", str(concurrency)]
-    celery_app.worker_main(argv)
+    # The worker itself, not Celery's command line: that imports an interactive shell's worth of
+    # modules (click-repl, prompt_toolkit) a daemon never uses.
+    worker_ = celery_app.Worker(loglevel=settings.log_level, without_mingle=True, without_gossip=True,
+                                concurrency=concurrency or settings.worker_concurrency)
+    worker_.start()
+    raise SystemExit(worker_.exitcode)
 
 
 @app.command()
@@ -285,7 +287,7 @@ def beat() -> None:
     metrics.serve(settings, "beat")
     from config.celery_app import app as celery_app
 
-    celery_app.start(["beat", "--loglevel", settings.log_level])
+    celery_app.Beat(loglevel=settings.log_level).run()
 
 
 def _require_broker() -> Settings:

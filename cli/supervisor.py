@@ -8,10 +8,10 @@ reconnect to a restarted broker by themselves; a child that exits anyway is simp
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import typer
 
@@ -61,13 +61,25 @@ def describe_exit(returncode: int | None) -> str:
     return f"exit status {returncode}"
 
 
+class Proc(Protocol):
+    """A running child: ``subprocess.Popen`` or ``cli.forked.Forked``."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...  # noqa: D102
+    def wait(self, timeout: float | None = None) -> int: ...  # noqa: D102
+    def send_signal(self, sig: int) -> None: ...  # noqa: D102
+    def kill(self) -> None: ...  # noqa: D102
+
+
 @dataclass
 class Child:
     """One supervised process: how to start it, the running process, and its history."""
 
     name: str
-    start: Callable[[], subprocess.Popen[bytes]]
-    proc: subprocess.Popen[bytes] | None = None
+    start: Callable[[], Proc]
+    proc: Proc | None = None
     deaths: list[float] = field(default_factory=list)
     restarts: int = 0
     due: float | None = None  # when a dead child is to be started again

@@ -14,9 +14,11 @@ from celery.signals import (
     task_failure,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
 )
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
@@ -26,6 +28,9 @@ DISPATCH_TASK = "polling.dispatch_due"
 POLL_TASK = "polling.poll_items"
 DELIVER_DUE_TASK = "delivery.deliver_due"
 DELIVER_TASK = "delivery.deliver"
+#: The ticks' own queue: a worker takes from it as soon as a task slot frees, never after the
+#: backlog of poll chunks the ticks themselves put on the default queue.
+TICKS_QUEUE = "poller.ticks"
 
 
 def create_app(settings: Settings) -> Celery:
@@ -33,6 +38,12 @@ def create_app(settings: Settings) -> Celery:
     app = Celery("status_poller", broker=settings.broker_url or "redis://127.0.0.1:6379/0",
                  include=["tasks.polling", "tasks.delivery"])
     app.conf.update(
+        # Each queue its own routing key: two queues bound with one key would both get each message.
+        task_queues=(Queue(TICKS_QUEUE, Exchange(TICKS_QUEUE), routing_key=TICKS_QUEUE),  # type: ignore[no-untyped-call]
+                     Queue("celery", Exchange("celery"), routing_key="celery")),  # type: ignore[no-untyped-call]
+        task_default_queue="celery",
+        task_routes={DISPATCH_TASK: {"queue": TICKS_QUEUE}, DELIVER_DUE_TASK: {"queue": TICKS_QUEUE}},
+        worker_pool=settings.worker_pool,
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
@@ -125,3 +136,10 @@ def _check_database(**_: Any) -> None:
     from config.wiring import check_worker_database
 
     check_worker_database(get_settings())
+
+
+@worker_init.connect
+def _check_database_threads(**_: Any) -> None:
+    # The threads pool runs tasks in the worker's own process, which no process-init signal names.
+    if get_settings().worker_pool != "prefork":
+        _check_database()

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(5.0, gt=0)
     lease_seconds: float = Field(120.0, gt=0)
     dispatch_limit: int = Field(20_000, gt=0)
-    dispatch_chunk: int = Field(50, gt=0)
+    dispatch_chunk: int = Field(200, gt=0)
     default_interval_seconds: float = Field(300.0, gt=0)
     failing_after: int = Field(5, ge=1)
     backoff_base_seconds: float = Field(10.0, gt=0)
@@ -67,9 +67,13 @@ class Settings(BaseSettings):
     jitter_ratio: float = Field(0.1, ge=0, lt=1)
     http_timeout_seconds: float = Field(10.0, gt=0)
     max_body_bytes: int = Field(1_000_000, gt=0)
+    #: How the worker runs tasks: ``threads`` (one process; polls wait on the network, not the
+    #: CPU) or ``prefork`` (a process per task slot, for CPU-bound custom adapters).
+    worker_pool: Literal["threads", "prefork"] = "threads"
+    #: Tasks (poll chunks, delivery batches) a worker runs at once.
     worker_concurrency: int = Field(4, gt=0)
-    #: Threads polling one chunk at once (polls wait on the network, not the CPU).
-    poll_threads: int = Field(8, ge=1, le=64)
+    #: Polls in flight at once per worker process, across its chunks (each waits on the network).
+    poll_threads: int = Field(64, ge=1, le=512)
 
     #: Circuit breaker, per provider account: pause it when, within the window, at least
     #: min_calls were made and failure_ratio of them failed (timeouts, 5xx, 429).

@@ -52,7 +52,9 @@ def engine_for(settings: Settings) -> Engine:
     key = (os.getpid(), settings.resolved_database_url())
     if key not in _engines:
         crypto.install(keyring_for(settings))
-        _engines[key] = make_engine(key[1])
+        # Enough pooled connections for every task slot and its helpers: a pool smaller than the
+        # threads using it opens and closes a connection for each overflowing transaction.
+        _engines[key] = make_engine(key[1], pool_size=settings.worker_concurrency * 2 + 4, max_overflow=20)
     return _engines[key]
 
 
@@ -78,17 +80,29 @@ def policy_for(settings: Settings) -> PollPolicy:
 def providers_for(settings: Settings) -> ProviderSet:
     """The provider adapters, configured from settings."""
     ctx = ProviderContext(
-        http=HttpOptions(timeout_s=settings.http_timeout_seconds, max_body_bytes=settings.max_body_bytes),
+        http=HttpOptions(timeout_s=settings.http_timeout_seconds, max_body_bytes=settings.max_body_bytes,
+                         pool_size=settings.poll_threads, **http_environment()),
         credentials=DbCredentialStore(sessions_for(settings)),
     )
     return ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
+
+
+def http_environment() -> dict[str, Any]:
+    """What requests would read from the environment on every call, read once: proxies (with
+    NO_PROXY, left to requests: it must see each URL) and the CA bundle."""
+    import urllib.request
+
+    if urllib.request.getproxies():
+        return {"trust_env": True}
+    return {"trust_env": False,
+            "ca_bundle": os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None}
 
 
 def build_service(settings: Settings) -> PollerService:
     """The poller service with providers configured from settings."""
     return PollerService(sessions_for(settings), providers_for(settings), policy_for(settings),
                          guard=guard_for(settings), max_throttle_wait_s=settings.rate_limit_max_wait_seconds,
-                         threads=settings.poll_threads)
+                         threads=settings.poll_threads, reads=sessions_for(settings, read_only=True))
 
 
 def catalog_for(settings: Settings, *, reads: sessionmaker[Session] | None = None) -> Catalog:

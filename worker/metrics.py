@@ -9,6 +9,7 @@ the database at scrape time instead: see worker.metrics_state.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -47,12 +48,16 @@ def _m() -> Any:
         return _metrics
 
 
-def poll(provider: str, outcome: str, seconds: float | None = None) -> None:
-    """One poll finished."""
+def polls(counts: Mapping[tuple[str, str], int]) -> None:
+    """Polls finished: counts by (provider, outcome)."""
     m = _m()
-    m.polls.labels(provider, outcome).inc()
-    if seconds is not None:
-        m.poll_seconds.labels(provider).observe(seconds)
+    for (provider, outcome), n in counts.items():
+        m.polls.labels(provider, outcome).inc(n)
+
+
+def poll_seconds(provider: str, seconds: float) -> None:
+    """The time one poll took (fetch and normalize)."""
+    _m().poll_seconds.labels(provider).observe(seconds)
 
 
 def events(types: list[str]) -> None:

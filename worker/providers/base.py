@@ -10,14 +10,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
+from urllib.parse import urlencode
 
 import requests
+import urllib3
 
 from worker.backoff import parse_retry_after
 from worker.documents import NotStrictJSON, loads_strict
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ItemGone, ProviderResponseInvalid, ProviderUnavailable
-from worker.http_transport import Call, deadline, new_session
+from worker.http_transport import Call, DirectResponse, deadline, direct_request, new_session
 
 #: How much of a response body goes into an error message.
 EXCERPT_CHARS = 200
@@ -68,6 +70,13 @@ class HttpOptions:
     timeout_s: float = 10.0
     max_body_bytes: int = 1_000_000
     user_agent: str = "status-poller/0.1"
+    #: Connections kept alive per provider host: as many as polls may be in flight at once.
+    pool_size: int = 10
+    #: Whether requests reads proxy and CA-bundle variables and ~/.netrc on each call (see
+    #: new_session); only a proxy needs it (config.wiring.http_environment decides).
+    trust_env: bool = False
+    #: The CA bundle to verify with, when trust_env is off (None: certifi's).
+    ca_bundle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,22 @@ class ProviderContext:
     http: HttpOptions = HttpOptions()
     clock: Callable[[], datetime] = field(default_factory=lambda: utcnow)
     credentials: Any = None
+
+
+def _encode_body(json_body: Any, data: Mapping[str, str] | None) -> tuple[bytes | None, dict[str, str]]:
+    """A request body and its Content-Type, encoded as requests would (JSON without NaN, or a form)."""
+    if json_body is not None:
+        return json.dumps(json_body, allow_nan=False).encode(), {"Content-Type": "application/json"}
+    if data is not None:
+        return urlencode(data).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+    return None, {}
+
+
+def _kind(err: Exception) -> str:
+    """An error's name, with urllib3's connection failures named as requests names them."""
+    if isinstance(err, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ProtocolError):
+        return "ConnectionError"
+    return type(err).__name__
 
 
 def utcnow() -> datetime:
@@ -116,7 +141,11 @@ class HttpClient:
         self.base_url = base_url.rstrip("/")
         self.options = options
         # Our transport's session: its calls honour the total deadline (see worker.http_transport).
-        self.session = session or new_session()
+        self.session = session or new_session(
+            pool_maxsize=options.pool_size, trust_env=options.trust_env, ca_bundle=options.ca_bundle)
+        # Our own session with nothing to choose per call (no proxies from the environment):
+        # straight to its connection pools, without requests' per-call work.
+        self._direct = session is None and not options.trust_env
         self.session.headers.setdefault("User-Agent", options.user_agent)
         self.clock = clock
         self.describe_error = describe_error or (lambda body: None)
@@ -148,11 +177,20 @@ class HttpClient:
         # One deadline for connect, headers and body: a peer trickling bytes cannot hold a worker.
         with deadline(limit) as call:
             try:
-                resp = self.session.request(
-                    method, url, headers=dict(headers or {}), params=params, json=json_body, data=data,
-                    timeout=call.remaining(), stream=True, allow_redirects=False,
-                )
-            except (requests.RequestException, OSError) as err:
+                resp: requests.Response | DirectResponse
+                if self._direct:
+                    body_bytes, extra = _encode_body(json_body, data)
+                    query = urlencode([(k, v) for k, vs in (params or {}).items()
+                                       for v in (vs if isinstance(vs, list | tuple) else [vs]) if v is not None])
+                    resp = direct_request(self.session, method, f"{url}?{query}" if query else url,
+                                          headers={**extra, **(headers or {})}, body=body_bytes,
+                                          timeout=call.remaining())
+                else:
+                    resp = self.session.request(
+                        method, url, headers=dict(headers or {}), params=params, json=json_body, data=data,
+                        timeout=call.remaining(), stream=True, allow_redirects=False,
+                    )
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
                 raise self._transport_error(call, err, method, path) from err
             with resp:
                 body = self._read_capped(resp, method, path, call)
@@ -163,17 +201,17 @@ class HttpClient:
     def _transport_error(self, call: Call, err: Exception, method: str, path: str,
                          status_code: int | None = None) -> ProviderUnavailable:
         """The retryable error for a call that timed out, was cut off at its deadline or failed."""
-        if call.expired or isinstance(err, requests.Timeout):
+        if call.expired or isinstance(err, requests.Timeout | urllib3.exceptions.TimeoutError):
             # A single read's timeout is what was left of the deadline: the same expiry either way.
             what = f"{method} {path} timed out after {self.options.timeout_s:g}s (exceeded its total deadline)"
         elif status_code is not None:
             # A body that stalls or breaks mid-way is a transport failure, like a timeout.
-            what = f"{method} {path}: reading the response failed: {type(err).__name__}"
+            what = f"{method} {path}: reading the response failed: {_kind(err)}"
         else:
-            what = f"{method} {path} failed: {type(err).__name__}"
+            what = f"{method} {path} failed: {_kind(err)}"
         return ProviderUnavailable(what, provider=self.provider, status_code=status_code)
 
-    def _read_capped(self, resp: requests.Response, method: str, path: str, call: Call) -> bytes:
+    def _read_capped(self, resp: requests.Response | DirectResponse, method: str, path: str, call: Call) -> bytes:
         limit = self.options.max_body_bytes
         declared = resp.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > limit:
@@ -193,7 +231,7 @@ class HttpClient:
                         provider=self.provider, status_code=resp.status_code,
                     )
                 chunks.append(chunk)
-        except (requests.RequestException, OSError) as err:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as err:
             raise self._transport_error(call, err, method, path, resp.status_code) from err
         if call.expired:
             # A body without a length ends at EOF, and a socket cut at the deadline looks like one.
@@ -201,7 +239,7 @@ class HttpClient:
         return b"".join(chunks)
 
     def _interpret(
-        self, resp: requests.Response, body: bytes, method: str, path: str, not_found_is_gone: bool,
+        self, resp: requests.Response | DirectResponse, body: bytes, method: str, path: str, not_found_is_gone: bool,
         allow_empty: bool,
     ) -> Any:
         status = resp.status_code

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
 from worker.errors import Conflict, DuplicateItemError, ItemNotFoundError, NotFound
 from worker.store.deliveries import enqueue_deliveries
 from worker.store.models import Event, Item, Snapshot
+
+#: The items table, for Core executemany updates (ORM bulk updates would match on the key only).
+_ITEMS = cast(Table, Item.__table__)
 
 
 @dataclass(frozen=True)
@@ -129,28 +132,83 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) ->
 
 
 def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
-    """Read the claimed items still under their lease, with their latest snapshots."""
+    """Read the claimed items still under their lease, with their latest snapshots.
+
+    Columns, not ORM objects: this runs for every poll, and nothing here is written back.
+    """
     if not claims:
         return []
     leases = {c.item_id: c.lease_id for c in claims}
-    items = session.scalars(select(Item).where(Item.id.in_(leases))).all()
-    current = [i for i in items if i.lease_id == leases[i.id] and i.state == ItemState.ACTIVE.value]
-    latest_ids = (select(func.max(Snapshot.id)).where(Snapshot.item_id.in_([i.id for i in current]))
+    rows = session.execute(select(
+        Item.id, Item.provider, Item.account, Item.kind, Item.ref, Item.labels, Item.external_id, Item.lease_id,
+        Item.interval_s, Item.consecutive_failures, Item.failing, Item.version,
+    ).where(Item.id.in_(leases), Item.state == ItemState.ACTIVE.value)).all()
+    current = [r for r in rows if r.lease_id == leases[r.id]]
+    latest_ids = (select(func.max(Snapshot.id)).where(Snapshot.item_id.in_([r.id for r in current]))
                   .group_by(Snapshot.item_id))
-    snaps = {s.item_id: s for s in session.scalars(select(Snapshot).where(Snapshot.id.in_(latest_ids)))}
+    snaps = {s.item_id: s for s in session.execute(
+        select(Snapshot.item_id, Snapshot.status, Snapshot.terminal, Snapshot.fields)
+        .where(Snapshot.id.in_(latest_ids)))}
     work = []
     position = {c.item_id: n for n, c in enumerate(claims)}
-    for item in sorted(current, key=lambda i: position[i.id]):  # the claim's order: most overdue first
-        snap = snaps.get(item.id)
-        previous = StatusDocument(snap.status, snap.terminal, snap.fields, version=item.version) if snap else None
+    for row in sorted(current, key=lambda r: position[r.id]):  # the claim's order: most overdue first
+        snap = snaps.get(row.id)
+        previous = StatusDocument(snap.status, snap.terminal, snap.fields, version=row.version) if snap else None
         work.append(PollWork(
-            claim=Claim(item.id, item.lease_id),
-            item=ItemRef(item.id, item.provider, item.account, item.kind, item.ref,
-                         labels=dict(item.labels or {}), external_id=item.external_id),
-            state=PollState(item.interval_s, item.consecutive_failures, item.failing, snap is not None),
+            claim=Claim(row.id, row.lease_id),
+            item=ItemRef(row.id, row.provider, row.account, row.kind, row.ref,
+                         labels=dict(row.labels or {}), external_id=row.external_id),
+            state=PollState(row.interval_s, row.consecutive_failures, row.failing, snap is not None),
             previous=previous,
         ))
     return work
+
+
+#: One written poll: its claim, the decided outcome, an id per event and the document's version.
+Written = tuple[Claim, PollOutcome, Sequence[str], "str | None"]
+
+
+def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime) -> list[list[Event] | None]:
+    """Write a chunk's results in the caller's transaction; one entry per result, as apply_outcome.
+
+    The items are locked first (SQLite holds its write lock already; PostgreSQL locks the rows),
+    so the leases read here stay true until commit. Polls that changed nothing (no snapshot, no
+    event) are the common case and become two executemany UPDATEs, whatever their number.
+    """
+    if not batch:
+        return []
+    ids = [claim.item_id for claim, *_ in batch]
+    leases_q = select(Item.id, Item.lease_id).where(Item.id.in_(ids))
+    if session.get_bind().dialect.name == "postgresql":
+        leases_q = leases_q.with_for_update()
+    leases: dict[int, int] = {row.id: row.lease_id for row in session.execute(leases_q)}
+    results: list[list[Event] | None] = []
+    quiet: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for claim, outcome, eids, version in batch:
+        if leases.get(claim.item_id) != claim.lease_id:
+            results.append(None)
+        elif outcome.snapshot is None and not outcome.events:
+            row = {"b_id": claim.item_id, "b_lease": claim.lease_id, "state": outcome.state.value,
+                   "next_poll_at": outcome.next_poll_at, "consecutive_failures": outcome.consecutive_failures,
+                   "failing": outcome.failing}
+            if outcome.error is None:
+                row["version"] = version
+            else:
+                row["last_error"] = outcome.error
+            quiet[outcome.error is None].append(row)
+            results.append([])
+        else:
+            results.append(apply_outcome(session, claim, outcome, now=now, event_ids=eids, version=version))
+    table = _ITEMS
+    for ok, rows in quiet.items():
+        if not rows:
+            continue
+        values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
+        values.update(last_polled_at=now, updated_at=now, claims_since_poll=0, due_since=None)
+        values.update({"last_success_at": now} if ok else {"last_error_at": now})
+        stmt = update(table).where(table.c.id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease"))
+        session.connection().execute(stmt.values(**values), rows)
+    return results
 
 
 def apply_outcome(
@@ -212,6 +270,18 @@ def defer(session: Session, claim: Claim, until: datetime, *, now: datetime) -> 
                             .values(next_poll_at=until, updated_at=now, claims_since_poll=0).returning(Item.id)
                             .execution_options(synchronize_session=False)).scalar_one_or_none()
     return moved is not None
+
+
+def defer_many(session: Session, moves: Sequence[tuple[Claim, datetime]], *, now: datetime) -> int:
+    """``defer`` for many claims in one statement; returns how many still held their lease."""
+    if not moves:
+        return 0
+    table = _ITEMS
+    stmt = (update(table).where(table.c.id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease"))
+            .values(next_poll_at=bindparam("b_until"), updated_at=now, claims_since_poll=0))
+    result = session.connection().execute(stmt, [{"b_id": c.item_id, "b_lease": c.lease_id, "b_until": until}
+                                                  for c, until in moves])
+    return int(result.rowcount)
 
 
 def add_system_event(session: Session, event_id: str, etype: str, data: dict[str, Any], *, now: datetime) -> Event:

@@ -1,0 +1,327 @@
+"""One chunk of polls: admit, fetch, decide, store, with the costs paid per chunk, not per poll.
+
+A chunk reads its items in one read-only transaction, asks the guard once per provider account
+(breaker and rate limit in one round trip), fetches on a thread pool shared by the process,
+records the outcomes with the guard once per account again, and writes every result in one
+transaction: unchanged polls as one batched schedule update, changed ones with their snapshot and
+events. If that transaction fails, each result is written alone, so one bad write lands on its
+own item only (see PollerService._store).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from worker import metrics
+from worker.documents import NotStrictJSON, check_document
+from worker.domain import PollOutcome, StatusDocument
+from worker.errors import (
+    ConfigurationError,
+    InputError,
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderResponseInvalid,
+    describe_exception,
+    is_credential_failure,
+)
+from worker.ids import event_ids
+from worker.store import repo
+from worker.store.models import Event
+from worker.store.repo import Claim, PollWork
+
+if TYPE_CHECKING:
+    from worker.service import PollerService
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class PollReport:
+    """Counts of what one batch of polls did (for logs and metrics)."""
+
+    polled: int = 0
+    changed: int = 0
+    failed: int = 0
+    gone: int = 0
+    lost_lease: int = 0
+    skipped: int = 0
+    deferred: int = 0
+    events: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+@dataclass
+class Poll:
+    """One item's poll as it goes through the chunk."""
+
+    unit: PollWork
+    wait_s: float = 0.0
+    probe: bool = False
+    doc: StatusDocument | None = None
+    error: ProviderError | None = None
+    internal: bool = False  # our own failure (a bug, a write), counted as outcome "error"
+    counted: bool = False  # admitted by the guard: its outcome counts for the breaker
+    seconds: float = 0.0
+    outcome: PollOutcome | None = None
+    written: list[Event] | None = None
+
+
+class ChunkPoller:
+    """Polls chunks of claimed items for a :class:`PollerService` (its settings and clients)."""
+
+    def __init__(self, service: PollerService) -> None:
+        self.svc = service
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
+        self._pool_lock = threading.Lock()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        # One pool per process (a forked child starts its own), shared by every chunk running in it.
+        with self._pool_lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = ThreadPoolExecutor(max_workers=self.svc.threads, thread_name_prefix="poll")
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def run(self, claims: Sequence[Claim], deadline: datetime | None) -> PollReport:
+        """Poll the claimed items that still hold their lease; see PollerService.poll_claims."""
+        with self.svc.reads.begin() as session:
+            work = repo.load_work(session, claims)
+        report = PollReport()
+        polls, deferred = self._admit(work)
+        done, held = self._fetch_all(polls, deadline, report)
+        self._record(done)
+        self._store(done, deferred + held, report)
+        self._report(done, report)
+        return report
+
+    # -- admission ------------------------------------------------------------------------
+
+    def _admit(self, work: list[PollWork]) -> tuple[list[Poll], list[tuple[PollWork, datetime]]]:
+        """Ask the guard once per provider account which polls may go now, and when the rest may."""
+        svc, guard = self.svc, self.svc.guard
+        if guard is None:
+            return [Poll(u) for u in work], []
+        groups: dict[tuple[str, str], list[PollWork]] = defaultdict(list)
+        for unit in work:
+            groups[(unit.item.provider, unit.item.account)].append(unit)
+        polls: list[Poll] = []
+        deferred: list[tuple[PollWork, datetime]] = []
+        for (provider, account), units in groups.items():
+            try:
+                limits = svc.providers.get(provider, account).settings
+                rate = limits.rate_limit_per_second
+            except Exception:  # noqa: BLE001 - an unknown or broken provider fails in its fetch, where it lands
+                polls += [Poll(u) for u in units]
+                continue
+            try:
+                got = guard.admit_many(provider, account, len(units), rate=rate, burst=limits.rate_limit_burst,
+                                       max_wait_s=svc.max_throttle_wait_s)
+            except Exception as err:  # noqa: BLE001 - without the guard these polls fail, visibly
+                log.error("poll.guard_unavailable", provider=provider, account=account, error=type(err).__name__)
+                polls += [Poll(u, internal=True, error=ProviderResponseInvalid(
+                    f"internal error: the rate limit and breaker store failed ({type(err).__name__})",
+                    provider=provider)) for u in units]
+                continue
+            polls += [Poll(u, wait_s=w, probe=got.probe, counted=True) for u, w in zip(units, got.waits, strict=False)]
+            for n, unit in enumerate(units[len(got.waits):]):
+                if got.breaker or not rate:
+                    # An open breaker: spread the deferred polls over a second so they do not all return at once.
+                    until = datetime.fromtimestamp(got.defer_until_ms / 1000, UTC) + timedelta(
+                        seconds=svc.rng.random())
+                else:
+                    # The rate limit's next slots, one per 1/rate seconds: the deferred polls come back in turn.
+                    until = svc.clock() + timedelta(seconds=(got.defer_until_ms - got.now_ms) / 1000 + n / rate)
+                deferred.append((unit, until))
+        return polls, deferred
+
+    # -- fetching -------------------------------------------------------------------------
+
+    def _fetch_all(self, polls: list[Poll], deadline: datetime | None,
+                   report: PollReport) -> tuple[list[Poll], list[tuple[PollWork, datetime]]]:
+        """Fetch on the pool; returns the polls that ran, and those held back because their
+        provider account failed enough in this chunk to open its breaker (deferred like the rest)."""
+        svc = self.svc
+        tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        lock = threading.Lock()
+        policy = svc.guard.policy if svc.guard is not None else None
+
+        def run(poll: Poll) -> str:
+            # Items not started by the deadline (the end of their lease) are due again and another
+            # dispatch owns them: polling them would poll twice.
+            if deadline is not None and svc.clock() >= deadline:
+                return "skipped"
+            key = (poll.unit.item.provider, poll.unit.item.account)
+            if policy is not None and poll.counted:
+                with lock:
+                    oks, fails = tally[key]
+                    # The breaker counts a chunk's outcomes after it: without this, a storm would
+                    # cost a whole chunk of failing calls instead of the breaker's minimum.
+                    if fails >= policy.min_calls and fails >= policy.failure_ratio * (oks + fails):
+                        return "held"
+            if poll.wait_s > 0:
+                svc.sleep(poll.wait_s)  # a reserved slot: waiting is cheaper than re-dispatching
+            if poll.error is None:
+                self._fetch(poll)
+            with lock:
+                tally[key][poll.error is not None and poll.error.retryable] += 1
+            return "done"
+
+        if svc.threads > 1 and len(polls) > 1:
+            pool = self._executor()
+            # Each poll runs in a copy of our context, so log lines keep the task's bound fields.
+            futures: list[Future[str]] = [pool.submit(contextvars.copy_context().run, run, p) for p in polls]
+            ran = [f.result() for f in futures]
+        else:
+            ran = [run(p) for p in polls]
+        report.skipped += ran.count("skipped")
+        cooldown = policy.cooldown_s if policy is not None else 0.0
+        held = [(p.unit, svc.clock() + timedelta(seconds=cooldown + svc.rng.random()))
+                for p, r in zip(polls, ran, strict=True) if r == "held"]
+        return [p for p, r in zip(polls, ran, strict=True) if r == "done"], held
+
+    def _fetch(self, poll: Poll) -> None:
+        item, previous = poll.unit.item, poll.unit.previous
+        started = time.perf_counter()
+        try:
+            adapter = self.svc.providers.get(item.provider, item.account)
+            fetched = adapter.fetch(item, previous)
+            if fetched.not_modified and previous is not None:
+                poll.doc = previous
+            else:
+                poll.doc = replace(adapter.normalize(fetched.raw, item), version=fetched.version)
+                check_document(poll.doc)
+        except ProviderError as err:
+            poll.error = err
+        except NotStrictJSON as err:
+            poll.error = ProviderResponseInvalid(f"the normalized document cannot be stored: {err}",
+                                                 provider=item.provider)
+        except ConfigurationError as err:
+            poll.error = ProviderMisconfigured(str(err), provider=item.provider)
+        except InputError as err:
+            poll.error = ProviderResponseInvalid(str(err), provider=item.provider)
+        except Exception as err:  # noqa: BLE001 - one broken adapter must not sink the batch
+            log.exception("poll.internal_error", item_id=item.id, provider=item.provider)
+            poll.internal = True
+            poll.error = ProviderResponseInvalid(f"internal error: {type(err).__name__}: {err}"[:300],
+                                                 provider=item.provider)
+        if poll.error is not None:
+            poll.doc = None
+        poll.seconds = time.perf_counter() - started
+
+    def _record(self, done: list[Poll]) -> None:
+        """Count the outcomes with the breaker, once per provider account."""
+        guard = self.svc.guard
+        if guard is None:
+            return
+        groups: dict[tuple[str, str], list[Poll]] = defaultdict(list)
+        for poll in done:
+            if poll.counted:
+                groups[(poll.unit.item.provider, poll.unit.item.account)].append(poll)
+        for (provider, account), polls in groups.items():
+            # Only the provider failing counts against it; a 404 or a bad body means it answered.
+            failed = [p for p in polls if p.error is not None and p.error.retryable]
+            try:
+                transition = guard.record_many(provider, account, oks=len(polls) - len(failed), fails=len(failed),
+                                               probe=any(p.probe for p in polls))
+                if transition is not None:
+                    self.svc.accounts.breaker_event(provider, account, transition,
+                                                    failed[-1].error if failed else None)
+            except Exception as err:  # noqa: BLE001 - the polls themselves must still be stored
+                log.error("poll.guard_record_failed", provider=provider, account=account, error=type(err).__name__)
+
+    # -- storing --------------------------------------------------------------------------
+
+    def _store(self, done: list[Poll], deferred: list[tuple[PollWork, datetime]], report: PollReport) -> None:
+        svc = self.svc
+        now = svc.clock()  # one "now" for the decisions and the write: the stored schedule is the decided one
+        batch = []
+        for poll in done:
+            poll.outcome = svc._decide(poll.unit, poll.doc, poll.error, now)
+            events = len(poll.outcome.events)
+            batch.append((poll.unit.claim, poll.outcome, event_ids(now, svc.entropy(10), events) if events else [],
+                          poll.doc.version if poll.doc is not None else None))
+        try:
+            with svc.sessions.begin() as session:
+                written = repo.apply_outcomes(session, batch, now=now)
+                moved = repo.defer_many(session, [(u.claim, until) for u, until in deferred], now=now)
+            for poll, w in zip(done, written, strict=True):
+                poll.written = w
+        except Exception as err:  # noqa: BLE001 - written again one by one, where each failure lands on its item
+            log.warning("poll.batch_store_failed", polls=len(done), error=describe_exception(err))
+            for poll in done:
+                bound = log.bind(item_id=poll.unit.item.id, provider=poll.unit.item.provider)
+                poll.outcome, poll.written, _, not_stored = svc._store(poll.unit, poll.doc, poll.error, bound)
+                poll.internal = poll.internal or not_stored
+            moved = 0
+            for unit, until in deferred:
+                with svc.sessions.begin() as session:
+                    moved += repo.defer(session, unit.claim, until, now=now)
+        report.deferred += moved
+        if deferred:
+            metrics.polls(Counter({(u.item.provider, "deferred"): 1 for u, _ in deferred}))
+            log.info("poll.deferred", polls=len(deferred), until=min(t for _, t in deferred).isoformat())
+
+    def _report(self, done: list[Poll], report: PollReport) -> None:
+        """Counts, metrics, account alerts and log lines, after the write."""
+        outcomes: Counter[tuple[str, str]] = Counter()
+        refused: dict[tuple[str, str], ProviderError] = {}
+        answered: set[tuple[str, str]] = set()
+        for poll in done:
+            item, outcome, written = poll.unit.item, poll.outcome, poll.written
+            assert outcome is not None
+            report.polled += 1
+            if written is None:
+                report.lost_lease += 1
+                log.warning("poll.lease_lost", item_id=item.id, provider=item.provider, ref=item.ref)
+            else:
+                report.events.extend(e.id for e in written)
+                gone = outcome.error is not None and outcome.state.value == "gone"
+                report.gone += gone
+                report.failed += outcome.error is not None and not gone
+                report.changed += outcome.error is None and outcome.snapshot is not None
+            outcomes[(item.provider, _outcome_label(outcome, written is not None, poll.internal))] += 1
+            metrics.poll_seconds(item.provider, poll.seconds)
+            if poll.error is not None and is_credential_failure(poll.error):
+                refused[(item.provider, item.account)] = poll.error
+            elif poll.error is None:
+                answered.add((item.provider, item.account))
+            if written is None:
+                continue
+            bound = log.bind(item_id=item.id, provider=item.provider, account=item.account, ref=item.ref)
+            if outcome.error:
+                bound.warning("poll.failed", error=outcome.error, failures=outcome.consecutive_failures)
+            if written:
+                metrics.events([e.type for e in written])
+            for ev in written:
+                bound.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq, status=ev.data.get("status"))
+        metrics.polls(outcomes)
+        for provider, account in refused.keys() | answered:
+            try:
+                if (provider, account) in refused:
+                    self.svc.accounts.auth_failed(provider, account, refused[(provider, account)])
+                else:
+                    self.svc.accounts.auth_ok(provider, account)
+            except Exception:  # noqa: BLE001 - the polls are stored; an account alert must not fail the batch
+                log.exception("provider.account_event_failed", provider=provider, account=account)
+
+
+def _outcome_label(outcome: PollOutcome, written: bool, internal: bool = False) -> str:
+    if not written:
+        return "lost_lease"
+    if internal:
+        return "error"
+    if outcome.error is not None:
+        return "gone" if outcome.state.value == "gone" else "failed"
+    return "changed" if outcome.snapshot is not None else "unchanged"
