@@ -200,11 +200,12 @@ def events(
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False) -> None:
     """Items by provider and state, overdue, failing, deliveries pending, last dispatch tick."""
+    from worker.capacity import limits_of
     from worker.status import read_status
 
     settings = _settings()
-    _service()
-    st = read_status(sessions_for(settings), tick_s=settings.tick_seconds)
+    providers = _service().providers  # first: it refuses a missing database before anything opens one
+    st = read_status(sessions_for(settings), tick_s=settings.tick_seconds, limit_of=limits_of(providers))
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2))
         return

@@ -76,4 +76,13 @@ def status_table(st: Any) -> str:
         "subscriptions       " + (", ".join(f"{k} {v}" for k, v in sorted(st.subscriptions.items())) or "none"),
         f"last dispatch tick  {tick}",
     ]
+    if st.capacity:
+        lines += ["", "capacity (polls per second the active items need, and the account's rate limit)"]
+        for need in st.capacity:
+            limit = "no limit" if need.limit_per_s is None else f"limit {need.limit_per_s:g}/s"
+            line = f"  {need.provider}/{need.account}: {need.required_per_s:.2f}/s for {need.items} items, {limit}"
+            if need.over:
+                line += (f"  OVER: each item is polled about {need.slowdown:.1f}x less often than asked "
+                         f"(raise {need.setting} if the provider allows)")
+            lines.append(line)
     return "\n".join(lines)

@@ -44,7 +44,8 @@ def serve(settings: Settings, role: str) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    from config.wiring import guard_for, sessions_for
+    from config.wiring import guard_for, providers_for, sessions_for
+    from worker.capacity import limits_of
     from worker.metrics_state import StateCollector
 
     registry = CollectorRegistry()
@@ -52,7 +53,8 @@ def serve(settings: Settings, role: str) -> None:
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     guard = guard_for(settings)
     registry.register(StateCollector(sessions_for(settings), settings.tick_seconds,
-                                     redis=guard.client if guard else None))
+                                     redis=guard.client if guard else None,
+                                     limit_of=limits_of(providers_for(settings))))
     if role == "worker":
         registry.register(RestartsCollector(settings.home))
     try:

@@ -247,19 +247,21 @@ class DirectResponse:
 
 
 def direct_request(session: requests.Session, method: str, url: str, *, headers: Mapping[str, str],
-                   body: bytes | None, timeout: float) -> DirectResponse:
+                   body: bytes | None, timeout: float) -> DirectResponse | None:
     """Send through ``session``'s connection pools without requests' per-call machinery.
 
     For a session with ``trust_env`` off (no proxy to choose per URL) and no cookies or auth of
     its own: what requests adds then is preparing, merging and wrapping, a quarter of a poll's
     CPU. The connections are the session's (deadline-aware, pinned, kept alive); verification is
     the session's ``verify``. Raises urllib3's errors (``urllib3.exceptions.HTTPError``) and OSError.
+    None when another adapter is mounted for ``url`` (it is then the one to send).
     """
     import urllib3
     from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
     adapter = session.get_adapter(url)
-    assert isinstance(adapter, DeadlineAdapter)
+    if not isinstance(adapter, DeadlineAdapter):
+        return None
     parsed = urllib3.util.parse_url(url)
     pool_kwargs: dict[str, Any] = {}
     if parsed.scheme == "https":

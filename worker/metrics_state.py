@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.capacity import LimitOf, read_needs
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
 from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds
@@ -28,11 +29,13 @@ class StateCollector:
         tick_s: an item due more than one tick ago counts as overdue.
         redis: the guard's Redis client, for circuit-breaker state (optional).
         clock: wall clock.
+        limit_of: each provider account's rate limit (for the capacity gauges).
     """
 
     def __init__(self, sessions: sessionmaker[Session], tick_s: float, redis: Any = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, limit_of: LimitOf = lambda provider, account: None) -> None:
         self.sessions, self.tick_s, self.redis, self.clock = sessions, tick_s, redis, clock
+        self.limit_of = limit_of
 
     def collect(self) -> Iterator[Any]:
         """Yield the metric families (called by prometheus-client on each scrape)."""
@@ -87,6 +90,18 @@ class StateCollector:
                                                .where(ProviderAccount.auth_failed_at.is_not(None))):
                 auth.add_metric([provider, account], 1)
             yield auth
+            required = GaugeMetricFamily("poller_required_polls_per_second",
+                                         "Polls per second the active items need (sum of 1/interval), "
+                                         "by provider account.", labels=["provider", "account"])
+            limits = GaugeMetricFamily("poller_rate_limit_per_second",
+                                       "The provider account's rate limit, where it has one.",
+                                       labels=["provider", "account"])
+            for need in read_needs(s, self.limit_of):
+                required.add_metric([need.provider, need.account], need.required_per_s)
+                if need.limit_per_s is not None:
+                    limits.add_metric([need.provider, need.account], need.limit_per_s)
+            yield required
+            yield limits
             pending = GaugeMetricFamily("poller_deliveries_pending", "Deliveries not yet delivered or failed.",
                                         labels=["kind"])
             oldest_pending: datetime | None = None

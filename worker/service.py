@@ -14,6 +14,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.accounts import AccountEvents
+from worker.capacity import CapacityWatch, limits_of
 from worker.catalog import check_interval
 from worker.domain import ItemRef, PollOutcome, StatusDocument
 from worker.errors import (
@@ -82,6 +83,7 @@ class PollerService:
         self.threads = threads
         self.accounts = AccountEvents(sessions, clock, entropy)
         self.chunks = ChunkPoller(self)
+        self.capacity = CapacityWatch(self.reads, limits_of(providers))
 
     # -- tracking -------------------------------------------------------------------------
 
@@ -125,6 +127,10 @@ class PollerService:
         for start in range(0, len(claims), chunk_size):
             enqueue(claims[start:start + chunk_size])
         elapsed = time.perf_counter() - started
+        try:
+            self.capacity.check()  # at most once a minute: a warning when an account needs more than its limit
+        except Exception:  # noqa: BLE001 - the tick's own work is done; this is advice
+            log.exception("capacity.check_failed")
         # The heartbeat `poller health` reads: beat, broker and a worker all did their part.
         with self.sessions.begin() as session:
             record_heartbeat(session, "dispatch", at=self.clock(), seconds=round(elapsed, 6), claimed=len(claims))

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.capacity import LimitOf, Need, read_needs
 from worker.faults import Fault
 from worker.providers.base import utcnow
 from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
@@ -51,6 +52,7 @@ class Status:
     subscriptions: dict[str, int] = field(default_factory=dict)  # state -> count
     last_tick: datetime | None = None
     last_tick_seconds: float | None = None
+    capacity: list[Need] = field(default_factory=list)  # per provider account with active items
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -65,11 +67,13 @@ class Status:
             "oldest_pending_seconds": round(self.oldest_pending_seconds, 3), "subscriptions": self.subscriptions,
             "last_tick": iso(self.last_tick),
             "last_tick_seconds": self.last_tick_seconds,
+            "capacity": [n.to_dict() for n in self.capacity],
         }
 
 
-def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callable[[], datetime] = utcnow) -> Status:
-    """Read the status from the database."""
+def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callable[[], datetime] = utcnow,
+                limit_of: LimitOf = lambda provider, account: None) -> Status:
+    """Read the status from the database (``limit_of``: each provider account's rate limit)."""
     now = clock()
     st = Status(now=now)
     with sessions.begin() as s:
@@ -91,6 +95,7 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         st.deliveries_pending, st.oldest_pending_seconds = n, age_seconds(now, oldest)
         for state, n in s.execute(select(Subscription.state, func.count()).group_by(Subscription.state)):
             st.subscriptions[state] = n
+        st.capacity = read_needs(s, limit_of)
         tick = s.get(Heartbeat, "dispatch")
         if tick:
             st.last_tick, st.last_tick_seconds = tick.at, tick.seconds

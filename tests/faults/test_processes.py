@@ -87,7 +87,9 @@ def test_workers_sigkilled_mid_batch_lose_and_double_nothing(topology, sim, rece
     Every fetch is slowed (SLOW_S) and the receiver too, so each pool child is nearly always inside
     a chunk of polls or deliveries when it is killed; a victim is only chosen once its worker is
     ready. A killed chunk's items come back when their lease ends; leases keep a late write out."""
-    topo = topology("workers_sigkilled", broker_url)
+    # The prefork pool: its children are what most kills hit (the default threads pool has none,
+    # and its one process is the "main" kill below).
+    topo = topology("workers_sigkilled", broker_url, POLLER_WORKER_POOL="prefork")
     receiver.plan(200, delay=0.2, times=100_000)  # deliveries take a moment: kills land on some
     procs = topo.procs
     procs.spawn("beat", "beat")

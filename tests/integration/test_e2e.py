@@ -121,11 +121,11 @@ def daemon_children(pid: int) -> dict[str, int]:
     out = {}
     for child in pids:
         try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            name = Path(f"/proc/{child}/comm").read_text().strip()
         except OSError:
             continue
-        if b"cli.main" in argv:
-            out[argv[argv.index(b"cli.main") + 1].decode()] = child
+        if name.startswith("poller-"):  # forked by `poller run`, named for its role (cli/forked.py)
+            out[name.removeprefix("poller-")] = child
     return out
 
 

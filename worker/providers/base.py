@@ -177,7 +177,7 @@ class HttpClient:
         # One deadline for connect, headers and body: a peer trickling bytes cannot hold a worker.
         with deadline(limit) as call:
             try:
-                resp: requests.Response | DirectResponse
+                resp: requests.Response | DirectResponse | None = None
                 if self._direct:
                     body_bytes, extra = _encode_body(json_body, data)
                     query = urlencode([(k, v) for k, vs in (params or {}).items()
@@ -185,7 +185,7 @@ class HttpClient:
                     resp = direct_request(self.session, method, f"{url}?{query}" if query else url,
                                           headers={**extra, **(headers or {})}, body=body_bytes,
                                           timeout=call.remaining())
-                else:
+                if resp is None:
                     resp = self.session.request(
                         method, url, headers=dict(headers or {}), params=params, json=json_body, data=data,
                         timeout=call.remaining(), stream=True, allow_redirects=False,
