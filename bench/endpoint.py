@@ -129,14 +129,15 @@ class DelayedEndpoint:
         """Orders answered so far."""
         return self.count
 
-    def gaps(self, interval: float, *, since: float) -> dict[str, float]:
-        """Gaps between two polls of one order, within the measurement that started at ``since``."""
+    def gaps(self, bound: float, *, since: float) -> dict[str, float]:
+        """Gaps between two polls of one order, within the measurement that started at ``since``;
+        ``covered`` is the share of them at most ``bound`` seconds."""
         gaps = [b - a for times in list(self.seen.values()) for a, b in zip(times, times[1:], strict=False)
                 if a >= since]
         if not gaps:
             return {"gap_median": 0.0, "gap_p99": 0.0, "gap_max": 0.0, "covered": 0.0}
         gaps.sort()
-        on_time = sum(g <= interval * 1.05 for g in gaps) / len(gaps)
+        on_time = sum(g <= bound for g in gaps) / len(gaps)
         return {"gap_median": statistics.median(gaps), "gap_p99": gaps[int(len(gaps) * 0.99) - 1],
                 "gap_max": gaps[-1], "covered": on_time}
 

@@ -39,8 +39,8 @@ def dispatch_due() -> int:
             expires=deadline,
         )
 
-    count = _service().dispatch_due(enqueue, lease_s=settings.lease_seconds,
-                                    limit=settings.dispatch_limit, chunk_size=settings.dispatch_chunk)
+    count = _service().dispatch_due(enqueue, lease_s=settings.lease_seconds, limit=settings.dispatch_limit,
+                                    chunk_size=settings.dispatch_chunk, lookahead_s=settings.tick_seconds / 2)
     elapsed = (datetime.now(UTC) - started).total_seconds()
     metrics.dispatch("polls", elapsed)
     if count:

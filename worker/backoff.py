@@ -48,12 +48,13 @@ def failure_delay(
 
 
 def success_delay(interval: float, *, jitter_ratio: float, rand: float) -> float:
-    """Seconds until the next regular poll: the item's interval +/- ``jitter_ratio``.
+    """Seconds until the next regular poll: the item's interval, less up to ``jitter_ratio`` of it.
 
     The jitter keeps items tracked at the same moment from staying in lock-step forever
-    (changedetection.io's restart thundering herd, #3178).
+    (changedetection.io's restart thundering herd, #3178). It only ever brings a poll forward: an
+    item is then polled at least once per interval, plus at most one tick (dispatch runs per tick).
     """
-    return interval * (1 - jitter_ratio + 2 * jitter_ratio * rand)
+    return interval * (1 - jitter_ratio * rand)
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:

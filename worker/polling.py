@@ -73,6 +73,7 @@ class Poll:
     internal: bool = False  # our own failure (a bug, a write), counted as outcome "error"
     counted: bool = False  # admitted by the guard: its outcome counts for the breaker
     seconds: float = 0.0
+    started_at: datetime | None = None  # when its call went out: the next one is due an interval later
     outcome: PollOutcome | None = None
     written: list[Event] | None = None
 
@@ -193,6 +194,7 @@ class ChunkPoller:
 
     def _fetch(self, poll: Poll) -> None:
         item, previous = poll.unit.item, poll.unit.previous
+        poll.started_at = self.svc.clock()
         started = time.perf_counter()
         try:
             adapter = self.svc.providers.get(item.provider, item.account)
@@ -245,10 +247,12 @@ class ChunkPoller:
 
     def _store(self, done: list[Poll], deferred: list[tuple[PollWork, datetime]], report: PollReport) -> None:
         svc = self.svc
-        now = svc.clock()  # one "now" for the decisions and the write: the stored schedule is the decided one
+        now = svc.clock()
         batch = []
         for poll in done:
-            poll.outcome = svc._decide(poll.unit, poll.doc, poll.error, now)
+            # From when the call went out, not from when the chunk is written: a poll that waited
+            # for the rest of its chunk must not push its item's next poll later by that wait.
+            poll.outcome = svc._decide(poll.unit, poll.doc, poll.error, poll.started_at or now)
             events = len(poll.outcome.events)
             batch.append((poll.unit.claim, poll.outcome, event_ids(now, svc.entropy(10), events) if events else [],
                           poll.doc.version if poll.doc is not None else None))

@@ -27,7 +27,7 @@ def test_first_success_is_observed_and_stored():
     out = after_success(ITEM, PollState(60), None, A, now=NOW, policy=POLICY, rand=0.5)
     assert types(out) == [EventType.OBSERVED]
     assert out.snapshot == A and out.state == ItemState.ACTIVE
-    assert out.next_poll_at == NOW + timedelta(seconds=60)
+    assert out.next_poll_at == NOW + timedelta(seconds=57)  # the interval less half its 10% jitter
     data = out.events[0].data
     assert data["status"] == "to_send" and data["snapshot"] == {"order_status": "ToSend"}
     assert data["provider"] == "billit" and data["ref"] == "1001" and data["changes"] == []
@@ -37,7 +37,7 @@ def test_unchanged_poll_writes_nothing_but_the_schedule():
     """Same document: no event, no snapshot."""
     out = after_success(ITEM, PollState(60, has_snapshot=True), A, A, now=NOW, policy=POLICY, rand=0.0)
     assert out.events == [] and out.snapshot is None
-    assert out.next_poll_at == NOW + timedelta(seconds=54)
+    assert out.next_poll_at == NOW + timedelta(seconds=60)  # rand 0: the interval itself, never later
 
 
 def test_change_lists_paths_and_previous_status():

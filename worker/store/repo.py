@@ -105,7 +105,8 @@ def list_items(session: Session) -> Sequence[Item]:
     return session.scalars(select(Item).order_by(Item.id)).all()
 
 
-def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) -> list[Claim]:
+def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int,
+              lookahead_s: float = 0.0) -> list[Claim]:
     """Claim up to ``limit`` due items, most overdue first, and push them one lease ahead.
 
     One UPDATE ... WHERE id IN (indexed range scan) ... RETURNING: its cost follows the number of
@@ -115,7 +116,7 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) ->
     """
     # Most overdue first: an item deferred by a rate limit keeps the time it first came due, so
     # it goes before items that came due after it (otherwise a busy account starves some items).
-    due = (select(Item.id).where(Item.next_poll_at <= now)
+    due = (select(Item.id).where(Item.next_poll_at <= now + timedelta(seconds=lookahead_s))
            .order_by(func.coalesce(Item.due_since, Item.next_poll_at)).limit(limit))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
