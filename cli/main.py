@@ -258,7 +258,8 @@ def migrate() -> None:
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Tasks at once (threads, or processes with POLLER_WORKER_POOL=prefork).")] = None,
 ) -> None:
     """Run a Celery worker (for deployments with a shared broker); serves /metrics."""
     settings = _require_broker()

@@ -252,10 +252,11 @@ class ChunkPoller:
         for poll in done:
             # From when the call went out, not from when the chunk is written: a poll that waited
             # for the rest of its chunk must not push its item's next poll later by that wait.
-            poll.outcome = svc._decide(poll.unit, poll.doc, poll.error, poll.started_at or now)
+            at = poll.started_at or now
+            poll.outcome = svc._decide(poll.unit, poll.doc, poll.error, at)
             events = len(poll.outcome.events)
             batch.append((poll.unit.claim, poll.outcome, event_ids(now, svc.entropy(10), events) if events else [],
-                          poll.doc.version if poll.doc is not None else None))
+                          poll.doc.version if poll.doc is not None else None, at))
         try:
             with svc.sessions.begin() as session:
                 written = repo.apply_outcomes(session, batch, now=now)

@@ -165,8 +165,9 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
     return work
 
 
-#: One written poll: its claim, the decided outcome, an id per event and the document's version.
-Written = tuple[Claim, PollOutcome, Sequence[str], "str | None"]
+#: One written poll: its claim, the decided outcome, an id per event, the document's version and
+#: when its call went out.
+Written = tuple[Claim, PollOutcome, Sequence[str], "str | None", datetime]
 
 
 def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime) -> list[list[Event] | None]:
@@ -178,35 +179,35 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime)
     """
     if not batch:
         return []
-    ids = [claim.item_id for claim, *_ in batch]
+    ids = [entry[0].item_id for entry in batch]
     leases_q = select(Item.id, Item.lease_id).where(Item.id.in_(ids))
     if session.get_bind().dialect.name == "postgresql":
         leases_q = leases_q.with_for_update()
     leases: dict[int, int] = {row.id: row.lease_id for row in session.execute(leases_q)}
     results: list[list[Event] | None] = []
     quiet: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
-    for claim, outcome, eids, version in batch:
+    for claim, outcome, eids, version, polled_at in batch:
         if leases.get(claim.item_id) != claim.lease_id:
             results.append(None)
         elif outcome.snapshot is None and not outcome.events:
             row = {"b_id": claim.item_id, "b_lease": claim.lease_id, "state": outcome.state.value,
                    "next_poll_at": outcome.next_poll_at, "consecutive_failures": outcome.consecutive_failures,
-                   "failing": outcome.failing}
+                   "failing": outcome.failing, "last_polled_at": polled_at}
             if outcome.error is None:
-                row["version"] = version
+                row.update(version=version, last_success_at=polled_at)
             else:
-                row["last_error"] = outcome.error
+                row.update(last_error=outcome.error, last_error_at=polled_at)
             quiet[outcome.error is None].append(row)
             results.append([])
         else:
-            results.append(apply_outcome(session, claim, outcome, now=now, event_ids=eids, version=version))
+            results.append(apply_outcome(session, claim, outcome, now=now, event_ids=eids, version=version,
+                                         polled_at=polled_at))
     table = _ITEMS
-    for ok, rows in quiet.items():
+    for rows in quiet.values():
         if not rows:
             continue
         values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
-        values.update(last_polled_at=now, updated_at=now, claims_since_poll=0, due_since=None)
-        values.update({"last_success_at": now} if ok else {"last_error_at": now})
+        values.update(updated_at=now, claims_since_poll=0, due_since=None)
         stmt = update(table).where(table.c.id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease"))
         session.connection().execute(stmt.values(**values), rows)
     return results
@@ -214,7 +215,7 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime)
 
 def apply_outcome(
     session: Session, claim: Claim, outcome: PollOutcome, *, now: datetime, event_ids: Sequence[str],
-    version: str | None = None,
+    version: str | None = None, polled_at: datetime | None = None,
 ) -> list[Event] | None:
     """Write one poll's result: item schedule, new snapshot, events. All or nothing.
 
@@ -229,14 +230,14 @@ def apply_outcome(
     values: dict[str, Any] = {
         "state": outcome.state.value, "next_poll_at": outcome.next_poll_at,
         "consecutive_failures": outcome.consecutive_failures, "failing": outcome.failing,
-        "last_polled_at": now, "updated_at": now, "event_seq": Item.event_seq + len(outcome.events),
+        "last_polled_at": polled_at or now, "updated_at": now, "event_seq": Item.event_seq + len(outcome.events),
         "claims_since_poll": 0, "due_since": None,
     }
     if outcome.error is None:
-        values["last_success_at"] = now
+        values["last_success_at"] = polled_at or now
         values["version"] = version
     else:
-        values["last_error"], values["last_error_at"] = outcome.error, now
+        values["last_error"], values["last_error_at"] = outcome.error, polled_at or now
     if outcome.snapshot is not None:
         values["last_status"] = outcome.snapshot.status
     stmt = (update(Item).where(Item.id == claim.item_id, Item.lease_id == claim.lease_id)
