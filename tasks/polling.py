@@ -37,6 +37,8 @@ def dispatch_due() -> int:
         poll_items.apply_async(
             args=[[[c.item_id, c.lease_id] for c in chunk], deadline.isoformat()],
             expires=deadline,
+            # Celery would otherwise render the whole chunk for its logs, for every message sent.
+            argsrepr=f"[<{len(chunk)} claims>, {deadline.isoformat()!r}]",
         )
 
     count = _service().dispatch_due(enqueue, lease_s=settings.lease_seconds, limit=settings.dispatch_limit,
