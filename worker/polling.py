@@ -129,11 +129,14 @@ class ChunkPoller:
             try:
                 got = guard.admit_many(provider, account, len(units), rate=rate, burst=limits.rate_limit_burst,
                                        max_wait_s=svc.max_throttle_wait_s)
-            except Exception as err:  # noqa: BLE001 - without the guard these polls fail, visibly
-                log.error("poll.guard_unavailable", provider=provider, account=account, error=type(err).__name__)
-                polls += [Poll(u, internal=True, error=ProviderResponseInvalid(
-                    f"internal error: the rate limit and breaker store failed ({type(err).__name__})",
-                    provider=provider)) for u in units]
+            except Exception as err:  # noqa: BLE001 - fail open, loudly: see below
+                # The guard's store (the broker's Redis) failing is our fault, not the items': they
+                # are polled unguarded (the chunk's own tally still bounds a storm) rather than
+                # marked failed and backed off for hours. Without the broker no chunk arrives, so
+                # this is a blip or a misconfigured Redis, and it is logged as an error each chunk.
+                log.error("poll.guard_unavailable", provider=provider, account=account, polls=len(units),
+                          error=describe_exception(err))
+                polls += [Poll(u) for u in units]
                 continue
             polls += [Poll(u, wait_s=w, probe=got.probe, counted=True) for u, w in zip(units, got.waits, strict=False)]
             for n, unit in enumerate(units[len(got.waits):]):
@@ -164,7 +167,7 @@ class ChunkPoller:
             if deadline is not None and svc.clock() >= deadline:
                 return "skipped"
             key = (poll.unit.item.provider, poll.unit.item.account)
-            if policy is not None and poll.counted:
+            if policy is not None:
                 with lock:
                     oks, fails = tally[key]
                     # The breaker counts a chunk's outcomes after it: without this, a storm would

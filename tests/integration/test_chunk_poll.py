@@ -131,6 +131,20 @@ def test_a_storm_costs_the_breaker_minimum_even_on_many_threads(engine, sim, clo
     assert not guard.admit("billit", "default").go
 
 
+def test_a_guard_store_down_fails_open_loudly_not_onto_the_items(engine, sim, clock):
+    """The rate limit and breaker store (the broker's Redis) unreachable: the chunk's polls still
+    go (the items stay healthy, their events are written), and each chunk logs an error; the items
+    are not failed and backed off as if the provider had answered badly."""
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, socket_timeout=1)
+    service = make_service(engine, sim, clock, guard=RedisGuard(dead, BreakerPolicy()))
+    track(service, sim, range(3301, 3306))
+    with structlog.testing.capture_logs() as logs:
+        report = service.poll_claims(claim_all(service))
+    assert (report.polled, report.changed, report.failed) == (5, 5, 0)
+    assert all(i.consecutive_failures == 0 and i.last_error is None for i in service.items())
+    assert [(e["log_level"], e["polls"]) for e in logs if e["event"] == "poll.guard_unavailable"] == [("error", 5)]
+
+
 def test_rate_limited_chunk_goes_in_turn(engine, sim, clock, client):
     """A chunk larger than the account's burst: the burst goes at once, the slots that fit the
     wait go after it, the rest are deferred one slot apart (not all to the same instant)."""
