@@ -38,7 +38,10 @@ class EventPage(BaseModel):
     has_more: bool
 
 
-@router.get("", dependencies=[Reader], responses={200: {"model": EventPage, "description": "A page of events."}})
+@router.get("", dependencies=[Reader], responses={
+    200: {"model": EventPage, "description": "A page of events."},
+    410: {**PROBLEMS[404], "description": "`after` is from before the retained events (retention removed "
+                                          "events after it); the detail names the oldest retained event."}})
 def list_events(
     svc: Services,
     after: Annotated[str | None, Query(description="An event id: start after it (from the start when left out).")]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from worker.errors import ConfigurationError, Conflict, InputError, NotFound, PollerError
+from worker.errors import ConfigurationError, Conflict, CursorExpired, InputError, NotFound, PollerError
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +77,8 @@ def status_of(err: PollerError) -> int:
         return 404
     if isinstance(err, Conflict):
         return 409
+    if isinstance(err, CursorExpired):
+        return 410
     if isinstance(err, InputError):
         return 422
     if isinstance(err, ConfigurationError):

@@ -179,7 +179,7 @@ def events(
 ) -> None:
     """Print change events in order."""
     service = _service()
-    cursor = FollowCursor(floor=service.event_position(after) if after else 0)
+    cursor = FollowCursor(floor=service.cursor_position(after))
     # Out-of-order commits on PostgreSQL can briefly leave a hole; wait this long for it to fill.
     grace = 10.0
     while True:
@@ -372,6 +372,10 @@ _secrets.register(app)
 from cli import keys as _keys  # noqa: E402 - registers `poller keys` on `app`
 
 _keys.register(app)
+
+from cli import maintenance as _maintenance  # noqa: E402 - registers `poller prune` on `app`
+
+_maintenance.register(app)
 
 if __name__ == "__main__":
     main()

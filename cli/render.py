@@ -76,6 +76,11 @@ def status_table(st: Any) -> str:
         "subscriptions       " + (", ".join(f"{k} {v}" for k, v in sorted(st.subscriptions.items())) or "none"),
         f"last dispatch tick  {tick}",
     ]
+    if st.store is not None:
+        rows = ", ".join(f"{t} {'~' if t in st.store.estimated else ''}{n}" for t, n in st.store.rows.items())
+        size = "unknown" if st.store.bytes is None else f"{st.store.bytes / 1e6:.1f} MB"
+        lines += [f"database            {size}: {rows}",
+                  f"oldest event        {iso(st.oldest_event) if st.oldest_event else 'none'}"]
     if st.capacity:
         lines += ["", "capacity (polls per second the active items need, and the account's rate limit)"]
         for need in st.capacity:

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import (
     setup_logging,
     task_failure,
@@ -22,12 +23,14 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
+from config.validation import time_of_day
 
 #: Task names, fixed so renaming a Python function never orphans queued messages.
 DISPATCH_TASK = "polling.dispatch_due"
 POLL_TASK = "polling.poll_items"
 DELIVER_DUE_TASK = "delivery.deliver_due"
 DELIVER_TASK = "delivery.deliver"
+PRUNE_TASK = "maintenance.prune"
 #: The ticks' own queue: a worker takes from it as soon as a task slot frees, never after the
 #: backlog of poll chunks the ticks themselves put on the default queue.
 TICKS_QUEUE = "poller.ticks"
@@ -35,8 +38,9 @@ TICKS_QUEUE = "poller.ticks"
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``. The broker must be set (``poller run`` sets it)."""
+    prune_hour, prune_minute = time_of_day(settings.prune_at)
     app = Celery("status_poller", broker=settings.broker_url or "redis://127.0.0.1:6379/0",
-                 include=["tasks.polling", "tasks.delivery"])
+                 include=["tasks.polling", "tasks.delivery", "tasks.maintenance"])
     app.conf.update(
         # Each queue its own routing key: two queues bound with one key would both get each message.
         task_queues=(Queue(TICKS_QUEUE, Exchange(TICKS_QUEUE), routing_key=TICKS_QUEUE),  # type: ignore[no-untyped-call]
@@ -74,6 +78,8 @@ def create_app(settings: Settings) -> Celery:
                 # A tick nobody ran in time is worthless: the next one claims the same items.
                 "options": {"expires": settings.tick_seconds},
             },
+            # Retention, once a day at POLLER_PRUNE_AT (UTC).
+            "prune": {"task": PRUNE_TASK, "schedule": crontab(hour=prune_hour, minute=prune_minute)},
             # The safety net: retries come due here; new events are also pushed at once by the poll.
             "deliver-due": {
                 "task": DELIVER_DUE_TASK,

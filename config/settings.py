@@ -26,6 +26,9 @@ from config.validation import (
     parse_duration,
     parse_schedule,
     read_dotenv,
+    retention_count,
+    retention_seconds,
+    time_of_day,
     unknown_variables,
 )
 from worker.errors import ConfigurationError
@@ -34,6 +37,7 @@ from worker.providers.amili_arm import AmiliArmSettings
 from worker.providers.amili_collection import AmiliCollectionSettings
 from worker.providers.amili_distribution import AmiliDistributionSettings
 from worker.providers.billit import BillitSettings
+from worker.retention import Retention
 from worker.store.crypto import check_keys
 
 
@@ -104,6 +108,16 @@ class Settings(BaseSettings):
     #: The database-table sink: every event, once, in this database's table (created if absent).
     sink_database_url: str | None = None
     sink_table: str = "poller_events"
+
+    #: Retention (docs/operations.md, "Retention"): events, delivery attempts, and finished items
+    #: with their history, older than these go; snapshots kept per item besides its latest.
+    #: ``0`` or ``forever`` keeps everything. Events a subscriber still waits for always stay.
+    retention_events: str = "30d"
+    retention_snapshots_keep: str = "100"
+    retention_attempts: str = "30d"
+    retention_finished_items: str = "90d"
+    #: When beat runs the daily prune: HH:MM, UTC.
+    prune_at: str = "03:30"
 
     #: Send Celery task events (for Flower).
     task_events: bool = False
@@ -187,6 +201,31 @@ class Settings(BaseSettings):
     def _duration(cls, value: str) -> str:
         duration_seconds(value)
         return value
+
+    @field_validator("retention_events", "retention_attempts", "retention_finished_items")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        retention_seconds(value)
+        return value
+
+    @field_validator("retention_snapshots_keep")
+    @classmethod
+    def _keep(cls, value: str) -> str:
+        retention_count(value)
+        return value
+
+    @field_validator("prune_at")
+    @classmethod
+    def _prune_at(cls, value: str) -> str:
+        time_of_day(value)
+        return value
+
+    def retention(self) -> Retention:
+        """The POLLER_RETENTION_* settings (checked at load)."""
+        return Retention(events_s=retention_seconds(self.retention_events),
+                         snapshots_keep=retention_count(self.retention_snapshots_keep),
+                         attempts_s=retention_seconds(self.retention_attempts),
+                         finished_items_s=retention_seconds(self.retention_finished_items))
 
     def metrics_port_for(self, role: str) -> int:
         """The /metrics port of a process role (``worker`` or ``beat``)."""

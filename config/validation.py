@@ -61,6 +61,59 @@ def parse_duration(text: str, name: str) -> timedelta:
         raise ConfigurationError(f"{name} {err}") from None
 
 
+#: What keeps history for ever in a retention setting.
+FOREVER = ("0", "forever")
+#: Retention may reach past the other durations' bound (a few years of history).
+MAX_RETENTION_SECONDS = 10 * 366 * 86400.0
+RETENTION_RULE = "0 or forever (keep everything), or a duration such as 30d, 12h or 3600, at most 10 years"
+
+
+def retention_seconds(text: str) -> float | None:
+    """A retention setting (``30d``, ``12h``, ``0``, ``forever``) as seconds; None keeps everything.
+
+    Raises:
+        ValueError: neither a duration nor 0 / forever.
+    """
+    value = text.strip().lower()
+    if value in FOREVER:
+        return None
+    unit = value[-1:] if value[-1:] in _UNITS else "s"
+    number = value[:-1] if value[-1:] in _UNITS else value
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"must be {RETENTION_RULE}") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_RETENTION_SECONDS:
+        raise ValueError(f"must be {RETENTION_RULE}")
+    return seconds
+
+
+def retention_count(text: str) -> int | None:
+    """A count to keep (``100``, ``0``, ``forever``); None keeps everything.
+
+    Raises:
+        ValueError: not a whole number from 0 up, nor forever.
+    """
+    value = text.strip().lower()
+    if value in FOREVER:
+        return None
+    if not value.isdigit():
+        raise ValueError("must be a whole number (how many to keep), or 0 / forever to keep everything")
+    return int(value)
+
+
+def time_of_day(text: str) -> tuple[int, int]:
+    """``HH:MM`` (24-hour, UTC) as (hour, minute).
+
+    Raises:
+        ValueError: not such a time.
+    """
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text.strip())
+    if match is None:
+        raise ValueError("must be a time of day as HH:MM (24-hour, UTC), e.g. 03:30")
+    return int(match.group(1)), int(match.group(2))
+
+
 def parse_schedule(text: str) -> tuple[float, ...]:
     """A retry schedule, ``5,300,1800``: the seconds to wait after each failed attempt.
 

@@ -30,6 +30,7 @@ from worker.guard import BreakerPolicy, RedisGuard
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
+from worker.pruning import RetentionService
 from worker.service import PollerService
 from worker.sinks.sql import SqlSink
 from worker.status import Check, check_health
@@ -156,12 +157,19 @@ def build_api(settings: Settings) -> Any:
     ))
 
 
+def retention_for(settings: Settings) -> RetentionService:
+    """The prune (`poller prune`, beat's daily task) with the POLLER_RETENTION_* settings."""
+    return RetentionService(sessions_for(settings), settings.retention())
+
+
 def guard_for(settings: Settings) -> RedisGuard | None:
     """Rate limits and breakers live in the broker's Redis; without one there is nothing to share."""
     url = settings.broker_url
     if not url or not url.startswith(("redis://", "rediss://", "unix://")):
         return None
-    return RedisGuard(redis.Redis.from_url(url), BreakerPolicy(
+    # Timeouts: a Redis that hangs must fail a chunk's admission (which then fails open), not hold it.
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    return RedisGuard(client, BreakerPolicy(
         window_s=settings.breaker_window_seconds, min_calls=settings.breaker_min_calls,
         failure_ratio=settings.breaker_failure_ratio, cooldown_s=settings.breaker_cooldown_seconds,
         max_cooldown_s=settings.breaker_max_cooldown_seconds))

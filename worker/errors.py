@@ -57,6 +57,11 @@ class ItemNotFoundError(NotFound):
     """No tracked item has that id."""
 
 
+class CursorExpired(InputError):
+    """An events cursor points before what retention kept: reading on would silently skip the
+    removed events. The message names the oldest retained event."""
+
+
 class Conflict(InputError):
     """The request is valid but the stored state does not allow it (e.g. pausing a finished item)."""
 

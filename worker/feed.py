@@ -16,10 +16,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.errors import InputError
+from worker.errors import InputError, NotFound
 from worker.providers.base import utcnow
 from worker.store import repo
-from worker.store.models import Event
+from worker.store.models import Event, RetentionMark
 
 #: How long a hole in the positions may still be filled by a commit under way (as `poller events -f`).
 HOLE_GRACE_S = 10.0
@@ -58,8 +58,8 @@ class EventFeed:
         whether more are available now."""
         with self.sessions.begin() as session:
             try:
-                start = repo.event_position(session, after) if after else 0
-            except InputError:
+                start = repo.cursor_position(session, after or None)
+            except NotFound:
                 raise InputError(f"after {after!r} names no event; pass an event id from this API",
                                  field="after") from None
             q = select(Event).where(Event.position > start)
@@ -90,5 +90,9 @@ class EventFeed:
                                       .order_by(Event.position)))
         if not recent:
             return None
-        below = session.scalar(select(func.max(Event.position)).where(Event.position < recent[0]))
-        return horizon(recent, below if below is not None else 0)
+        below = session.scalar(select(func.max(Event.position)).where(Event.position < recent[0])) or 0
+        # Positions a prune removed are not holes that may still fill.
+        mark = session.get(RetentionMark, "events")
+        if mark is not None and below < mark.position < recent[0]:
+            below = mark.position
+        return horizon(recent, below)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 #: Crockford's base32: no I, L, O, U, so ids survive being read aloud or retyped.
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -31,3 +31,14 @@ def event_id(now: datetime, entropy: bytes, offset: int = 0) -> str:
 def event_ids(now: datetime, entropy: bytes, count: int) -> list[str]:
     """``count`` ids for events written together, in increasing order."""
     return [event_id(now, entropy, n) for n in range(count)]
+
+
+def event_time(event_id: str) -> datetime | None:
+    """When an ``evt_`` id was made (its ULID time part); None for anything else."""
+    body = event_id[4:].upper() if event_id.startswith("evt_") else ""
+    if len(body) != 26 or any(c not in _ALPHABET for c in body):
+        return None
+    value = 0
+    for c in body:
+        value = value * 32 + _ALPHABET.index(c)
+    return datetime.fromtimestamp((value >> 80) / 1000, UTC)

@@ -42,6 +42,7 @@ def _m() -> Any:
                 subscriptions_disabled=Counter("poller_subscriptions_disabled_total",
                                                "Subscriptions disabled automatically, by reason (gone, failing).",
                                                ["reason"]),
+                pruned=Counter("poller_pruned_total", "Rows removed by retention, by table.", ["table"]),
                 provider_pauses=Counter("poller_provider_pauses_total", "Circuit-breaker openings, by provider.",
                                         ["provider"]),
             )
@@ -87,3 +88,8 @@ def subscription_disabled(reason: str) -> None:
 def provider_paused(provider: str) -> None:
     """A provider's circuit breaker opened."""
     _m().provider_pauses.labels(provider).inc()
+
+
+def pruned(table: str, n: int) -> None:
+    """Rows of ``table`` removed by a prune."""
+    _m().pruned.labels(table).inc(n)

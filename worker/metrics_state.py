@@ -16,7 +16,7 @@ from worker.capacity import LimitOf, read_needs
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
 from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds
-from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
+from worker.store.models import Delivery, Event, Heartbeat, Item, ProviderAccount, Subscription
 
 VERSION = "0.1.0"
 
@@ -115,6 +115,10 @@ class StateCollector:
             yield GaugeMetricFamily("poller_deliveries_oldest_pending_age_seconds",
                                     "Age of the oldest delivery still pending.",
                                     value=age_seconds(now, oldest_pending))
+            oldest_event = s.scalar(select(Event.created_at).order_by(Event.position).limit(1))
+            yield GaugeMetricFamily("poller_events_oldest_age_seconds",
+                                    "Age of the oldest retained event (retention: POLLER_RETENTION_EVENTS).",
+                                    value=age_seconds(now, oldest_event))
             tick = s.get(Heartbeat, "dispatch")
             yield GaugeMetricFamily("poller_dispatch_last_tick_age_seconds",
                                     "Seconds since the last dispatch tick ran (beat, broker and a worker).",

@@ -216,6 +216,12 @@ class PollerService:
         with self.sessions.begin() as session:
             return repo.event_position(session, event_id_)
 
+    def cursor_position(self, after: str | None) -> int:
+        """The position an events cursor reads after (CursorExpired when it is from before what
+        retention removed)."""
+        with self.sessions.begin() as session:
+            return repo.cursor_position(session, after)
+
     def latest_snapshot(self, item_id: int) -> StatusDocument | None:
         """The latest stored document of an item (raw included)."""
         with self.sessions.begin() as session:

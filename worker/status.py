@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.capacity import LimitOf, Need, read_needs
 from worker.faults import Fault
 from worker.providers.base import utcnow
-from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
+from worker.store.models import Delivery, Event, Heartbeat, Item, ProviderAccount, Subscription
+from worker.store.sizes import StoreSize, store_size
 
 #: An item claimed in this many leases in a row without a completed poll is stuck.
 STUCK_AFTER_CLAIMS = 3
@@ -53,6 +54,8 @@ class Status:
     last_tick: datetime | None = None
     last_tick_seconds: float | None = None
     capacity: list[Need] = field(default_factory=list)  # per provider account with active items
+    store: StoreSize | None = None
+    oldest_event: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -68,6 +71,9 @@ class Status:
             "last_tick": iso(self.last_tick),
             "last_tick_seconds": self.last_tick_seconds,
             "capacity": [n.to_dict() for n in self.capacity],
+            "store": None if self.store is None else {"bytes": self.store.bytes, "rows": self.store.rows,
+                                                      "estimated": self.store.estimated},
+            "oldest_event": iso(self.oldest_event),
         }
 
 
@@ -99,6 +105,8 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         tick = s.get(Heartbeat, "dispatch")
         if tick:
             st.last_tick, st.last_tick_seconds = tick.at, tick.seconds
+        st.store = store_size(s)
+        st.oldest_event = s.scalar(select(Event.created_at).order_by(Event.position).limit(1))
     return st
 
 

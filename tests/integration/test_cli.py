@@ -146,3 +146,23 @@ def test_events_follow_prints_new_events(env, sim, clock):
             assert [e["type"] for e in got] == ["status.observed"] * 2 + ["status.changed"] * 2
         finally:
             proc.terminate()
+
+
+def test_prune_dry_run_then_prune_then_a_stale_cursor_is_refused(env, sim, clock):
+    """`poller prune --dry-run` counts and removes nothing; `poller prune` removes the same; a
+    cursor from before the removed events exits 2 naming the oldest retained one; `poller status`
+    shows the database's size and rows."""
+    poller(env, "migrate")
+    _make_events(env, sim, clock)  # on the test clock, days before the real now
+    first = json.loads(poller(env, "events", "--json").stdout.splitlines()[0])["id"]
+    env["POLLER_RETENTION_EVENTS"] = "1d"
+    dry = json.loads(poller(env, "prune", "--dry-run", "--json").stdout)
+    assert dry == {"dry_run": True, "would_remove": {"delivery_attempts": 0, "events": 4, "snapshots": 0, "items": 0}}
+    assert len(poller(env, "events", "--json").stdout.splitlines()) == 4
+    assert "events             removed 4" in poller(env, "prune").stdout
+    assert poller(env, "events", "--json").stdout == ""
+    stale = poller(env, "events", "--after", first, ok=False)
+    assert stale.returncode == 2 and "before the retained events" in stale.stderr
+    assert "no event is retained" in stale.stderr
+    status = poller(env, "status").stdout
+    assert "database " in status and "events 0" in status and "snapshots 4" in status

@@ -61,6 +61,9 @@ MORE_BAD_VALUES = [
     ("POLLER_SINK_DATABASE_URL", "postgresql+nodriver://u@h/db", "unknown database driver"),
     ("POLLER_METRICS_ADDR", "every interface", "IP address or a host name"),
     ("POLLER_HOME", " ", "a directory path, not empty"),
+    ("POLLER_RETENTION_EVENTS", "soon", "0 or forever"),
+    ("POLLER_RETENTION_SNAPSHOTS_KEEP", "-5", "whole number"),
+    ("POLLER_PRUNE_AT", "25:61", "HH:MM"),
 ]
 
 

@@ -233,7 +233,7 @@ class DeliveryAttempt(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
-    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the prune's range
     status_code: Mapped[int | None] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     outcome: Mapped[str] = mapped_column(String(16))
@@ -266,4 +266,18 @@ class ProviderAccount(Base):
     account: Mapped[str] = mapped_column(String(80), primary_key=True)
     auth_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     auth_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RetentionMark(Base):
+    """How far a prune has removed a kind of history (``events``): a cursor from before it is
+    refused with the oldest retained event named, never silently moved past the gap."""
+
+    __tablename__ = "retention_marks"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    #: The highest stream position removed.
+    position: Mapped[int] = mapped_column(BigId)
+    #: The creation time of the newest event removed.
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -11,9 +11,10 @@ from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
-from worker.errors import Conflict, DuplicateItemError, ItemNotFoundError, NotFound
+from worker.errors import Conflict, CursorExpired, DuplicateItemError, ItemNotFoundError, NotFound
+from worker.ids import event_time
 from worker.store.deliveries import enqueue_deliveries
-from worker.store.models import Event, Item, Snapshot
+from worker.store.models import Event, Item, RetentionMark, Snapshot
 
 #: The items table, for Core executemany updates (ORM bulk updates would match on the key only).
 _ITEMS = cast(Table, Item.__table__)
@@ -302,6 +303,34 @@ def event_position(session: Session, event_id: str) -> int:
     if pos is None:
         raise NotFound(f"no event has id {event_id!r}")
     return pos
+
+
+def cursor_position(session: Session, after: str | None) -> int:
+    """The stream position an events cursor (an event id; None for the start) reads after.
+
+    Raises:
+        CursorExpired: the cursor is from before what retention removed; the message names the
+            oldest retained event.
+        NotFound: no event has that id, and it is not one retention removed.
+    """
+    if after is None:
+        return 0
+    mark = session.get(RetentionMark, "events")
+    try:
+        start = event_position(session, after)
+    except NotFound:
+        made = event_time(after)
+        if mark is None or made is None or made > mark.at:
+            raise
+        start = -1
+    if mark is not None and start < mark.position:
+        oldest = session.scalars(select(Event).order_by(Event.position).limit(1)).first()
+        where = f"the oldest retained event is {oldest.id}, created {oldest.created_at:%Y-%m-%d %H:%M:%S} UTC" \
+            if oldest is not None else "no event is retained"
+        raise CursorExpired(f"after {after!r} is before the retained events: events up to "
+                            f"{mark.at:%Y-%m-%d %H:%M:%S} UTC were removed by retention (POLLER_RETENTION_EVENTS); "
+                            f"{where}. Read again from the start (no after) to continue from it.", field="after")
+    return start
 
 
 def events_after(session: Session, position: int, limit: int = 1000) -> Sequence[Event]:

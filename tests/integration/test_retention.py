@@ -1,0 +1,165 @@
+"""Issue 13: retention. The prune removes old history in batches on both databases, and never what
+a subscriber still waits for, an item's latest snapshot, or anything newer than its cutoff; a
+cursor from before what it removed gets a clear error naming the oldest retained event."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import select, update
+
+from config.celery_app import PRUNE_TASK, create_app
+from config.settings import Settings
+from worker.errors import ConfigurationError, CursorExpired
+from worker.feed import EventFeed
+from worker.pruning import RetentionService
+from worker.retention import Retention
+from worker.store import repo
+from worker.store.models import Delivery, DeliveryAttempt, Event, Item, RetentionMark, Snapshot
+
+DAY = 86400.0
+#: Nothing but what a test names is pruned.
+KEEP_ALL = Retention(events_s=None, snapshots_keep=None, attempts_s=None, finished_items_s=None)
+
+
+def pruned(table: str) -> float:
+    return REGISTRY.get_sample_value("poller_pruned_total", {"table": table}) or 0.0
+
+
+def events(stack) -> list[Event]:
+    with stack.sessions.begin() as s:
+        return list(s.scalars(select(Event).order_by(Event.position)))
+
+
+def pause(stack, item_id: int) -> None:
+    with stack.sessions.begin() as s:  # no more polls (and events) of it
+        s.execute(update(Item).where(Item.id == item_id).values(state="paused", next_poll_at=None))
+
+
+def service(stack, retention: Retention, batch: int = 3) -> RetentionService:
+    return RetentionService(stack.sessions, retention, clock=stack.clock, batch=batch)
+
+
+def test_an_event_a_failing_subscriber_waits_for_survives_and_latest_snapshots_stay(stack, receiver):
+    """Item 1's events went to a healthy subscriber; item 2's also to one that keeps failing. After
+    31 days: item 1's events go (in batches of 3), item 2's stay with their pending deliveries; each
+    item keeps its latest snapshot and one more; attempts of finished deliveries go; the dry run
+    counted exactly what went."""
+    stack.subs.add(receiver.url)
+    first = stack.orders(1, stages=3)[0]
+    pause(stack, first)  # no more events of it once the failing subscriber exists
+    stack.subs.add("http://127.0.0.1:1/refused")  # nothing listens: every attempt fails, retrying
+    second = stack.orders(1, stages=3)[0]
+    stack.deliver()
+    receiver.wait_for(8)
+    stack.clock.advance(31 * DAY)
+    retention = Retention(events_s=30 * DAY, snapshots_keep=1, attempts_s=30 * DAY, finished_items_s=90 * DAY)
+    before = {t: pruned(t) for t in ("events", "snapshots", "delivery_attempts")}
+    plan = service(stack, retention).plan()
+    removed = service(stack, retention).prune()
+    assert removed == plan
+    assert (removed["events"], removed["snapshots"], removed["items"]) == (4, 4, 0)
+    assert {e.item_id for e in stack.rows(Event)} == {second}
+    pending = [d for d in stack.rows(Delivery) if d.state == "pending"]
+    assert len(pending) == 4 and {d.item_id for d in pending} == {second}
+    attempts = stack.rows(DeliveryAttempt)
+    assert attempts and {a.delivery_id for a in attempts} <= {d.id for d in pending}
+    assert removed["delivery_attempts"] == 8  # every succeeded one (the healthy subscriber's), none pending
+    with stack.sessions.begin() as s:
+        for item_id in (first, second):
+            ids = s.scalars(select(Snapshot.id).where(Snapshot.item_id == item_id).order_by(Snapshot.id)).all()
+            latest = s.scalar(select(Snapshot.id).where(Snapshot.item_id == item_id).order_by(Snapshot.id.desc()))
+            assert len(ids) == 2 and ids[-1] == latest
+    assert {t: pruned(t) - before[t] for t in before} == {"events": 4, "snapshots": 4, "delivery_attempts": 8}
+    assert service(stack, retention).prune() == dict.fromkeys(removed, 0)  # nothing left to do
+
+
+def test_a_cursor_before_the_retained_events_is_refused_naming_the_oldest(stack):
+    """Positions 1-4 pruned: a cursor at any of them (even one whose event is gone) is refused,
+    naming the oldest retained event; a cursor from it on reads on; no cursor starts there."""
+    pause(stack, stack.orders(1, stages=3)[0])
+    stack.clock.advance(31 * DAY)
+    stack.orders(1, stages=3)
+    old = events(stack)
+    service(stack, Retention(events_s=30 * DAY, snapshots_keep=None, attempts_s=None, finished_items_s=None)).prune()
+    kept = events(stack)
+    assert [e.id for e in kept] == [e.id for e in old[4:]]
+    feed = EventFeed(stack.sessions)
+    for gone in (old[0].id, old[3].id):
+        with pytest.raises(CursorExpired) as err:
+            feed.page(after=gone, limit=10)
+        assert kept[0].id in str(err.value) and err.value.field == "after"
+        with pytest.raises(CursorExpired):
+            stack.poller.cursor_position(gone)  # `poller events --after`
+    assert [e.id for e in feed.page(after=kept[0].id, limit=10)[0]] == [e.id for e in kept[1:]]
+    assert [e.id for e in feed.page(after=None, limit=10)[0]] == [e.id for e in kept]
+    with stack.sessions.begin() as s:
+        assert s.get(RetentionMark, "events").position == old[3].position
+
+
+def test_the_api_answers_410_for_a_pruned_cursor(stack, api):
+    """Over HTTP: 410 Gone, a problem document naming the field and the oldest retained event."""
+    pause(stack, stack.orders(1, stages=1)[0])
+    stack.clock.advance(31 * DAY)
+    stack.orders(1, stages=1)
+    gone = events(stack)[0].id
+    service(stack, Retention(events_s=30 * DAY, snapshots_keep=None, attempts_s=None, finished_items_s=None)).prune()
+    oldest = events(stack)[0].id
+    r = api.client().get("/v1/events", params={"after": gone})
+    assert r.status_code == 410, r.text
+    body = r.json()
+    assert oldest in body["detail"] and body["invalid_params"][0]["name"] == "after"
+
+
+def test_finished_and_untracked_items_go_with_their_history_after_their_retention(stack):
+    """A terminal item and an untracked one, 91 days on: the terminal item, its snapshots and
+    events go, and so do the untracked one's events; the active item keeps everything."""
+    active, terminal, untracked = stack.orders(3, stages=1)
+    with stack.sessions.begin() as s:
+        s.execute(update(Item).where(Item.id == terminal).values(state="terminal", next_poll_at=None))
+        repo.delete_item(s, untracked)  # what `poller untrack` does
+    stack.clock.advance(89 * DAY)
+    retention = Retention(events_s=None, snapshots_keep=None, attempts_s=None, finished_items_s=90 * DAY)
+    assert service(stack, retention).prune()["items"] == 0  # not yet 90 days since its last change
+    stack.clock.advance(2 * DAY)
+    removed = service(stack, retention).prune()
+    assert (removed["items"], removed["events"], removed["snapshots"]) == (1, 4, 2)
+    assert [i.id for i in stack.rows(Item)] == [active]
+    assert {e.item_id for e in stack.rows(Event)} == {active}
+    assert {s.item_id for s in stack.rows(Snapshot)} == {active}
+
+
+def test_keeping_everything_removes_nothing(stack):
+    stack.orders(2, stages=2)
+    stack.clock.advance(3650 * DAY)
+    assert set(service(stack, KEEP_ALL).prune().values()) == {0}
+    assert len(stack.rows(Event)) == 6
+
+
+def test_retention_settings_are_checked_and_beat_prunes_daily_at_prune_at():
+    """Each setting takes a duration, a count, 0 or forever; a bad one names the variable; beat
+    sends the prune once a day at POLLER_PRUNE_AT (UTC)."""
+    s = Settings(retention_events="forever", retention_snapshots_keep="0", retention_attempts="12h",
+                 retention_finished_items="400d", prune_at="04:15", broker_url="memory://")
+    assert s.retention() == Retention(events_s=None, snapshots_keep=None, attempts_s=12 * 3600.0,
+                                      finished_items_s=400 * DAY)
+    entry = create_app(s).conf.beat_schedule["prune"]
+    assert entry["task"] == PRUNE_TASK
+    assert entry["schedule"].hour == {4} and entry["schedule"].minute == {15}
+    for name, value in (("retention_events", "soon"), ("retention_snapshots_keep", "-1"), ("prune_at", "25:00")):
+        with pytest.raises((ConfigurationError, ValueError)) as err:
+            Settings(**{name: value})
+        assert name in str(err.value).lower() or name.upper() in str(err.value)
+
+
+def test_a_cutoff_keeps_what_is_newer(stack):
+    """Events younger than the retention stay, to the second."""
+    stack.orders(1, stages=0)
+    stack.clock.advance(30 * DAY - 60)
+    assert service(stack, Retention(events_s=30 * DAY, snapshots_keep=None, attempts_s=None,
+                                    finished_items_s=None)).prune()["events"] == 0
+    stack.clock.now += timedelta(seconds=120)
+    assert service(stack, Retention(events_s=30 * DAY, snapshots_keep=None, attempts_s=None,
+                                    finished_items_s=None)).prune()["events"] == 1

@@ -1,0 +1,203 @@
+"""Removing old history in small batches (`poller prune`, and beat once a day).
+
+Each batch is its own short transaction of at most ``batch`` rows, so polling and delivery go on
+meanwhile (on SQLite a batch holds the write lock for milliseconds, not for the whole prune).
+What is never removed: the latest snapshot of an item, an event with a delivery still pending for
+an active subscription (and that delivery's attempts), anything newer than its cutoff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
+
+from worker.domain import ItemState
+from worker.providers.base import utcnow
+from worker.retention import TABLES, Cutoffs
+from worker.store.models import (
+    Delivery,
+    DeliveryAttempt,
+    Event,
+    Item,
+    ItemLabel,
+    RetentionMark,
+    Snapshot,
+    Subscription,
+)
+
+FINISHED = (ItemState.TERMINAL.value, ItemState.GONE.value)
+#: Items whose snapshots are counted per query when trimming each item's history.
+ITEMS_PER_SCAN = 500
+
+
+def _undelivered() -> ColumnElement[bool]:
+    """Events a subscriber still waits for: a pending delivery to an active subscription."""
+    return exists().where(Delivery.event_position == Event.position, Delivery.state == "pending",
+                          Delivery.subscription_id == Subscription.id, Subscription.state == "active")
+
+
+def _old_events(cut: datetime) -> ColumnElement[bool]:
+    return (Event.created_at < cut) & ~_undelivered()
+
+
+def _orphans(cut: datetime) -> ColumnElement[bool]:
+    # The history of an untracked item (its row is gone), once it is older than the finished-item cutoff.
+    return (Event.created_at < cut) & Event.item_id.is_not(None) \
+        & ~exists().where(Item.id == Event.item_id) & ~_undelivered()
+
+
+def _old_attempts(cut: datetime) -> ColumnElement[bool]:
+    # An attempt of a delivery still retrying stays: it is that delivery's record of why.
+    return (DeliveryAttempt.attempted_at < cut) & ~exists().where(
+        Delivery.id == DeliveryAttempt.delivery_id, Delivery.state == "pending")
+
+
+def _finished_items(cut: datetime) -> ColumnElement[bool]:
+    return Item.state.in_(FINISHED) & (Item.updated_at < cut)
+
+
+class Pruner:
+    """Applies :class:`~worker.retention.Cutoffs` to the store."""
+
+    def __init__(self, sessions: sessionmaker[Session], *, clock: Callable[[], datetime] = utcnow, batch: int = 1000,
+                 progress: Callable[[str, int], None] | None = None) -> None:
+        self.sessions, self.clock, self.batch = sessions, clock, batch
+        self.progress = progress or (lambda _table, _n: None)
+
+    def count(self, cut: Cutoffs) -> dict[str, int]:
+        """What a prune with these cutoffs would remove, per table (``--dry-run``)."""
+        counts = dict.fromkeys(TABLES, 0)
+        with self.sessions.begin() as s:
+            if cut.attempts is not None:
+                counts["delivery_attempts"] = _count(s, select(DeliveryAttempt.id).where(_old_attempts(cut.attempts)))
+            if cut.events is not None:
+                counts["events"] = _count(s, select(Event.position).where(_old_events(cut.events)))
+            if cut.finished_items is not None:
+                items = select(Item.id).where(_finished_items(cut.finished_items))
+                counts["items"] = _count(s, items)
+                gone = (Event.item_id.in_(items) & ~_undelivered()) | _orphans(cut.finished_items)
+                if cut.events is not None:
+                    gone = gone & ~_old_events(cut.events)  # counted once, above
+                counts["events"] += _count(s, select(Event.position).where(gone))
+                counts["snapshots"] += _count(s, select(Snapshot.id).where(Snapshot.item_id.in_(items)))
+            if cut.snapshots_keep is not None:
+                counts["snapshots"] += self._surplus_count(s, cut.snapshots_keep)
+        return counts
+
+    def run(self, cut: Cutoffs) -> dict[str, int]:
+        """Remove what the cutoffs allow, batch by batch; returns the rows removed per table."""
+        done = dict.fromkeys(TABLES, 0)
+
+        def add(table: str, n: int) -> None:
+            done[table] += n
+            if n:
+                self.progress(table, n)
+
+        if (attempts := cut.attempts) is not None:
+            self._drain(lambda s: s.scalars(select(DeliveryAttempt.id).where(_old_attempts(attempts))
+                                            .order_by(DeliveryAttempt.id).limit(self.batch)).all(),
+                        lambda s, ids: add("delivery_attempts", _rowcount(s.execute(
+                            delete(DeliveryAttempt).where(DeliveryAttempt.id.in_(ids))))))
+        if (events := cut.events) is not None:
+            self._drain(lambda s: s.scalars(select(Event.position).where(_old_events(events))
+                                            .order_by(Event.position).limit(self.batch)).all(),
+                        lambda s, ids: self._delete_events(s, ids, add))
+        if (finished := cut.finished_items) is not None:
+            self._drain(lambda s: s.scalars(select(Item.id).where(_finished_items(finished))
+                                            .order_by(Item.id).limit(self.batch)).all(),
+                        lambda s, ids: self._delete_items(s, ids, add))
+            self._drain(lambda s: s.scalars(select(Event.position).where(_orphans(finished))
+                                            .order_by(Event.position).limit(self.batch)).all(),
+                        lambda s, ids: self._delete_events(s, ids, add))
+        if cut.snapshots_keep is not None:
+            self._trim_snapshots(cut.snapshots_keep, add)
+        return done
+
+    # -- batches --------------------------------------------------------------------------
+
+    def _drain(self, pick: Callable[[Session], Sequence[int]],
+               remove: Callable[[Session, Sequence[int]], None]) -> None:
+        # Each round picks and removes in one short transaction, until nothing is left to pick.
+        while True:
+            with self.sessions.begin() as s:
+                ids = pick(s)
+                if ids:
+                    remove(s, ids)
+            if len(ids) < self.batch:
+                return
+
+    def _delete_events(self, s: Session, positions: Sequence[int], add: Callable[[str, int], None]) -> None:
+        newest = s.execute(select(func.max(Event.position), func.max(Event.created_at))
+                           .where(Event.position.in_(positions))).one()
+        deliveries = select(Delivery.id).where(Delivery.event_position.in_(positions))
+        add("delivery_attempts", _rowcount(s.execute(
+            delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(deliveries)))))
+        s.execute(delete(Delivery).where(Delivery.event_position.in_(positions)))
+        add("events", _rowcount(s.execute(delete(Event).where(Event.position.in_(positions)))))
+        if newest[0] is not None:
+            _mark(s, "events", position=newest[0], at=newest[1], now=self.clock())
+
+    def _delete_items(self, s: Session, ids: Sequence[int], add: Callable[[str, int], None]) -> None:
+        events = s.scalars(select(Event.position).where(Event.item_id.in_(ids), ~_undelivered())).all()
+        for start in range(0, len(events), self.batch):
+            self._delete_events(s, events[start:start + self.batch], add)
+        add("snapshots", _rowcount(s.execute(delete(Snapshot).where(Snapshot.item_id.in_(ids)))))
+        s.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(ids)))
+        add("items", _rowcount(s.execute(delete(Item).where(Item.id.in_(ids)))))
+
+    def _trim_snapshots(self, keep: int, add: Callable[[str, int], None]) -> None:
+        last = 0
+        while True:
+            with self.sessions.begin() as s:
+                ids = s.scalars(select(Item.id).where(Item.id > last).order_by(Item.id).limit(ITEMS_PER_SCAN)).all()
+                over = self._over(s, keep, ids)
+            for item_id, threshold in over:
+                self._drain(lambda s, i=item_id, t=threshold: s.scalars(  # type: ignore[misc]
+                    select(Snapshot.id).where(Snapshot.item_id == i, Snapshot.id < t)
+                    .order_by(Snapshot.id).limit(self.batch)).all(),
+                    lambda s, batch: add("snapshots", _rowcount(s.execute(
+                        delete(Snapshot).where(Snapshot.id.in_(batch))))))
+            if len(ids) < ITEMS_PER_SCAN:
+                return
+            last = ids[-1]
+
+    def _over(self, s: Session, keep: int, item_ids: Sequence[int] | None = None) -> list[tuple[int, int]]:
+        """Items with more than their latest and ``keep`` snapshots, each with the id below which
+        its snapshots go (that of its ``keep`` + 1st newest)."""
+        q = select(Snapshot.item_id).group_by(Snapshot.item_id).having(func.count() > keep + 1)
+        if item_ids is not None:
+            if not item_ids:
+                return []
+            q = q.where(Snapshot.item_id.between(item_ids[0], item_ids[-1]))
+        out = []
+        for item_id in s.scalars(q).all():
+            kept = s.scalars(select(Snapshot.id).where(Snapshot.item_id == item_id)
+                             .order_by(Snapshot.id.desc()).limit(keep + 1)).all()
+            out.append((item_id, kept[-1]))
+        return out
+
+    def _surplus_count(self, s: Session, keep: int) -> int:
+        return sum(_count(s, select(Snapshot.id).where(Snapshot.item_id == i, Snapshot.id < t))
+                   for i, t in self._over(s, keep))
+
+
+def _count(s: Session, q: Any) -> int:
+    return int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _mark(s: Session, name: str, *, position: int, at: datetime, now: datetime) -> None:
+    mark = s.get(RetentionMark, name, with_for_update=True)
+    if mark is None:
+        s.add(RetentionMark(name=name, position=position, at=at, updated_at=now))
+    elif position > mark.position:
+        mark.position, mark.at, mark.updated_at = position, max(at, mark.at), now
+    s.flush()
