@@ -61,7 +61,7 @@ def test_no_command_but_migrate_changes_the_schema(old_db, tmp_path):
         for args, proc in procs.items():
             out, err = proc.communicate(timeout=240)
             assert proc.returncode == 2, (args, out, err)
-            assert err.strip() == f"error: the database schema is at revision {BEHIND}, this poller needs 0008; " \
+            assert err.strip() == f"error: the database schema is at revision {BEHIND}, this poller needs 0009; " \
                                   "run `poller migrate` (`poller run` migrates on start)", (args, err)
     finally:
         for proc in procs.values():
@@ -69,5 +69,5 @@ def test_no_command_but_migrate_changes_the_schema(old_db, tmp_path):
             proc.communicate()
     assert revision(old_db) == BEHIND
     assert poller(env, "migrate").stdout.strip() == "database is up to date"
-    assert revision(old_db) == "0008"
+    assert revision(old_db) == "0009"
     assert "none tracked" in poller(env, "status").stdout

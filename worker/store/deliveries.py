@@ -144,7 +144,11 @@ def _chain_followers(session: Session, pairs: set[tuple[int, int]], heads: set[i
     A chain is cut at its first delivery that is not due (in retry backoff, or in flight with
     another worker): whatever follows it must wait for it, or a later event would overtake it.
     """
+    subs, items = sorted({s for s, _ in pairs}), sorted({i for _, i in pairs})
     rows = select(Delivery.id, Delivery.subscription_id, Delivery.item_id, Delivery.next_attempt_at).where(
+        # The two lists let SQLite search ix_deliveries_order (for a list of pairs alone it scans the
+        # whole index); the pairs then keep exactly the chains asked for.
+        Delivery.subscription_id.in_(subs), Delivery.item_id.in_(items),
         tuple_(Delivery.subscription_id, Delivery.item_id).in_(sorted(pairs)), Delivery.state == "pending",
         Delivery.id.not_in(heads),
     ).order_by(Delivery.subscription_id, Delivery.item_id, Delivery.event_position, Delivery.id).limit(room)

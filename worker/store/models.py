@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -31,6 +32,19 @@ NAMING = {
 }
 
 
+#: An item claimed in this many leases in a row without a completed poll is stuck. The partial
+#: index ``ix_items_stuck`` is built on it: a change needs a migration of that index.
+STUCK_AFTER_CLAIMS = 3
+#: The states of an item polled no more (``ItemState.TERMINAL``, ``ItemState.GONE``): the prune's
+#: finished items, and the partial index ``ix_items_finished`` (a change needs a migration).
+FINISHED = ("terminal", "gone")
+
+
+def _partial(condition: str) -> dict[str, Any]:
+    """The WHERE of a partial index, the same on both databases."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
 class Base(DeclarativeBase):
     """Declarative base with the naming convention."""
 
@@ -41,12 +55,29 @@ class Item(Base):
     """A provider resource being watched.
 
     Invariant: ``next_poll_at`` is NULL unless ``state`` is ``active``, so the due-items index
-    holds only what may be polled and a claim never looks at finished items.
+    holds only what may be polled and a claim never looks at finished items. Likewise ``failing``
+    implies ``consecutive_failures > 0`` (a success clears both), so the failures index holds
+    every failing item.
+
+    The partial indexes hold only the rows their condition admits (the few failing, stuck or
+    finished items): small, and a poll of a healthy item writes none of them.
     """
 
     __tablename__ = "items"
-    __table_args__ = (UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),
-                      {"sqlite_autoincrement": True})
+    __table_args__ = (
+        UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),
+        # What `poller status`, the metrics and the capacity check count over every item: these
+        # columns alone, a fraction of a row, in the order the counts group them.
+        Index("ix_items_counts", "provider", "account", "state", "interval_s"),
+        Index("ix_items_failures", "provider", "consecutive_failures", "failing",
+              **_partial("consecutive_failures > 0")),
+        Index("ix_items_stuck", "provider", **_partial(f"claims_since_poll >= {STUCK_AFTER_CLAIMS}")),
+        # The prune's pick. Its query names the states as literals, as here: SQLite matches a
+        # partial index's IN list only to literals, not to bound parameters.
+        Index("ix_items_finished", "updated_at",
+              **_partial(f"state IN ({', '.join(repr(state) for state in FINISHED)})")),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider: Mapped[str] = mapped_column(String(40))
@@ -206,6 +237,9 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_due", "next_attempt_at"),
         Index("ix_deliveries_order", "subscription_id", "item_id", "event_position"),
+        # The pending ones (`poller status`, the metrics) and the counts by subscription and state
+        # (the dashboard), from the index alone.
+        Index("ix_deliveries_state", "state", "subscription_id", "created_at"),
         {"sqlite_autoincrement": True},
     )
 

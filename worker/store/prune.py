@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select
+from sqlalchemy import bindparam, delete, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from worker.domain import ItemState
 from worker.providers.base import utcnow
 from worker.retention import TABLES, Cutoffs
 from worker.store.models import (
+    FINISHED,
     Delivery,
     DeliveryAttempt,
     Event,
@@ -30,7 +30,6 @@ from worker.store.models import (
     Subscription,
 )
 
-FINISHED = (ItemState.TERMINAL.value, ItemState.GONE.value)
 #: Items whose snapshots are counted per query when trimming each item's history.
 ITEMS_PER_SCAN = 500
 
@@ -58,7 +57,10 @@ def _old_attempts(cut: datetime) -> ColumnElement[bool]:
 
 
 def _finished_items(cut: datetime) -> ColumnElement[bool]:
-    return Item.state.in_(FINISHED) & (Item.updated_at < cut)
+    # The states as literals, like the partial index ix_items_finished's own WHERE: SQLite uses a
+    # partial index only when it can prove the query's condition implies the index's.
+    return Item.state.in_(bindparam("finished", FINISHED, expanding=True, literal_execute=True)) \
+        & (Item.updated_at < cut)
 
 
 class Pruner:
@@ -98,21 +100,25 @@ class Pruner:
             if n:
                 self.progress(table, n)
 
+        # Each pick takes the oldest first, in the order of the index its cutoff ranges over
+        # (ties by key): it reads from the start of that range until its batch is full, and the
+        # last one stops at the cutoff, where a pick in key order would read on to the table's end.
         if (attempts := cut.attempts) is not None:
             self._drain(lambda s: s.scalars(select(DeliveryAttempt.id).where(_old_attempts(attempts))
-                                            .order_by(DeliveryAttempt.id).limit(self.batch)).all(),
+                                            .order_by(DeliveryAttempt.attempted_at, DeliveryAttempt.id)
+                                            .limit(self.batch)).all(),
                         lambda s, ids: add("delivery_attempts", _rowcount(s.execute(
                             delete(DeliveryAttempt).where(DeliveryAttempt.id.in_(ids))))))
         if (events := cut.events) is not None:
             self._drain(lambda s: s.scalars(select(Event.position).where(_old_events(events))
-                                            .order_by(Event.position).limit(self.batch)).all(),
+                                            .order_by(Event.created_at, Event.position).limit(self.batch)).all(),
                         lambda s, ids: self._delete_events(s, ids, add))
         if (finished := cut.finished_items) is not None:
             self._drain(lambda s: s.scalars(select(Item.id).where(_finished_items(finished))
-                                            .order_by(Item.id).limit(self.batch)).all(),
+                                            .order_by(Item.updated_at, Item.id).limit(self.batch)).all(),
                         lambda s, ids: self._delete_items(s, ids, add))
             self._drain(lambda s: s.scalars(select(Event.position).where(_orphans(finished))
-                                            .order_by(Event.position).limit(self.batch)).all(),
+                                            .order_by(Event.created_at, Event.position).limit(self.batch)).all(),
                         lambda s, ids: self._delete_events(s, ids, add))
         if cut.snapshots_keep is not None:
             self._trim_snapshots(cut.snapshots_keep, add)

@@ -190,10 +190,13 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime)
     for claim, outcome, eids, version, polled_at in batch:
         if leases.get(claim.item_id) != claim.lease_id:
             results.append(None)
-        elif outcome.snapshot is None and not outcome.events:
-            row = {"b_id": claim.item_id, "b_lease": claim.lease_id, "state": outcome.state.value,
-                   "next_poll_at": outcome.next_poll_at, "consecutive_failures": outcome.consecutive_failures,
-                   "failing": outcome.failing, "last_polled_at": polled_at}
+        elif outcome.snapshot is None and not outcome.events and outcome.state == ItemState.ACTIVE:
+            # Claimed items are active and the lease proves nothing changed that since: the state
+            # is left out of the UPDATE, so the index that counts items by state is not rewritten.
+            row: dict[str, Any] = {"b_id": claim.item_id, "b_lease": claim.lease_id,
+                                                   "next_poll_at": outcome.next_poll_at,
+                                   "consecutive_failures": outcome.consecutive_failures,
+                                   "failing": outcome.failing, "last_polled_at": polled_at}
             if outcome.error is None:
                 row.update(version=version, last_success_at=polled_at)
             else:

@@ -37,9 +37,9 @@ def store_size(session: Session) -> StoreSize:
     size = StoreSize()
     if bind.dialect.name == "postgresql":
         size.bytes = session.scalar(text("SELECT pg_database_size(current_database())"))
-        estimates: dict[str, int] = dict(session.execute(text("SELECT relname, reltuples::bigint FROM pg_class "
-                                              "WHERE relkind = 'r' AND relname = ANY(:names)"),
-                                         {"names": list(TABLES)}).tuples().all())
+        estimates = {name: int(n) for name, n in session.execute(
+            text("SELECT relname, reltuples::bigint FROM pg_class WHERE relkind = 'r' AND relname = ANY(:names)"),
+            {"names": list(TABLES)})}
         for table, key in TABLES.items():
             guess = estimates.get(table, -1)
             if guess >= EXACT_BELOW:
@@ -52,7 +52,10 @@ def store_size(session: Session) -> StoreSize:
     page_size = session.scalar(text("PRAGMA page_size")) or 0
     size.bytes = pages * page_size + _wal_bytes(session.get_bind().engine.url.database)
     for table, key in TABLES.items():
-        low, high = session.execute(select(func.min(key), func.max(key))).one()
+        # Each its own subquery: SQLite reads a lone min() or max() off an end of the key, but
+        # min() and max() in one SELECT scan the whole table.
+        low, high = session.execute(select(select(func.min(key)).scalar_subquery(),
+                                           select(func.max(key)).scalar_subquery())).one()
         span = 0 if low is None else high - low + 1
         if span >= EXACT_BELOW:
             size.rows[table] = span
