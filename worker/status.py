@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, Need, read_needs
@@ -28,12 +30,14 @@ def age_seconds(now: datetime, since: datetime | None) -> float:
 
 
 def record_heartbeat(session: Session, name: str, *, at: datetime, seconds: float, claimed: int) -> None:
-    """Record that a recurring job ran (an upsert that works on SQLite and PostgreSQL)."""
-    row = session.get(Heartbeat, name)
-    if row is None:
-        session.add(Heartbeat(name=name, at=at, seconds=seconds, claimed=claimed))
-    else:
-        row.at, row.seconds, row.claimed = at, seconds, claimed
+    """Record that a recurring job ran: one atomic upsert, because two ticks may run at once (on
+    PostgreSQL a read-then-insert lets both insert the first row, and one fails)."""
+    values = {"name": name, "at": at, "seconds": seconds, "claimed": claimed}
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Heartbeat).values(**values)
+    session.execute(stmt.on_conflict_do_update(index_elements=[Heartbeat.name],
+                                               set_={"at": at, "seconds": seconds, "claimed": claimed}))
 
 
 @dataclass

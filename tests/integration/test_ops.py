@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,6 +40,36 @@ def test_status_figures(engine, clock):
         record_heartbeat(s, "dispatch", at=clock(), seconds=0.01, claimed=3)
     st = read_status(sessions, tick_s=5, clock=clock)
     assert st.overdue == 0 and st.last_tick == clock() and st.to_dict()["last_tick_seconds"] == 0.01
+
+
+def test_two_ticks_recording_the_first_heartbeat_at_once_both_succeed(engine, clock):
+    """Two dispatch ticks on a fresh database both write the first heartbeat: the second waits for
+    the first and updates the row (a read-then-insert failed it on PostgreSQL's unique key, and the
+    task failure made `poller health` fail)."""
+    from worker.status import record_heartbeat
+
+    sessions = make_sessionmaker(engine)
+    errors: list[BaseException] = []
+    first = sessions()
+    first.begin()
+    record_heartbeat(first, "dispatch", at=clock(), seconds=0.01, claimed=1)
+
+    def second() -> None:
+        try:
+            with sessions.begin() as s:
+                record_heartbeat(s, "dispatch", at=clock() + timedelta(seconds=1), seconds=0.02, claimed=2)
+        except BaseException as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    other = threading.Thread(target=second)
+    other.start()
+    other.join(0.5)  # it waits on the first's row lock (PostgreSQL) or write lock (SQLite)
+    first.commit()
+    first.close()
+    other.join(30)
+    assert not other.is_alive() and errors == []
+    st = read_status(sessions, tick_s=5, clock=clock)
+    assert st.last_tick == clock() + timedelta(seconds=1) and st.last_tick_seconds == 0.02
 
 
 def test_health_says_why(engine, clock, broker_url):

@@ -25,7 +25,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         path = sqlite_file(url)
         if path is not None:
             create_private(path)
-        engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=dumps_strict, **kwargs)
+        # A small statement cache: the hot statements stay in it, while one-off texts (IN lists of
+        # other lengths) no longer pile up to 128 prepared statements on every pooled connection.
+        engine = create_engine(url, connect_args={"timeout": 30, "cached_statements": 32},
+                               json_serializer=dumps_strict, **kwargs)
         _sqlite_pragmas(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, json_serializer=dumps_strict, **kwargs)

@@ -133,6 +133,20 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int,
     return [Claim(row.id, row.lease_id) for row in rows]
 
 
+def padded(ids: list[int]) -> list[int]:
+    """``ids`` repeated up to the next power of two: an IN list of any length is one of a few
+    statements, which the drivers' statement caches keep (a new length would be a new statement
+    to prepare, and pysqlite keeps up to 128 of them per connection, tens of KB each).
+
+    >>> padded([5, 6, 7])
+    [5, 6, 7, 7]
+    """
+    if not ids:
+        return ids
+    size = 1 << (len(ids) - 1).bit_length()
+    return ids + [ids[-1]] * (size - len(ids))
+
+
 def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
     """Read the claimed items still under their lease, with their latest snapshots.
 
@@ -144,9 +158,9 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
     rows = session.execute(select(
         Item.id, Item.provider, Item.account, Item.kind, Item.ref, Item.labels, Item.external_id, Item.lease_id,
         Item.interval_s, Item.consecutive_failures, Item.failing, Item.version,
-    ).where(Item.id.in_(leases), Item.state == ItemState.ACTIVE.value)).all()
+    ).where(Item.id.in_(padded(list(leases))), Item.state == ItemState.ACTIVE.value)).all()
     current = [r for r in rows if r.lease_id == leases[r.id]]
-    latest_ids = (select(func.max(Snapshot.id)).where(Snapshot.item_id.in_([r.id for r in current]))
+    latest_ids = (select(func.max(Snapshot.id)).where(Snapshot.item_id.in_(padded([r.id for r in current])))
                   .group_by(Snapshot.item_id))
     snaps = {s.item_id: s for s in session.execute(
         select(Snapshot.item_id, Snapshot.status, Snapshot.terminal, Snapshot.fields)
@@ -181,7 +195,7 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime)
     if not batch:
         return []
     ids = [entry[0].item_id for entry in batch]
-    leases_q = select(Item.id, Item.lease_id).where(Item.id.in_(ids))
+    leases_q = select(Item.id, Item.lease_id).where(Item.id.in_(padded(ids)))
     if session.get_bind().dialect.name == "postgresql":
         leases_q = leases_q.with_for_update()
     leases: dict[int, int] = {row.id: row.lease_id for row in session.execute(leases_q)}
