@@ -144,3 +144,34 @@ def test_a_late_batch_does_not_send_past_an_event_another_worker_took(stack, rec
         stack.deliver()
     assert_in_order(stack, receiver)
     assert statuses(receiver) == ["to_send", "pending_delivery"]
+
+
+def test_a_claim_of_twenty_thousand_due_chains_stays_within_the_drivers_parameter_limits(engine, clock):
+    """A subscriber back after an outage: 17,000 items with two due deliveries each. One claim
+    takes 17,000 heads and 3,000 followers (PostgreSQL refused the follower query's 65,536+ bound
+    values before; a stock SQLite allows 32,766)."""
+    from sqlalchemy import insert
+
+    from worker.store.db import make_sessionmaker
+    from worker.store.models import Event, Subscription
+
+    sessions = make_sessionmaker(engine)
+    items = 17_000
+    with sessions.begin() as s:
+        sub = Subscription(kind="webhook", url="https://example.com/hook", state="active", created_at=clock(),
+                           updated_at=clock())
+        s.add(sub)
+        s.flush()
+        s.execute(insert(Event), [{"position": n + 1, "id": f"evt_{n:026d}", "item_id": n // 2 + 1, "seq": n % 2 + 1,
+                                   "type": "status.changed", "data": {}, "created_at": clock()}
+                                  for n in range(2 * items)])
+        s.execute(insert(Delivery), [{"subscription_id": sub.id, "event_position": n + 1, "item_id": n // 2 + 1,
+                                      "state": "pending", "attempts": 0, "next_attempt_at": clock(), "lease_id": 0,
+                                      "created_at": clock(), "updated_at": clock()} for n in range(2 * items)])
+    with sessions.begin() as s:
+        claims = repo.claim_due(s, now=clock(), lease_s=60, limit=20_000)
+    assert len(claims) == 20_000
+    by_chain: dict[tuple[int, int] | None, int] = {}
+    for c in claims:
+        by_chain[c.chain] = by_chain.get(c.chain, 0) + 1
+    assert len(by_chain) == items and sorted(by_chain.values()).count(2) == 3_000

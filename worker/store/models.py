@@ -237,9 +237,16 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_due", "next_attempt_at"),
         Index("ix_deliveries_order", "subscription_id", "item_id", "event_position"),
-        # The pending ones (`poller status`, the metrics) and the counts by subscription and state
-        # (the dashboard), from the index alone.
-        Index("ix_deliveries_state", "state", "subscription_id", "created_at"),
+        # The pending ones (`poller status`, the metrics, oldest first) and the counts by
+        # subscription and state (the dashboard), from the index alone. Not (state, subscription_id):
+        # without statistics PostgreSQL took that for the claim's chain check, which then read every
+        # pending delivery of the subscription for each one (a 20,000-delivery claim: 107 s, not 1).
+        Index("ix_deliveries_state", "state", "created_at", "subscription_id"),
+        # The pending deliveries of each chain in order: the claim's "first pending of its chain"
+        # and the followers behind it read this, one probe per chain (the claim spells the state
+        # as a literal, which a partial index needs).
+        Index("ix_deliveries_pending_chain", "subscription_id", "item_id", "event_position", "id",
+              **_partial("state = 'pending'")),
         {"sqlite_autoincrement": True},
     )
 

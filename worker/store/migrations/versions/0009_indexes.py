@@ -33,10 +33,13 @@ def upgrade() -> None:
                     **_partial("consecutive_failures > 0"))
     op.create_index("ix_items_stuck", "items", ["provider"], **_partial("claims_since_poll >= 3"))
     op.create_index("ix_items_finished", "items", ["updated_at"], **_partial("state IN ('terminal', 'gone')"))
-    op.create_index("ix_deliveries_state", "deliveries", ["state", "subscription_id", "created_at"])
+    op.create_index("ix_deliveries_state", "deliveries", ["state", "created_at", "subscription_id"])
+    op.create_index("ix_deliveries_pending_chain", "deliveries", ["subscription_id", "item_id", "event_position", "id"],
+                    **_partial("state = 'pending'"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_pending_chain", table_name="deliveries")
     op.drop_index("ix_deliveries_state", table_name="deliveries")
     for name in ("ix_items_finished", "ix_items_stuck", "ix_items_failures", "ix_items_counts"):
         op.drop_index(name, table_name="items")

@@ -1,0 +1,215 @@
+"""The paths bench/store.py times, with the project's own code and its shipped settings.
+
+``one_round`` is what a dispatch tick brings (bench/store.py's docstring says what that is); what it
+claims beyond the polled chunk is settled or given back untimed, so the store stays in its steady state
+from round to round.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Engine, bindparam, update
+from sqlalchemy.orm import Session, sessionmaker
+from store_data import interval_of
+
+from config.settings import Settings
+from worker.feed import EventFeed
+from worker.ids import event_ids
+from worker.metrics_state import StateCollector
+from worker.policy import PollPolicy, after_success
+from worker.status import read_status, record_heartbeat
+from worker.store import deliveries as drepo
+from worker.store import repo
+from worker.store.models import Delivery, Item
+
+_SETTINGS = Settings.model_fields
+#: The shipped defaults the paths run with.
+TICK_S = float(_SETTINGS["tick_seconds"].default)
+LEASE_S = float(_SETTINGS["lease_seconds"].default)
+DISPATCH_LIMIT = int(_SETTINGS["dispatch_limit"].default)
+DISPATCH_CHUNK = int(_SETTINGS["dispatch_chunk"].default)
+DELIVERY_LEASE_S = float(_SETTINGS["delivery_lease_seconds"].default)
+DELIVERY_LIMIT = int(_SETTINGS["delivery_limit"].default)
+
+
+def dashboard() -> Callable[..., dict[str, Any]]:
+    """``api.dashboard.page_data``, imported by name: mypy, checking this file, takes bench/ for the
+    base of its imports and so bench/api.py for the ``api`` package."""
+    return cast(Callable[..., dict[str, Any]], importlib.import_module("api.dashboard").page_data)
+
+
+class SimClock:
+    """The benchmark's time: starts at the data's "now", moves a tick per round. Thread-safe enough
+    (one writer; readers see the old or the new value)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at = self.at + timedelta(seconds=seconds)
+
+
+CLAIM = f"dispatch claim, a chunk ({DISPATCH_CHUNK}, `repo.claim_due`)"
+TICK = f"dispatch claim, the rest of the tick (limit {DISPATCH_LIMIT:,})"
+POLL = f"a poll's writes, {DISPATCH_CHUNK} unchanged (load + apply)"
+LOAD = "  of which `repo.load_work`"
+APPLY = "  of which `repo.apply_outcomes` + commit"
+DELIVERY = f"delivery claim (`deliveries.claim_due`, limit {DELIVERY_LIMIT:,})"
+BACKLOG = "  the same with every pending delivery due (rolled back)"
+STATUS = "`poller status` (`read_status`)"
+DASHBOARD = "dashboard (`page_data`)"
+METRICS = "metrics scrape (`StateCollector.collect`)"
+FIRST, DEEP, FIRST_1K, DEEP_1K = ("events page, first, limit 100", "events page, deep, limit 100",
+                                  "events page, first, limit 1000", "events page, deep, limit 1000")
+PATHS = (CLAIM, TICK, POLL, LOAD, APPLY, DELIVERY, BACKLOG, STATUS, DASHBOARD, METRICS, FIRST, DEEP, FIRST_1K, DEEP_1K)
+
+
+@dataclass
+class Bench:
+    """The database under test and the project objects that read and write it."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]
+    reads: sessionmaker[Session]
+    clock: SimClock
+    deep_after: str
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    policy: PollPolicy = field(default_factory=PollPolicy)
+    feed: EventFeed = field(init=False)
+    collector: StateCollector = field(init=False)
+    page_data: Callable[..., dict[str, Any]] = field(default_factory=dashboard)
+
+    def __post_init__(self) -> None:
+        self.feed = EventFeed(self.reads, clock=self.clock)
+        self.collector = StateCollector(self.sessions, TICK_S, clock=self.clock, limit_of=lambda p, a: 10.0)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return (time.perf_counter() - started) * 1000, value
+
+
+def poll_chunk(b: Bench, claims: list[repo.Claim], now: datetime) -> tuple[float, float]:
+    """A chunk of unchanged polls as worker/polling.py stores them; the ms of its read and its write."""
+    def load() -> list[repo.PollWork]:
+        with b.reads.begin() as s:
+            return repo.load_work(s, claims)
+
+    load_ms, work = timed(load)
+    batch: list[repo.Written] = []
+    for unit in work:  # the provider said "not modified": the document is the previous one
+        doc = replace(unit.previous, version=f'W/"{unit.item.id:x}"') if unit.previous else None
+        assert doc is not None, "every item has a snapshot"
+        outcome = after_success(unit.item, unit.state, unit.previous, doc, now=now, policy=b.policy,
+                                rand=b.rng.random())
+        eids = event_ids(now, b.rng.randbytes(10), len(outcome.events)) if outcome.events else []
+        batch.append((unit.claim, outcome, eids, doc.version, now))
+
+    def write() -> None:
+        with b.sessions.begin() as s:
+            repo.apply_outcomes(s, batch, now=now)
+            repo.defer_many(s, [], now=now)
+
+    apply_ms, _ = timed(write)
+    return load_ms, apply_ms
+
+
+def settle_tick(b: Bench, claims: list[repo.Claim], now: datetime) -> None:
+    """Untimed: the polls of the tick's other claims, as one statement (next poll an interval on)."""
+    if not claims:
+        return
+    items: Any = Item.__table__
+    stmt = (update(items).where(items.c.id == bindparam("b_id"), items.c.lease_id == bindparam("b_lease"))
+            .values(next_poll_at=bindparam("b_next", type_=items.c.next_poll_at.type), claims_since_poll=0,
+                    due_since=None, last_polled_at=now, last_success_at=now, updated_at=now))
+    rows = [{"b_id": c.item_id, "b_lease": c.lease_id,
+             "b_next": now + timedelta(seconds=interval_of(c.item_id - 1) * (0.9 + 0.2 * b.rng.random()))}
+            for c in claims]
+    with b.sessions.begin() as s:
+        s.connection().execute(stmt, rows)
+
+
+def give_back(b: Bench, claims: list[drepo.DeliveryClaim]) -> None:
+    """Untimed: make the claimed deliveries due again as they were (due since they were written)."""
+    ids = [c.delivery_id for c in claims]
+    with b.sessions.begin() as s:
+        for lo in range(0, len(ids), 500):
+            s.execute(update(Delivery).where(Delivery.id.in_(ids[lo:lo + 500]))
+                      .values(next_attempt_at=Delivery.created_at).execution_options(synchronize_session=False))
+
+
+def claim_backlog(b: Bench, now: datetime) -> tuple[float, int]:
+    """The delivery claim when every pending delivery is due (a subscriber back after an outage):
+    made due in the claim's transaction, which is rolled back (the claim is timed, not the commit)."""
+    with b.sessions() as s:
+        s.execute(update(Delivery).where(Delivery.state == "pending", Delivery.next_attempt_at > now)
+                  .values(next_attempt_at=Delivery.created_at).execution_options(synchronize_session=False))
+        ms, claims = timed(lambda: drepo.claim_due(s, now=now, lease_s=DELIVERY_LEASE_S, limit=DELIVERY_LIMIT))
+        s.rollback()
+    return ms, len(claims)
+
+
+def one_round(b: Bench) -> dict[str, tuple[float, int]]:
+    """One tick's worth of every path; returns path -> (ms, rows)."""
+    b.clock.advance(TICK_S)
+    now = b.clock()
+    out: dict[str, tuple[float, int]] = {}
+
+    def claim(limit: int) -> list[repo.Claim]:
+        with b.sessions.begin() as s:
+            return repo.claim_due(s, now=now, lease_s=LEASE_S, limit=limit, lookahead_s=TICK_S / 2)
+
+    ms, chunk = timed(lambda: claim(DISPATCH_CHUNK))
+    out[CLAIM] = (ms, len(chunk))
+    ms, rest = timed(lambda: claim(DISPATCH_LIMIT))
+    out[TICK] = (ms, len(rest))
+    with b.sessions.begin() as s:
+        record_heartbeat(s, "dispatch", at=now, seconds=ms / 1000, claimed=len(chunk) + len(rest))
+    load_ms, apply_ms = poll_chunk(b, chunk, now)
+    out[POLL], out[LOAD], out[APPLY] = (load_ms + apply_ms, len(chunk)), (load_ms, len(chunk)), (apply_ms, len(chunk))
+    settle_tick(b, rest, now)
+
+    def claim_deliveries() -> list[drepo.DeliveryClaim]:
+        with b.sessions.begin() as s:
+            return drepo.claim_due(s, now=now, lease_s=DELIVERY_LEASE_S, limit=DELIVERY_LIMIT)
+
+    ms, dclaims = timed(claim_deliveries)
+    out[DELIVERY] = (ms, len(dclaims))
+    give_back(b, dclaims)
+    out[BACKLOG] = claim_backlog(b, now)
+    ms, _ = timed(lambda: read_status(b.sessions, tick_s=TICK_S, clock=b.clock, limit_of=lambda p, a: 10.0))
+    out[STATUS] = (ms, 1)
+    ms, data = timed(lambda: b.page_data(b.reads, TICK_S, clock=b.clock))
+    out[DASHBOARD] = (ms, len(data["events"]))
+    ms, families = timed(lambda: list(b.collector.collect()))
+    out[METRICS] = (ms, len(families))
+    for name, after, limit in ((FIRST, None, 100), (DEEP, b.deep_after, 100), (FIRST_1K, None, 1000),
+                               (DEEP_1K, b.deep_after, 1000)):
+        started = time.perf_counter()
+        rows, _more = b.feed.page(after=after, limit=limit)
+        out[name] = ((time.perf_counter() - started) * 1000, len(rows))
+    return out
+
+
+@dataclass
+class Samples:
+    """Timings per path over rounds."""
+
+    ms: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PATHS})
+    rows: dict[str, list[int]] = field(default_factory=lambda: {p: [] for p in PATHS})
+
+    def add(self, result: dict[str, tuple[float, int]]) -> None:
+        for path, (ms, rows) in result.items():
+            self.ms[path].append(ms)
+            self.rows[path].append(rows)
