@@ -205,7 +205,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object
 
     settings = _settings()
     providers = _service().providers  # first: it refuses a missing database before anything opens one
-    st = read_status(sessions_for(settings), tick_s=settings.tick_seconds, limit_of=limits_of(providers))
+    # Read-only: on SQLite a read takes no write lock, so a status on a large store never holds up polling.
+    st = read_status(sessions_for(settings, read_only=True), tick_s=settings.tick_seconds,
+                     limit_of=limits_of(providers))
     if as_json:
         typer.echo(json.dumps(st.to_dict(), indent=2))
         return
@@ -232,8 +234,8 @@ def health(
 
     # What the workers saw (a read-only or deleted database) is in the broker, not the database.
     faults = (lambda within_s: worker_faults(settings, broker, within_s=within_s)) if broker else None
-    checks = check_health(sessions_for(settings), tick_s=settings.tick_seconds, max_lag_s=max_lag, broker_ping=ping,
-                          faults=faults)
+    checks = check_health(sessions_for(settings, read_only=True), tick_s=settings.tick_seconds, max_lag_s=max_lag,
+                          broker_ping=ping, faults=faults)
     counted = [c for c in checks if not liveness or c.name in LIVENESS_CHECKS]
     for c in checks:
         typer.echo(f"{'ok  ' if c.ok else 'FAIL' if c in counted else 'warn'}  {c.name:<9} {c.detail}")

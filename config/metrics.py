@@ -52,7 +52,7 @@ def serve(settings: Settings, role: str) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     guard = guard_for(settings)
-    registry.register(StateCollector(sessions_for(settings), settings.tick_seconds,
+    registry.register(StateCollector(sessions_for(settings, read_only=True), settings.tick_seconds,
                                      redis=guard.client if guard else None,
                                      limit_of=limits_of(providers_for(settings))))
     if role == "worker":

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     #: unset, ``{home}/secret.key`` (generated once for a SQLite database).
     secret_keys: SecretStr | None = None
 
+    #: SQLite: how long a write waits for the database lock before it fails (and is retried).
+    database_busy_timeout_seconds: float = Field(30.0, gt=0)
+
     tick_seconds: float = Field(5.0, gt=0)
     lease_seconds: float = Field(120.0, gt=0)
     dispatch_limit: int = Field(20_000, gt=0)

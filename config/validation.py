@@ -41,15 +41,18 @@ def duration_seconds(text: str) -> float:
     Raises:
         ValueError: not such a duration, not positive, not finite or over 366 days.
     """
-    value = text.strip().lower()
+    return _seconds(text.strip().lower(), MAX_SECONDS, DURATION_RULE)
+
+
+def _seconds(value: str, limit: float, rule: str) -> float:
     unit = value[-1:] if value[-1:] in _UNITS else "s"
     number = value[:-1] if value[-1:] in _UNITS else value
     try:
         seconds = float(number) * _UNITS[unit]
     except ValueError:
-        raise ValueError(f"must be {DURATION_RULE}") from None
-    if not math.isfinite(seconds) or not 0 < seconds <= MAX_SECONDS:
-        raise ValueError(f"must be {DURATION_RULE}")
+        raise ValueError(f"must be {rule}") from None
+    if not math.isfinite(seconds) or not 0 < seconds <= limit:
+        raise ValueError(f"must be {rule}")
     return seconds
 
 
@@ -75,17 +78,7 @@ def retention_seconds(text: str) -> float | None:
         ValueError: neither a duration nor 0 / forever.
     """
     value = text.strip().lower()
-    if value in FOREVER:
-        return None
-    unit = value[-1:] if value[-1:] in _UNITS else "s"
-    number = value[:-1] if value[-1:] in _UNITS else value
-    try:
-        seconds = float(number) * _UNITS[unit]
-    except ValueError:
-        raise ValueError(f"must be {RETENTION_RULE}") from None
-    if not math.isfinite(seconds) or not 0 < seconds <= MAX_RETENTION_SECONDS:
-        raise ValueError(f"must be {RETENTION_RULE}")
-    return seconds
+    return None if value in FOREVER else _seconds(value, MAX_RETENTION_SECONDS, RETENTION_RULE)
 
 
 def retention_count(text: str) -> int | None:

@@ -55,7 +55,8 @@ def engine_for(settings: Settings) -> Engine:
         crypto.install(keyring_for(settings))
         # Enough pooled connections for every task slot and its helpers: a pool smaller than the
         # threads using it opens and closes a connection for each overflowing transaction.
-        _engines[key] = make_engine(key[1], pool_size=settings.worker_concurrency * 2 + 4, max_overflow=20)
+        _engines[key] = make_engine(key[1], pool_size=settings.worker_concurrency * 2 + 4, max_overflow=20,
+                                    busy_timeout_s=settings.database_busy_timeout_seconds)
     return _engines[key]
 
 

@@ -190,7 +190,9 @@ def _redis_outage(redis: EmbeddedRedis) -> None:
 
 # -- 3. the database unreachable ------------------------------------------------------------
 
-DB_OUTAGE_S = 30.0  # SQLite: past the 30 s busy timeout, so writers fail rather than wait
+#: SQLite: the lock held past the busy timeout (set short here), so writers fail rather than wait.
+DB_BUSY_TIMEOUT_S = 4.0
+DB_OUTAGE_S = 10.0
 #: PostgreSQL refuses at once: a shorter outage shows the same failures and backoff.
 PG_OUTAGE_S = 10.0
 
@@ -204,7 +206,8 @@ def test_database_unreachable_workers_back_off_and_resume(topology, db_url, pg_a
     connections die, new ones are refused) without stopping the server other tests share.
     SQLite: another process holds BEGIN EXCLUSIVE on the file for the whole outage."""
     kind = "postgresql" if db_url.startswith("postgresql") else "sqlite"
-    topo = topology(f"database_unreachable_{kind}", broker_url, orders=FEWER_ORDERS)
+    topo = topology(f"database_unreachable_{kind}", broker_url, orders=FEWER_ORDERS,
+                    POLLER_DATABASE_BUSY_TIMEOUT_SECONDS=str(DB_BUSY_TIMEOUT_S))
     _start_and_begin_a_round(topo)
     if kind == "postgresql":
         name = topo.engine.url.database

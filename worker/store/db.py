@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.documents import dumps_strict
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, busy_timeout_s: float = 30.0, **kwargs: Any) -> Engine:
     """Create an engine for ``url``.
 
     Every JSON column is written as strict JSON (no NaN or Infinity), on every database.
-    SQLite gets WAL (readers never block the writer), a 30 s busy timeout, and ``BEGIN IMMEDIATE``
+    SQLite gets WAL (readers never block the writer), a busy timeout (how long a write waits for
+    the lock before it fails; ``busy_timeout_s``), and ``BEGIN IMMEDIATE``
     for every transaction: with the default deferred BEGIN, two processes that both read then
     write can deadlock in a way the busy timeout does not resolve.
     """
@@ -27,9 +28,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             create_private(path)
         # A small statement cache: the hot statements stay in it, while one-off texts (IN lists of
         # other lengths) no longer pile up to 128 prepared statements on every pooled connection.
-        engine = create_engine(url, connect_args={"timeout": 30, "cached_statements": 32},
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s, "cached_statements": 32},
                                json_serializer=dumps_strict, **kwargs)
-        _sqlite_pragmas(engine)
+        _sqlite_pragmas(engine, busy_timeout_ms=round(busy_timeout_s * 1000))
         return engine
     return create_engine(url, pool_pre_ping=True, json_serializer=dumps_strict, **kwargs)
 
@@ -53,7 +54,7 @@ def create_private(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, issue BEGIN (SQLAlchemy's documented pysqlite recipe).
@@ -62,7 +63,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
         cur.close()
 
     @event.listens_for(engine, "begin")

@@ -16,9 +16,10 @@ from worker.errors import Conflict, InputError
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
 from worker.webhooks.decision import AttemptResult, Decision
 
-#: "pending" as a literal in the SQL: the partial index ix_deliveries_pending_chain serves a query
-#: only when its state is spelled out (a bound value may be planned generically, without it).
+#: "pending" spelled out in the SQL, as the partial index ix_deliveries_pending_chain needs.
 PENDING: ColumnElement[str] = literal_column("'pending'")
+#: Bound values per statement, within every driver's limit (PostgreSQL 65,535, a stock SQLite 32,766).
+PARAMS_PER_QUERY = 5000
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,6 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) ->
     return claims
 
 
-#: Bound values per statement, well within every driver's limit (PostgreSQL's 65,535, the 32,766
-#: of a stock SQLite): a claim of 20,000 deliveries after a subscriber's outage goes in parts.
-PARAMS_PER_QUERY = 5000
-
 
 def _chain(row: Any) -> tuple[int, int] | None:
     return None if row.item_id is None else (row.subscription_id, row.item_id)
@@ -156,8 +153,7 @@ def _chain_followers(session: Session, pairs: set[tuple[int, int]], heads: set[i
     """
     out: list[int] = []
     ordered = sorted(pairs)
-    # A few thousand chains per query (each pair is two bound values, with its item and subscription).
-    step = PARAMS_PER_QUERY // 4
+    step = PARAMS_PER_QUERY // 4  # a pair is two bound values, with its item and subscription
     for start in range(0, len(ordered), step):
         part = ordered[start:start + step]
         subs, items = sorted({s for s, _ in part}), sorted({i for _, i in part})
@@ -173,7 +169,7 @@ def _chain_followers(session: Session, pairs: set[tuple[int, int]], heads: set[i
             # worker recording a result holds them for a moment only.
             rows = rows.with_for_update()
         cut: set[tuple[int, int]] = set()
-        # The heads come first in their chains; they are skipped here, not bound (up to a whole claim).
+        # Each chain's head comes first; skipped here rather than bound (they may be a whole claim).
         for row in session.execute(rows.limit(room - len(out) + len(part))):
             pair = (row.subscription_id, row.item_id)
             if row.id in heads or pair in cut:
@@ -351,10 +347,8 @@ def list_subscriptions(session: Session) -> Sequence[Subscription]:
 
 
 def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
-    """Per subscription: deliveries by state."""
-
+    """Per subscription: deliveries by state (state by state: each a range of ix_deliveries_state)."""
     counts: dict[int, dict[str, int]] = {}
-    # State by state, each a range of ix_deliveries_state (asked at once, SQLite reads another index whole).
     for state in DELIVERY_STATES:
         for sub_id, n in session.execute(select(Delivery.subscription_id, func.count())
                                          .where(Delivery.state == state).group_by(Delivery.subscription_id)):
