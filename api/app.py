@@ -22,6 +22,7 @@ from api.problems import ApiProblem, Problem
 from worker.apikeys import ApiKeys, Caller
 from worker.catalog import Catalog
 from worker.feed import EventFeed
+from worker.ingress import Ingress
 from worker.status import Check
 from worker.subscriptions import Subscriptions
 
@@ -49,6 +50,8 @@ class ApiServices:
     refresh_s: int = 5
     dashboard_public: bool = False
     secret_grace_s: float = 24 * 3600.0
+    #: Provider pushes (POST /ingress/...); None: refused.
+    ingress: Ingress | None = None
 
 
 def json_body(data: Any, status_code: int = 200) -> Response:
@@ -181,7 +184,7 @@ TAGS = [
 
 def create_app(svc: ApiServices) -> FastAPI:
     """The application, with every route."""
-    from api import events, items, pages, subscriptions
+    from api import events, ingress, items, pages, subscriptions
 
     app = FastAPI(
         title="status-poller",
@@ -196,7 +199,7 @@ def create_app(svc: ApiServices) -> FastAPI:
     )
     app.state.services = svc
     problems.install(app)
-    for module in (items, events, subscriptions, pages):
+    for module in (items, events, subscriptions, ingress, pages):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
     return app

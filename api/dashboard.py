@@ -15,6 +15,7 @@ from worker.delivery import redact
 from worker.providers.base import utcnow
 from worker.status import read_status
 from worker.store import deliveries as drepo
+from worker.store import tallies
 from worker.store.models import Event, Item
 from worker.views import event_dict, iso
 
@@ -37,7 +38,7 @@ def page_data(sessions: sessionmaker[Session], tick_s: float, clock: Callable[[]
         failing = s.scalars(select(Item).where(Item.consecutive_failures > 0)
                             .order_by(Item.consecutive_failures.desc()).limit(50)).all()
         events = s.scalars(select(Event).order_by(Event.position.desc()).limit(25)).all()
-        counts = drepo.delivery_counts(s)
+        counts = tallies.delivery_counts(s)
         subs = drepo.list_subscriptions(s)
         return {
             "status": st.to_dict(),

@@ -91,7 +91,8 @@ class Bench:
 
     def __post_init__(self) -> None:
         self.feed = EventFeed(self.reads, clock=self.clock)
-        self.collector = StateCollector(self.sessions, TICK_S, clock=self.clock, limit_of=lambda p, a: 10.0)
+        # Read-only sessions, as config.wiring gives the metrics scrape and `poller status`.
+        self.collector = StateCollector(self.reads, TICK_S, clock=self.clock, limit_of=lambda p, a: 10.0)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -188,7 +189,7 @@ def one_round(b: Bench) -> dict[str, tuple[float, int]]:
     out[DELIVERY] = (ms, len(dclaims))
     give_back(b, dclaims)
     out[BACKLOG] = claim_backlog(b, now)
-    ms, _ = timed(lambda: read_status(b.sessions, tick_s=TICK_S, clock=b.clock, limit_of=lambda p, a: 10.0))
+    ms, _ = timed(lambda: read_status(b.reads, tick_s=TICK_S, clock=b.clock, limit_of=lambda p, a: 10.0))
     out[STATUS] = (ms, 1)
     ms, data = timed(lambda: b.page_data(b.reads, TICK_S, clock=b.clock))
     out[DASHBOARD] = (ms, len(data["events"]))

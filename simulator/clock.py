@@ -87,3 +87,9 @@ def born_for_stage(stage: object, final: int, now: float, stage_seconds: float, 
     if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= final:
         raise ValueError(f"stage must be an integer 0..{final}" + (f" for {what}" if what else ""))
     return now - stage * stage_seconds
+
+
+def next_stage_at(born: float, now: float, stage_seconds: float, final: int) -> float | None:
+    """When an item born at ``born`` reaches its next stage (None once at ``final``)."""
+    stage = stage_reached(born, now, stage_seconds, final)
+    return None if stage >= final else born + (stage + 1) * stage_seconds

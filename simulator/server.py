@@ -23,6 +23,7 @@ from simulator.admin import register_admin_routes
 from simulator.billit import BillitProvider
 from simulator.clock import SimClock
 from simulator.faults import FaultPlan
+from simulator.push_sources import attach_pushes
 from simulator.registry import build_extra_providers
 from simulator.router import Provider, Request, Response, Router, json_response
 
@@ -91,6 +92,7 @@ class Simulator:
         for provider in self.providers.values():
             provider.register(self.router)
         register_admin_routes(self.router, self)
+        self.pusher, self.billit_webhooks, self.amili_pushes = attach_pushes(self)
 
         for index in range(self.config.seed_orders):
             self.billit.create_order(scenario=_SEED_SCENARIOS[index % len(_SEED_SCENARIOS)])
@@ -113,6 +115,7 @@ class Simulator:
             target=httpd.serve_forever, name="simulator-http", daemon=True
         )
         self._thread.start()
+        self.pusher.start()
         return self
 
     def serve_forever(self) -> None:
@@ -120,6 +123,7 @@ class Simulator:
         if self._thread is not None:
             raise RuntimeError("simulator already serving in a background thread")
         httpd = self._ensure_bound()
+        self.pusher.start()
         try:
             httpd.serve_forever()
         except KeyboardInterrupt:
@@ -130,6 +134,7 @@ class Simulator:
     def stop(self) -> None:
         """Stop serving, drop open connections and release the port. Safe to call twice."""
         self._stopping.set()
+        self.pusher.stop()
         if self._httpd is not None and self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(timeout=5)

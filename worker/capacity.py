@@ -15,12 +15,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.domain import ItemState
 from worker.providers.registry import REGISTRY, ProviderSet
-from worker.store.models import Item
+from worker.store.tallies import ItemCount, item_counts
 
 log = structlog.get_logger(__name__)
 
@@ -67,12 +66,20 @@ def needs(rows: Iterable[tuple[str, str, int, float]], limit_of: LimitOf) -> lis
     return [Need(p, a, int(n), float(rate or 0.0), limit_of(p, a)) for p, a, n, rate in sorted(rows)]
 
 
+def needs_of(counts: Iterable[ItemCount], limit_of: LimitOf) -> list[Need]:
+    """Needs from the running item counts (pure): the active items of each account."""
+    rows: dict[tuple[str, str], list[float]] = {}
+    for c in counts:
+        if c.state == ItemState.ACTIVE.value:
+            row = rows.setdefault((c.provider, c.account), [0, 0.0])
+            row[0] += c.n
+            row[1] += c.n / c.interval_s
+    return needs(((p, a, int(n), rate) for (p, a), (n, rate) in rows.items()), limit_of)
+
+
 def read_needs(session: Session, limit_of: LimitOf) -> list[Need]:
-    """Every provider account with active items, and what they need."""
-    rows = session.execute(
-        select(Item.provider, Item.account, func.count(), func.sum(1.0 / Item.interval_s))
-        .where(Item.state == ItemState.ACTIVE.value).group_by(Item.provider, Item.account))
-    return needs(((p, a, n, float(r or 0)) for p, a, n, r in rows), limit_of)
+    """Every provider account with active items, and what they need (from the running counts)."""
+    return needs_of(item_counts(session), limit_of)
 
 
 def limits_of(providers: ProviderSet) -> LimitOf:

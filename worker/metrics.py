@@ -43,6 +43,8 @@ def _m() -> Any:
                                                "Subscriptions disabled automatically, by reason (gone, failing).",
                                                ["reason"]),
                 pruned=Counter("poller_pruned_total", "Rows removed by retention, by table.", ["table"]),
+                ingress=Counter("poller_ingress_total", "Provider pushes received, by provider and outcome "
+                                "(accepted, untracked, duplicate, or why one was refused).", ["provider", "outcome"]),
                 provider_pauses=Counter("poller_provider_pauses_total", "Circuit-breaker openings, by provider.",
                                         ["provider"]),
             )
@@ -88,6 +90,11 @@ def subscription_disabled(reason: str) -> None:
 def provider_paused(provider: str) -> None:
     """A provider's circuit breaker opened."""
     _m().provider_pauses.labels(provider).inc()
+
+
+def ingress(provider: str, outcome: str) -> None:
+    """A provider push was accepted, or refused (``outcome`` says which and why)."""
+    _m().ingress.labels(provider, outcome).inc()
 
 
 def pruned(table: str, n: int) -> None:

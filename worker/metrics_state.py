@@ -12,10 +12,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.capacity import LimitOf, read_needs
+from worker.capacity import LimitOf, needs_of
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
 from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds
+from worker.store import tallies
 from worker.store.models import Delivery, Event, Heartbeat, Item, ProviderAccount, Subscription
 
 VERSION = "0.1.0"
@@ -48,9 +49,10 @@ class StateCollector:
         with self.sessions.begin() as s:
             items = GaugeMetricFamily("poller_items", "Tracked items, by provider and state.",
                                       labels=["provider", "state"])
-            for provider, state, n in s.execute(select(Item.provider, Item.state, func.count())
-                                                .group_by(Item.provider, Item.state)):
-                items.add_metric([provider, state], n)
+            counts = tallies.item_counts(s)
+            for provider, by in sorted(tallies.items_by_provider(counts).items()):
+                for state, n in sorted(by.items()):
+                    items.add_metric([provider, state], n)
             yield items
             cutoff = now - timedelta(seconds=self.tick_s)
             overdue = GaugeMetricFamily("poller_items_overdue", "Active items due more than one tick ago.",
@@ -99,7 +101,7 @@ class StateCollector:
             limits = GaugeMetricFamily("poller_rate_limit_per_second",
                                        "The provider account's rate limit, where it has one.",
                                        labels=["provider", "account"])
-            for need in read_needs(s, self.limit_of):
+            for need in needs_of(counts, self.limit_of):
                 required.add_metric([need.provider, need.account], need.required_per_s)
                 if need.limit_per_s is not None:
                     limits.add_metric([need.provider, need.account], need.limit_per_s)
@@ -107,14 +109,16 @@ class StateCollector:
             yield limits
             pending = GaugeMetricFamily("poller_deliveries_pending", "Deliveries not yet delivered or failed.",
                                         labels=["kind"])
-            oldest_pending: datetime | None = None
-            for kind, n, first in s.execute(
-                    select(Subscription.kind, func.count(), func.min(Delivery.created_at))
-                    .join(Subscription, Subscription.id == Delivery.subscription_id)
-                    .where(Delivery.state == "pending").group_by(Subscription.kind)):
+            kinds: dict[int, str] = {sub_id: kind for sub_id, kind in
+                                     s.execute(select(Subscription.id, Subscription.kind))}
+            by_kind: dict[str, int] = {}
+            for sub_id, by in tallies.delivery_counts(s).items():
+                if by.get("pending") and sub_id in kinds:
+                    by_kind[kinds[sub_id]] = by_kind.get(kinds[sub_id], 0) + by["pending"]
+            for kind, n in sorted(by_kind.items()):
                 pending.add_metric([kind], n)
-                oldest_pending = first if oldest_pending is None or first < oldest_pending else oldest_pending
             yield pending
+            oldest_pending = s.scalar(select(func.min(Delivery.created_at)).where(Delivery.state == "pending"))
             yield GaugeMetricFamily("poller_deliveries_oldest_pending_age_seconds",
                                     "Age of the oldest delivery still pending.",
                                     value=age_seconds(now, oldest_pending))
@@ -126,6 +130,11 @@ class StateCollector:
             yield GaugeMetricFamily("poller_dispatch_last_tick_age_seconds",
                                     "Seconds since the last dispatch tick ran (beat, broker and a worker).",
                                     value=(now - tick.at).total_seconds() if tick else float("inf"))
+            pruned = s.get(Heartbeat, "prune")
+            yield GaugeMetricFamily("poller_prune_last_run_age_seconds",
+                                    "Seconds since a prune last finished (beat runs one daily at POLLER_PRUNE_AT); "
+                                    "+Inf before the first.",
+                                    value=(now - pruned.at).total_seconds() if pruned else float("inf"))
             subs = GaugeMetricFamily("poller_subscriptions", "Subscriptions, by kind and state.",
                                      labels=["kind", "state"])
             for kind, state, n in s.execute(select(Subscription.kind, Subscription.state, func.count())

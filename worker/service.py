@@ -31,7 +31,7 @@ from worker.polling import ChunkPoller, PollReport
 from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
 from worker.status import record_heartbeat
-from worker.store import repo
+from worker.store import repo, tallies
 from worker.store.models import Event, Item
 from worker.store.repo import Claim, PollWork
 
@@ -137,6 +137,7 @@ class PollerService:
         # The heartbeat `poller health` reads: beat, broker and a worker all did their part.
         with self.sessions.begin() as session:
             record_heartbeat(session, "dispatch", at=self.clock(), seconds=round(elapsed, 6), claimed=len(claims))
+            tallies.fold(session)  # the running counts' deltas since the last tick, one row per key again
         return len(claims)
 
     # -- polling --------------------------------------------------------------------------

@@ -12,9 +12,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.capacity import LimitOf, Need, read_needs
+from worker.capacity import LimitOf, Need, needs_of
 from worker.faults import Fault
 from worker.providers.base import utcnow
+from worker.store import tallies
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface
 from worker.store.models import Delivery, Event, Heartbeat, Item, ProviderAccount, Subscription
 from worker.store.sizes import StoreSize, store_size
@@ -60,6 +61,7 @@ class Status:
     capacity: list[Need] = field(default_factory=list)  # per provider account with active items
     store: StoreSize | None = None
     oldest_event: datetime | None = None
+    last_prune: datetime | None = None  # when a prune last finished
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -78,6 +80,7 @@ class Status:
             "store": None if self.store is None else {"bytes": self.store.bytes, "rows": self.store.rows,
                                                       "estimated": self.store.estimated},
             "oldest_event": iso(self.oldest_event),
+            "last_prune": iso(self.last_prune),
         }
 
 
@@ -87,9 +90,8 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
     now = clock()
     st = Status(now=now)
     with sessions.begin() as s:
-        for provider, state, n in s.execute(select(Item.provider, Item.state, func.count())
-                                            .group_by(Item.provider, Item.state)):
-            st.items.setdefault(provider, {})[state] = n
+        counts = tallies.item_counts(s)
+        st.items = tallies.items_by_provider(counts)
         n, oldest = s.execute(select(func.count(), func.min(Item.next_poll_at))
                               .where(Item.next_poll_at < now - timedelta(seconds=tick_s))).one()
         st.overdue, st.most_overdue_seconds = n, age_seconds(now, oldest)
@@ -103,17 +105,18 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         st.auth_failed = [f"{p}/{a}: {e}" for p, a, e in s.execute(
             select(ProviderAccount.provider, ProviderAccount.account, ProviderAccount.auth_error)
             .where(ProviderAccount.auth_failed_at.is_not(None)).order_by(ProviderAccount.provider))]
-        n, oldest = s.execute(select(func.count(), func.min(Delivery.created_at))
-                              .where(Delivery.state == "pending")).one()
-        st.deliveries_pending, st.oldest_pending_seconds = n, age_seconds(now, oldest)
+        st.deliveries_pending = sum(by.get("pending", 0) for by in tallies.delivery_counts(s).values())
+        st.oldest_pending_seconds = age_seconds(now, s.scalar(select(func.min(Delivery.created_at))
+                                                              .where(Delivery.state == "pending")))
         for state, n in s.execute(select(Subscription.state, func.count()).group_by(Subscription.state)):
             st.subscriptions[state] = n
-        st.capacity = read_needs(s, limit_of)
+        st.capacity = needs_of(counts, limit_of)
         tick = s.get(Heartbeat, "dispatch")
         if tick:
             st.last_tick, st.last_tick_seconds = tick.at, tick.seconds
         st.store = store_size(s)
         st.oldest_event = s.scalar(select(Event.created_at).order_by(Event.position).limit(1))
+        st.last_prune = s.scalar(select(Heartbeat.at).where(Heartbeat.name == "prune"))
     return st
 
 

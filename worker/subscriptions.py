@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.catalog import check_labels, decode_cursor, encode_cursor
@@ -19,6 +19,7 @@ from worker.errors import Conflict, InputError, NotFound, TargetRefused
 from worker.ids import event_id as new_event_id
 from worker.providers.base import utcnow
 from worker.store import deliveries as repo
+from worker.store import tallies
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
 from worker.views import iso
 from worker.webhooks import payload
@@ -155,16 +156,14 @@ class Subscriptions:
     def all(self) -> list[tuple[Subscription, dict[str, int]]]:
         """Every subscription with its deliveries counted by state."""
         with self.reads.begin() as session:
-            counts = repo.delivery_counts(session)
+            counts = tallies.delivery_counts(session)
             return [(s, counts.get(s.id, {})) for s in repo.list_subscriptions(session)]
 
     def get(self, sub_id: int) -> tuple[Subscription, dict[str, int]]:
         """One subscription with its deliveries counted by state (NotFound when none has the id)."""
         with self.reads.begin() as session:
             sub = _get(session, sub_id)
-            rows = session.execute(select(Delivery.state, func.count()).where(Delivery.subscription_id == sub_id)
-                                   .group_by(Delivery.state))
-            return sub, {state: n for state, n in rows}
+            return sub, tallies.delivery_counts(session, sub_id).get(sub_id, {})
 
     def change(self, sub_id: int, *, url: str | None = None, types: list[str] | None | _Keep = KEEP,
                providers: list[str] | None | _Keep = KEEP, labels: dict[str, str] | None | _Keep = KEEP,

@@ -7,15 +7,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import select, update
 
 from config.celery_app import PRUNE_TASK, create_app
 from config.settings import Settings
 from worker.errors import ConfigurationError, CursorExpired
 from worker.feed import EventFeed
+from worker.metrics_state import StateCollector
 from worker.pruning import RetentionService
 from worker.retention import Retention
+from worker.status import read_status
 from worker.store import repo
 from worker.store.models import Delivery, DeliveryAttempt, Event, Item, RetentionMark, Snapshot
 
@@ -74,6 +76,11 @@ def test_an_event_a_failing_subscriber_waits_for_survives_and_latest_snapshots_s
             assert len(ids) == 2 and ids[-1] == latest
     assert {t: pruned(t) - before[t] for t in before} == {"events": 4, "snapshots": 4, "delivery_attempts": 8}
     assert service(stack, retention).prune() == dict.fromkeys(removed, 0)  # nothing left to do
+    assert read_status(stack.sessions, tick_s=5, clock=stack.clock).last_prune == stack.clock()
+    stack.clock.advance(3600)
+    scrape = CollectorRegistry()
+    scrape.register(StateCollector(stack.sessions, tick_s=5, clock=stack.clock))
+    assert scrape.get_sample_value("poller_prune_last_run_age_seconds") == 3600.0
 
 
 def test_a_cursor_before_the_retained_events_is_refused_naming_the_oldest(stack):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ItemGone, ProviderResponseInvalid
@@ -44,6 +44,9 @@ class AmiliCollectionSettings(ProviderSettings):
     org_id: str | None = None
     #: Optional OAuth2 scope (reading needs none in the docs).
     scope: str | None = None
+    #: The unguessable token in the push URL (/ingress/amili_collection/<account>/<token>): Amili
+    #: does not document its signature scheme, so the path is the proof. At least 32 characters.
+    push_token: SecretStr | None = Field(None, min_length=32)
 
 
 class AmiliCollectionProvider:

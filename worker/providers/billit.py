@@ -81,6 +81,9 @@ class BillitSettings(ProviderSettings):
     refresh_token: SecretStr | None = None
     #: Where OAuth2 tokens are refreshed, relative to base_url.
     token_path: str = "/OAuth2/token"
+    #: The secret of a webhook registered by hand (POST /v1/webhooks) to POLLER_PUBLIC_URL's
+    #: /ingress/billit/<account>: pushes must carry its Billit-Signature.
+    webhook_secret: SecretStr | None = None
 
     def uses_oauth(self) -> bool:
         """OAuth2 when a refresh token is configured and no ApiKey is."""

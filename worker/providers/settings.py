@@ -38,6 +38,10 @@ class ProviderSettings(BaseModel):
     rate_limit_per_second: float | None = Field(5.0, gt=0)
     #: How many calls may go at once before the rate applies.
     rate_limit_burst: int = Field(10, ge=1)
+    #: Pushes (POST /ingress/...) believed per second from this account, and how many at once;
+    #: more are answered 429 (each believed push costs a poll).
+    push_rate_per_second: float = Field(10.0, gt=0)
+    push_burst: int = Field(100, ge=1)
     #: More accounts of the same provider, by name: each a partial override of these settings.
     accounts: dict[str, dict[str, Any]] = {}
 

@@ -346,16 +346,6 @@ def list_subscriptions(session: Session) -> Sequence[Subscription]:
     return session.scalars(select(Subscription).order_by(Subscription.id)).all()
 
 
-def delivery_counts(session: Session) -> dict[int, dict[str, int]]:
-    """Per subscription: deliveries by state (state by state: each a range of ix_deliveries_state)."""
-    counts: dict[int, dict[str, int]] = {}
-    for state in DELIVERY_STATES:
-        for sub_id, n in session.execute(select(Delivery.subscription_id, func.count())
-                                         .where(Delivery.state == state).group_by(Delivery.subscription_id)):
-            counts.setdefault(sub_id, {})[state] = n
-    return counts
-
-
 def redeliver(
     session: Session, events: Sequence[Event], *, subscription_id: int | None, now: datetime,
 ) -> int:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -66,9 +67,11 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),
-        # What `poller status`, the metrics and the capacity check count over every item: these
-        # columns alone, a fraction of a row, in the order the counts group them.
-        Index("ix_items_counts", "provider", "account", "state", "interval_s"),
+        # No index for counting items: `poller status`, the metrics and the capacity check read
+        # the running counts of item_tallies (worker.store.tallies) instead.
+        # The dispatch claim: the due range, and the time each due item first came due (its order),
+        # from the index alone (with only next_poll_at, a claim read every due row from the table).
+        Index("ix_items_due", "next_poll_at", "due_since"),
         Index("ix_items_failures", "provider", "consecutive_failures", "failing",
               **_partial("consecutive_failures > 0")),
         Index("ix_items_stuck", "provider", **_partial(f"claims_since_poll >= {STUCK_AFTER_CLAIMS}")),
@@ -86,7 +89,7 @@ class Item(Base):
     ref: Mapped[str] = mapped_column(String(200))
     interval_s: Mapped[float] = mapped_column(Float)
     state: Mapped[str] = mapped_column(String(16), default="active")
-    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Bumped by every claim; a poll writes only if the lease it was given is still current.
     lease_id: Mapped[int] = mapped_column(Integer, default=0)
     last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -322,3 +325,28 @@ class RetentionMark(Base):
     #: The creation time of the newest event removed.
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ItemTally(Base):
+    """A change in the count of items with one provider, account, state and interval (+1, -1, or
+    a folded sum). Written by triggers on ``items`` (migration 0010), read by worker.store.tallies."""
+
+    __tablename__ = "item_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    account: Mapped[str] = mapped_column(String(80))
+    state: Mapped[str] = mapped_column(String(16))
+    interval_s: Mapped[float] = mapped_column(Float)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class DeliveryTally(Base):
+    """A change in the count of one subscription's deliveries in one state; as ItemTally."""
+
+    __tablename__ = "delivery_tallies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    n: Mapped[int] = mapped_column(BigInteger)

@@ -1,23 +1,26 @@
 """Removing old history in small batches (`poller prune`, and beat once a day).
 
-Each batch is its own short transaction of at most ``batch`` rows, so polling and delivery go on
-meanwhile (on SQLite a batch holds the write lock for milliseconds, not for the whole prune).
+Each batch is its own short transaction of at most ``batch`` rows, sized to hold its locks about
+25 ms, so polling and delivery go on meanwhile; on SQLite the prune then stands aside as long
+again, so writers waiting for the one write lock get their turn.
 What is never removed: the latest snapshot of an item, an event with a delivery still pending for
 an active subscription (and that delivery's attempts), anything newer than its cutoff.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, select
+from sqlalchemy import Select, bindparam, delete, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.providers.base import utcnow
 from worker.retention import TABLES, Cutoffs
+from worker.store import tallies
 from worker.store.models import (
     FINISHED,
     Delivery,
@@ -32,6 +35,8 @@ from worker.store.models import (
 
 #: Items whose snapshots are counted per query when trimming each item's history.
 ITEMS_PER_SCAN = 500
+#: How long one batch should hold its locks, and the fewest rows a batch removes.
+HOLD_S, MIN_BATCH = 0.025, 50
 
 
 def _undelivered() -> ColumnElement[bool]:
@@ -64,11 +69,22 @@ def _finished_items(cut: datetime) -> ColumnElement[bool]:
 
 
 class Pruner:
-    """Applies :class:`~worker.retention.Cutoffs` to the store."""
+    """Applies :class:`~worker.retention.Cutoffs` to the store.
+
+    Args:
+        batch: the most rows one transaction removes (fewer when they take longer than ``hold_s``).
+        hold_s: how long one batch should hold its locks.
+        sleep: how the prune stands aside between batches on SQLite.
+        reads: read-only sessions for the picks (default ``sessions``).
+    """
 
     def __init__(self, sessions: sessionmaker[Session], *, clock: Callable[[], datetime] = utcnow, batch: int = 1000,
-                 progress: Callable[[str, int], None] | None = None) -> None:
-        self.sessions, self.clock, self.batch = sessions, clock, batch
+                 progress: Callable[[str, int], None] | None = None, hold_s: float = HOLD_S,
+                 sleep: Callable[[float], None] = time.sleep, reads: sessionmaker[Session] | None = None) -> None:
+        self.sessions, self.clock, self.batch, self.hold_s, self.sleep = sessions, clock, batch, hold_s, sleep
+        self.size, self.reads = batch, reads or sessions
+        bind = sessions.kw.get("bind")
+        self.shared_lock = bind is not None and bind.dialect.name == "sqlite"
         self.progress = progress or (lambda _table, _n: None)
 
     def count(self, cut: Cutoffs) -> dict[str, int]:
@@ -104,38 +120,67 @@ class Pruner:
         # (ties by key): it reads from the start of that range until its batch is full, and the
         # last one stops at the cutoff, where a pick in key order would read on to the table's end.
         if (attempts := cut.attempts) is not None:
-            self._drain(lambda s: s.scalars(select(DeliveryAttempt.id).where(_old_attempts(attempts))
-                                            .order_by(DeliveryAttempt.attempted_at, DeliveryAttempt.id)
-                                            .limit(self.batch)).all(),
+            self._drain(select(DeliveryAttempt.id).where(_old_attempts(attempts))
+                        .order_by(DeliveryAttempt.attempted_at, DeliveryAttempt.id), DeliveryAttempt.id,
                         lambda s, ids: add("delivery_attempts", _rowcount(s.execute(
                             delete(DeliveryAttempt).where(DeliveryAttempt.id.in_(ids))))))
         if (events := cut.events) is not None:
-            self._drain(lambda s: s.scalars(select(Event.position).where(_old_events(events))
-                                            .order_by(Event.created_at, Event.position).limit(self.batch)).all(),
-                        lambda s, ids: self._delete_events(s, ids, add))
+            self._drain(select(Event.position).where(_old_events(events)).order_by(Event.created_at, Event.position),
+                        Event.position, lambda s, ids: self._delete_events(s, ids, add))
         if (finished := cut.finished_items) is not None:
-            self._drain(lambda s: s.scalars(select(Item.id).where(_finished_items(finished))
-                                            .order_by(Item.updated_at, Item.id).limit(self.batch)).all(),
-                        lambda s, ids: self._delete_items(s, ids, add))
-            self._drain(lambda s: s.scalars(select(Event.position).where(_orphans(finished))
-                                            .order_by(Event.created_at, Event.position).limit(self.batch)).all(),
-                        lambda s, ids: self._delete_events(s, ids, add))
+            self._prune_items(finished, add)
+            self._drain(select(Event.position).where(_orphans(finished)).order_by(Event.created_at, Event.position),
+                        Event.position, lambda s, ids: self._delete_events(s, ids, add))
         if cut.snapshots_keep is not None:
             self._trim_snapshots(cut.snapshots_keep, add)
         return done
 
     # -- batches --------------------------------------------------------------------------
 
-    def _drain(self, pick: Callable[[Session], Sequence[int]],
-               remove: Callable[[Session, Sequence[int]], None]) -> None:
-        # Each round picks and removes in one short transaction, until nothing is left to pick.
+    def _drain(self, pick: Select[int], key: Any, remove: Callable[[Session, Sequence[int]], None]) -> None:
+        # Each round picks up to ``size`` rows in a read-only transaction (no lock: on SQLite,
+        # reading the oldest rows can take longer than deleting them), then, in one short write
+        # transaction, takes those that still qualify and removes them, until nothing is left to
+        # pick. The running counts are folded as it goes, so a day's prune leaves readers a few
+        # rows to sum, not a delta per delivery removed.
         while True:
-            with self.sessions.begin() as s:
-                ids = pick(s)
-                if ids:
-                    remove(s, ids)
-            if len(ids) < self.batch:
+            size = self.size
+            with self.reads.begin() as r:
+                ids = r.scalars(pick.limit(size)).all()
+            if ids:
+                with self.sessions.begin() as s:
+                    s.connection()  # the write lock, on SQLite: from here the batch holds it
+                    started = time.perf_counter()
+                    still = s.scalars(pick.where(key.in_(ids))).all()
+                    if still:
+                        remove(s, still)
+                        tallies.fold(s)
+                self._paced(time.perf_counter() - started)
+            if len(ids) < size:
                 return
+
+    def _paced(self, held_s: float) -> None:
+        """Size the next batch so it holds its locks about ``hold_s``; on SQLite, whose writers take
+        turns on one lock, then stand aside as long as the batch held it. Without the pause the
+        next batch starts at once and a writer waiting in SQLite's busy handler (which sleeps up to
+        100 ms between tries) can miss its turn for several batches: at 10,000,000 events a dispatch
+        claim waited 1.2 s."""
+        scaled = int(self.size * self.hold_s / max(held_s, 1e-4))
+        self.size = max(min(self.batch, MIN_BATCH), min(self.batch, scaled, 2 * self.size))
+        if self.shared_lock:
+            started = time.perf_counter()
+            self._checkpoint()
+            self.sleep(max(0.0, held_s - (time.perf_counter() - started)))
+
+    def _checkpoint(self) -> None:
+        # SQLite copies its write-ahead log into the database file in whichever connection's commit
+        # passes 1,000 pages; the prune writes most of those pages, so it copies them itself,
+        # instead of some poll's commit taking 100 ms longer. PASSIVE: it waits for nobody.
+        raw = self.sessions.kw["bind"].raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            raw.close()
 
     def _delete_events(self, s: Session, positions: Sequence[int], add: Callable[[str, int], None]) -> None:
         newest = s.execute(select(func.max(Event.position), func.max(Event.created_at))
@@ -148,13 +193,30 @@ class Pruner:
         if newest[0] is not None:
             _mark(s, "events", position=newest[0], at=newest[1], now=self.clock())
 
-    def _delete_items(self, s: Session, ids: Sequence[int], add: Callable[[str, int], None]) -> None:
-        events = s.scalars(select(Event.position).where(Event.item_id.in_(ids), ~_undelivered())).all()
-        for start in range(0, len(events), self.batch):
-            self._delete_events(s, events[start:start + self.batch], add)
-        add("snapshots", _rowcount(s.execute(delete(Snapshot).where(Snapshot.item_id.in_(ids)))))
-        s.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(ids)))
-        add("items", _rowcount(s.execute(delete(Item).where(Item.id.in_(ids)))))
+    def _prune_items(self, cut: datetime, add: Callable[[str, int], None]) -> None:
+        # A batch of finished items at a time: their events, then their snapshots, each in batches
+        # of their own (an item's history can be long), then the items, if still finished.
+        while True:
+            with self.sessions.begin() as s:
+                ids = s.scalars(select(Item.id).where(_finished_items(cut))
+                                .order_by(Item.updated_at, Item.id).limit(self.batch)).all()
+            if ids:
+                self._delete_items(ids, cut, add)
+            if len(ids) < self.batch:
+                return
+
+    def _delete_items(self, ids: Sequence[int], cut: datetime, add: Callable[[str, int], None]) -> None:
+        self._drain(select(Event.position).where(Event.item_id.in_(ids), ~_undelivered()).order_by(Event.position),
+                    Event.position, lambda s, positions: self._delete_events(s, positions, add))
+        self._drain(select(Snapshot.id).where(Snapshot.item_id.in_(ids), Item.id == Snapshot.item_id,
+                                              _finished_items(cut)).order_by(Snapshot.id), Snapshot.id,
+                    lambda s, batch: add("snapshots", _rowcount(s.execute(
+                        delete(Snapshot).where(Snapshot.id.in_(batch))))))
+        with self.sessions.begin() as s:  # unless one was tracked again meanwhile
+            gone = s.scalars(select(Item.id).where(Item.id.in_(ids), _finished_items(cut))).all()
+            s.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(gone)))
+            add("items", _rowcount(s.execute(delete(Item).where(Item.id.in_(gone)))))
+            tallies.fold(s)
 
     def _trim_snapshots(self, keep: int, add: Callable[[str, int], None]) -> None:
         last = 0
@@ -163,11 +225,10 @@ class Pruner:
                 ids = s.scalars(select(Item.id).where(Item.id > last).order_by(Item.id).limit(ITEMS_PER_SCAN)).all()
                 over = self._over(s, keep, ids)
             for item_id, threshold in over:
-                self._drain(lambda s, i=item_id, t=threshold: s.scalars(  # type: ignore[misc]
-                    select(Snapshot.id).where(Snapshot.item_id == i, Snapshot.id < t)
-                    .order_by(Snapshot.id).limit(self.batch)).all(),
-                    lambda s, batch: add("snapshots", _rowcount(s.execute(
-                        delete(Snapshot).where(Snapshot.id.in_(batch))))))
+                self._drain(select(Snapshot.id).where(Snapshot.item_id == item_id, Snapshot.id < threshold)
+                            .order_by(Snapshot.id), Snapshot.id,
+                            lambda s, batch: add("snapshots", _rowcount(s.execute(
+                                delete(Snapshot).where(Snapshot.id.in_(batch))))))
             if len(ids) < ITEMS_PER_SCAN:
                 return
             last = ids[-1]

@@ -19,7 +19,7 @@ from worker.store.models import Delivery, DeliveryAttempt, Event, Item, Snapshot
 TABLES = {"items": Item.id, "snapshots": Snapshot.id, "events": Event.position, "deliveries": Delivery.id,
           "delivery_attempts": DeliveryAttempt.id}
 #: Below this many keys in range a table is counted exactly.
-EXACT_BELOW = 200_000
+EXACT_BELOW = 10_000
 
 
 @dataclass
