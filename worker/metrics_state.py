@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.capacity import LimitOf, needs_of
 from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
-from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds
+from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds, any_overdue
 from worker.store import tallies
-from worker.store.models import Delivery, Event, Heartbeat, Item, ProviderAccount, Subscription
+from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
+from worker.store.repo import oldest_event_at
 
 VERSION = "0.1.0"
 
@@ -63,7 +64,8 @@ class StateCollector:
             late = (select(Item.provider, Item.next_poll_at).where(Item.next_poll_at < cutoff)
                     .cte("overdue").prefix_with("MATERIALIZED"))
             for provider, n, first in s.execute(
-                    select(late.c.provider, func.count(), func.min(late.c.next_poll_at)).group_by(late.c.provider)):
+                    select(late.c.provider, func.count(), func.min(late.c.next_poll_at))
+                    .group_by(late.c.provider)) if any_overdue(s, cutoff) else ():
                 overdue.add_metric([provider], n)
                 oldest = first if oldest is None or (first and first < oldest) else oldest
             yield overdue
@@ -122,7 +124,7 @@ class StateCollector:
             yield GaugeMetricFamily("poller_deliveries_oldest_pending_age_seconds",
                                     "Age of the oldest delivery still pending.",
                                     value=age_seconds(now, oldest_pending))
-            oldest_event = s.scalar(select(Event.created_at).order_by(Event.position).limit(1))
+            oldest_event = oldest_event_at(s)
             yield GaugeMetricFamily("poller_events_oldest_age_seconds",
                                     "Age of the oldest retained event (retention: POLLER_RETENTION_EVENTS).",
                                     value=age_seconds(now, oldest_event))

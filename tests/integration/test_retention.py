@@ -170,3 +170,25 @@ def test_a_cutoff_keeps_what_is_newer(stack):
     stack.clock.now += timedelta(seconds=120)
     assert service(stack, Retention(events_s=30 * DAY, snapshots_keep=None, attempts_s=None,
                                     finished_items_s=None)).prune()["events"] == 1
+
+
+def test_removing_a_finished_items_history_refuses_no_cursor_among_kept_events(stack):
+    """Events kept for ever, finished items for 90 days: the finished item's events, newer in the
+    stream than the kept ones, go; a cursor at a kept event still reads on (the mark that refuses
+    cursors moves only with the age cutoff, which removes the stream's oldest events)."""
+    kept_item = stack.orders(1, stages=1)[0]
+    pause(stack, kept_item)
+    gone_item = stack.orders(1, stages=1)[0]
+    kept = [e for e in events(stack) if e.item_id == kept_item]
+    with stack.sessions.begin() as s:
+        s.execute(update(Item).where(Item.id == gone_item).values(state="terminal", next_poll_at=None,
+                                                                 updated_at=stack.clock()))
+    stack.clock.advance(91 * DAY)
+    removed = service(stack, Retention(events_s=None, snapshots_keep=None, attempts_s=None,
+                                       finished_items_s=90 * DAY)).prune()
+    assert removed["items"] == 1 and removed["events"] == 2
+    assert [e.id for e in events(stack)] == [e.id for e in kept]
+    feed = EventFeed(stack.sessions)
+    assert [e.id for e in feed.page(after=kept[0].id, limit=10)[0]] == [kept[1].id]
+    with stack.sessions.begin() as s:
+        assert s.get(RetentionMark, "events") is None

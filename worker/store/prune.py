@@ -126,7 +126,7 @@ class Pruner:
                             delete(DeliveryAttempt).where(DeliveryAttempt.id.in_(ids))))))
         if (events := cut.events) is not None:
             self._drain(select(Event.position).where(_old_events(events)).order_by(Event.created_at, Event.position),
-                        Event.position, lambda s, ids: self._delete_events(s, ids, add))
+                        Event.position, lambda s, ids: self._delete_events(s, ids, add, mark=True))
         if (finished := cut.finished_items) is not None:
             self._prune_items(finished, add)
             self._drain(select(Event.position).where(_orphans(finished)).order_by(Event.created_at, Event.position),
@@ -182,7 +182,11 @@ class Pruner:
         finally:
             raw.close()
 
-    def _delete_events(self, s: Session, positions: Sequence[int], add: Callable[[str, int], None]) -> None:
+    def _delete_events(self, s: Session, positions: Sequence[int], add: Callable[[str, int], None], *,
+                       mark: bool = False) -> None:
+        # Only the age cutoff removes the stream's oldest events, and so moves the mark that refuses
+        # a cursor from before it; a finished or untracked item's history is removed from anywhere
+        # in the stream, and marking it would refuse cursors among events still kept.
         newest = s.execute(select(func.max(Event.position), func.max(Event.created_at))
                            .where(Event.position.in_(positions))).one()
         deliveries = select(Delivery.id).where(Delivery.event_position.in_(positions))
@@ -190,7 +194,7 @@ class Pruner:
             delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(deliveries)))))
         s.execute(delete(Delivery).where(Delivery.event_position.in_(positions)))
         add("events", _rowcount(s.execute(delete(Event).where(Event.position.in_(positions)))))
-        if newest[0] is not None:
+        if mark and newest[0] is not None:
             _mark(s, "events", position=newest[0], at=newest[1], now=self.clock())
 
     def _prune_items(self, cut: datetime, add: Callable[[str, int], None]) -> None:
