@@ -323,11 +323,10 @@ def event_position(session: Session, event_id: str) -> int:
 
 
 def oldest_event_at(session: Session) -> datetime | None:
-    """When the oldest retained event was created. Read from past the retention mark: just after a
-    prune, PostgreSQL's index still holds the removed events until vacuum, and reading from the
-    stream's start walked hundreds of thousands of them (status and metrics up to 1 s)."""
-    mark = session.scalar(select(RetentionMark.position).where(RetentionMark.name == "events")) or 0
-    return session.scalar(select(Event.created_at).where(Event.position > mark).order_by(Event.position).limit(1))
+    """When the oldest retained event was created (`poller status`, the metrics). From the
+    stream's start, not from past the retention mark: an event a subscriber still waits for is
+    kept however old, and may sit before the mark."""
+    return session.scalar(select(Event.created_at).order_by(Event.position).limit(1))
 
 
 def cursor_position(session: Session, after: str | None) -> int:
@@ -349,8 +348,7 @@ def cursor_position(session: Session, after: str | None) -> int:
             raise
         start = -1
     if mark is not None and start < mark.position:
-        oldest = session.scalars(select(Event).where(Event.position > mark.position)
-                                 .order_by(Event.position).limit(1)).first()
+        oldest = session.scalars(select(Event).order_by(Event.position).limit(1)).first()
         where = f"the oldest retained event is {oldest.id}, created {oldest.created_at:%Y-%m-%d %H:%M:%S} UTC" \
             if oldest is not None else "no event is retained"
         raise CursorExpired(f"after {after!r} is before the retained events: events up to "
