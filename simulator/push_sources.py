@@ -74,9 +74,12 @@ class BillitWebhooks:
         return self.billit.next_change_at(int(object_id))
 
     def pushes_for(self, object_id: str, stage: int) -> list[Push]:
+        hooks = self.hooks()
+        if not hooks:  # most tests register none: rendering the order would be wasted work
+            return []
         order = self.billit.order_body(int(object_id))
         out = []
-        for hook in self.hooks():
+        for hook in hooks:
             if hook["EntityUpdateType"] != "U":
                 continue
             if hook["EntityType"] == "Order":

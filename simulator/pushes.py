@@ -66,7 +66,7 @@ class Pusher:
     """Pushes each object's changes as the simulated clock reaches them."""
 
     def __init__(self, clock: SimClock, *, post: Callable[[str, bytes, dict[str, str]], int] = http_post,
-                 tick_s: float = 0.02) -> None:
+                 tick_s: float = 0.05) -> None:
         self.clock, self.post, self.tick_s = clock, post, tick_s
         self.sources: dict[str, Source] = {}
         self.log: list[tuple[str, int]] = []

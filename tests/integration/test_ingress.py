@@ -124,7 +124,7 @@ def test_a_push_during_a_poll_voids_the_polls_answer_and_polls_again(stack, sim,
     item_id = stack.poller.track("billit", str(order), interval_s=3600).id
     claims: list[list[Claim]] = []
     stack.poller.dispatch_due(claims.append, lease_s=30, limit=100, chunk_size=100)
-    sim.faults.add("billit", "slow", delay=1.0, ref=str(order), count=1)  # the provider answers late
+    sim.faults.add("billit", "slow", delay=0.5, ref=str(order), count=1)  # the provider answers late
     reports = []
     under_way = threading.Thread(target=lambda: reports.append(stack.poller.poll_claims(claims[0])))
     under_way.start()
@@ -138,25 +138,24 @@ def test_a_push_during_a_poll_voids_the_polls_answer_and_polls_again(stack, sim,
     assert poll(stack) == 1 and len(events_of(stack, item_id)) == 1
 
 
-@pytest.mark.parametrize(("case", "status", "outcome"), [
-    ("no signature", 401, "unsigned"),
-    ("malformed signature", 401, "unsigned"),
-    ("another secret", 401, "forged"),
-    ("another body", 401, "forged"),
-    ("ten minutes old", 401, "stale"),
-    ("over 1 MB", 413, "too_large"),
-    ("not JSON", 400, "not_json"),
-    ("no order named", 400, "unknown_entity"),
-    ("unknown account", 404, "unknown_account"),
-])
-def test_a_push_not_believed_polls_nothing(stack, sim, ingress, case, status, outcome):
-    order = sim.billit.create_order()
-    item_id = stack.poller.track("billit", str(order), interval_s=3600).id
-    poll(stack)
-    before = item(stack, item_id)
+#: case -> (answer, outcome counted). Each case's push is built in ``refused_push``.
+REFUSALS = {
+    "no signature": (401, "unsigned"),
+    "malformed signature": (401, "unsigned"),
+    "another secret": (401, "forged"),
+    "another body": (401, "forged"),
+    "ten minutes old": (401, "stale"),
+    "over 1 MB": (413, "too_large"),
+    "not JSON": (400, "not_json"),
+    "no order named": (400, "unknown_entity"),
+    "unknown account": (404, "unknown_account"),
+}
+
+
+def refused_push(case: str, order: int) -> tuple[str, bytes, dict[str, str]]:
+    """(path, body, headers) of a push that must be refused for ``case``."""
     body = json.dumps({"UpdatedEntityID": order, "UpdatedEntityType": "Order", "Marker": "M4RK3R"}).encode()
-    headers = {"Billit-Signature": sign(body)}
-    path = "/ingress/billit/default"
+    path, headers = "/ingress/billit/default", {"Billit-Signature": sign(body)}
     if case == "no signature":
         headers = {}
     elif case == "malformed signature":
@@ -178,13 +177,25 @@ def test_a_push_not_believed_polls_nothing(stack, sim, ingress, case, status, ou
         headers = {"Billit-Signature": sign(body)}
     elif case == "unknown account":
         path = "/ingress/billit/nosuch"
-    refused = counted("billit", outcome)
-    r = requests.post(ingress.url + path, data=body, headers=headers, timeout=10)
-    assert r.status_code == status, r.text
-    problem = r.json()
-    assert problem["status"] == status and problem["detail"]
-    assert SECRET not in r.text and "M4RK3R" not in r.text  # the body is never echoed
-    assert counted("billit", outcome) == refused + 1
+    return path, body, headers
+
+
+def test_a_push_not_believed_polls_nothing(stack, sim, ingress):
+    """Each kind of push we do not believe or cannot read: its 4xx problem (never echoing the
+    body or the secret), its outcome counted, and the item left exactly as it was."""
+    order = sim.billit.create_order()
+    item_id = stack.poller.track("billit", str(order), interval_s=3600).id
+    poll(stack)
+    before = item(stack, item_id)
+    for case, (status, outcome) in REFUSALS.items():
+        path, body, headers = refused_push(case, order)
+        refused = counted("billit", outcome)
+        r = requests.post(ingress.url + path, data=body, headers=headers, timeout=10)
+        assert r.status_code == status, (case, r.text)
+        problem = r.json()
+        assert problem["status"] == status and problem["detail"], case
+        assert SECRET not in r.text and "M4RK3R" not in r.text, case  # the body is never echoed
+        assert counted("billit", outcome) == refused + 1, case
     after = item(stack, item_id)
     assert (after.next_poll_at, after.lease_id) == (before.next_poll_at, before.lease_id)
 
