@@ -21,6 +21,7 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
+from config.broker import transport_for
 from config.logging import configure_logging
 from config.settings import Settings, get_settings
 from config.validation import time_of_day
@@ -39,9 +40,11 @@ TICKS_QUEUE = "poller.ticks"
 def create_app(settings: Settings) -> Celery:
     """A Celery app for ``settings``. The broker must be set (``poller run`` sets it)."""
     prune_hour, prune_minute = time_of_day(settings.prune_at)
-    app = Celery("status_poller", broker=settings.broker_url or "redis://127.0.0.1:6379/0",
+    broker_url = settings.broker_url or "redis://127.0.0.1:6379/0"
+    app = Celery("status_poller", broker=broker_url,
                  include=["tasks.polling", "tasks.delivery", "tasks.maintenance"])
     app.conf.update(
+        broker_transport=transport_for(broker_url),
         # Each queue its own routing key: two queues bound with one key would both get each message.
         task_queues=(Queue(TICKS_QUEUE, Exchange(TICKS_QUEUE), routing_key=TICKS_QUEUE),  # type: ignore[no-untyped-call]
                      Queue("celery", Exchange("celery"), routing_key="celery")),  # type: ignore[no-untyped-call]
