@@ -425,6 +425,10 @@ class BillitProvider:
     def register(self, router: Router) -> None:
         """Add the Billit API route and the ``/_sim/billit/...`` admin routes."""
         router.add("GET", "/v1/orders/{order_id}", self._http_get_order, label=NAME)
+        # GET /v1/orders (the OData list); imported here because simulator.billit_list imports this module.
+        from simulator.billit_list import OrderList
+
+        OrderList(self).register(router)
         router.add("POST", "/OAuth2/token", self._http_token, label=NAME)
         router.add("GET", "/_sim/billit/orders", self._admin_list, label="_sim")
         router.add("POST", "/_sim/billit/orders", self._admin_create, label="_sim")

@@ -246,3 +246,17 @@ def _forget_engine(settings) -> None:
     engine = wiring._engines.pop((os.getpid(), settings.resolved_database_url()), None)
     if engine is not None:
         engine.dispose()
+
+
+#: Modules whose tests bound wall-clock times (a recovery, a deadline, a tick gap): scripts/test
+#: runs them one at a time, with the machine to themselves, and the rest side by side
+#: (pytest-xdist), where a busy core only makes a test wait longer within its generous timeouts.
+SERIAL_MODULES = {"test_processes.py", "test_supervisor.py", "test_hostile_providers.py", "test_hostile_receivers.py",
+                  "test_transport.py", "test_pages.py", "test_topology.py", "test_beat.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``serial`` the tests of SERIAL_MODULES."""
+    for item in items:
+        if item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
