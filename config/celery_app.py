@@ -32,6 +32,7 @@ POLL_TASK = "polling.poll_items"
 DELIVER_DUE_TASK = "delivery.deliver_due"
 DELIVER_TASK = "delivery.deliver"
 PRUNE_TASK = "maintenance.prune"
+SWEEP_TASK = "sweeps.sweep_due"
 #: The ticks' own queue: a worker takes from it as soon as a task slot frees, never after the
 #: backlog of poll chunks the ticks themselves put on the default queue.
 TICKS_QUEUE = "poller.ticks"
@@ -42,7 +43,7 @@ def create_app(settings: Settings) -> Celery:
     prune_hour, prune_minute = time_of_day(settings.prune_at)
     broker_url = settings.broker_url or "redis://127.0.0.1:6379/0"
     app = Celery("status_poller", broker=broker_url,
-                 include=["tasks.polling", "tasks.delivery", "tasks.maintenance"])
+                 include=["tasks.polling", "tasks.delivery", "tasks.maintenance", "tasks.sweeps"])
     app.conf.update(
         broker_transport=transport_for(broker_url),
         # Each queue its own routing key: two queues bound with one key would both get each message.
@@ -91,6 +92,11 @@ def create_app(settings: Settings) -> Celery:
             },
         },
     )
+    if settings.sweep_intervals():
+        # Each account's own interval is kept in the database (worker.sweeps): the tick only asks
+        # which are due, on the default queue, since a sweep of many pages takes a while.
+        app.conf.beat_schedule["sweep-due"] = {
+            "task": SWEEP_TASK, "schedule": settings.tick_seconds, "options": {"expires": settings.tick_seconds}}
     return app
 
 

@@ -37,6 +37,7 @@ from worker.providers.amili_arm import AmiliArmSettings
 from worker.providers.amili_collection import AmiliCollectionSettings
 from worker.providers.amili_distribution import AmiliDistributionSettings
 from worker.providers.billit import BillitSettings
+from worker.providers.settings import ProviderSettings
 from worker.retention import Retention
 from worker.store.crypto import check_keys
 
@@ -146,6 +147,18 @@ class Settings(BaseSettings):
     amili_collection: AmiliCollectionSettings = AmiliCollectionSettings()
     amili_ada: AmiliAdaSettings = AmiliAdaSettings()
     amili_arm: AmiliArmSettings = AmiliArmSettings()
+
+    def sweep_intervals(self) -> dict[tuple[str, str], float]:
+        """``(provider, account)`` -> POLLER_<P>__SWEEP_SECONDS, for every account that sweeps."""
+        out = {}
+        for name in type(self).model_fields:
+            provider = getattr(self, name)
+            if isinstance(provider, ProviderSettings):
+                for account in provider.account_names():
+                    seconds = float(getattr(provider.for_account(account), "sweep_seconds", 0.0))
+                    if seconds:
+                        out[name, account] = seconds
+        return out
 
     @field_validator("*")
     @classmethod

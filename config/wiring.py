@@ -40,6 +40,7 @@ from worker.store.credentials import DbCredentialStore
 from worker.store.db import make_engine, make_sessionmaker, sqlite_file
 from worker.store.migrate import pending, upgrade
 from worker.subscriptions import Subscriptions
+from worker.sweeps import Sweeper
 from worker.webhooks.sender import WebhookSender
 
 _engines: dict[tuple[int, str], Engine] = {}
@@ -159,24 +160,37 @@ def build_api(settings: Settings) -> Any:
     ))
 
 
-def ingress_for(settings: Settings, sessions: sessionmaker[Session]) -> Ingress:
-    """Provider pushes: deduplicated and kicking the dispatch tick through the broker's Redis, when there is one."""
+def _kick_for(settings: Settings) -> Callable[[], None] | None:
+    """Asks the dispatch tick to run now, through the broker (None without a Redis broker)."""
     from config.celery_app import DISPATCH_TASK, create_app
 
+    url = settings.broker_url
+    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    app = create_app(settings)
+
+    def kick() -> None:
+        app.send_task(DISPATCH_TASK, expires=settings.tick_seconds)
+    return kick
+
+
+def ingress_for(settings: Settings, sessions: sessionmaker[Session]) -> Ingress:
+    """Provider pushes: deduplicated and kicking the dispatch tick through the broker's Redis, when there is one."""
     seen: Callable[[str, int], bool] | None = None
-    kick: Callable[[], None] | None = None
     url = settings.broker_url
     if url and url.startswith(("redis://", "rediss://", "unix://")):
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        app = create_app(settings)
 
         def seen(key: str, ttl_s: int) -> bool:
             return bool(client.set(f"poller:push:{key}", 1, nx=True, ex=ttl_s))
 
-        def kick() -> None:
-            app.send_task(DISPATCH_TASK, expires=settings.tick_seconds)
+    return Ingress(sessions, providers_for(settings), seen=seen, kick=_kick_for(settings))
 
-    return Ingress(sessions, providers_for(settings), seen=seen, kick=kick)
+
+def sweeper_for(settings: Settings) -> Sweeper:
+    """Incremental sweeps (beat's sweep tick), for the accounts with a sweep interval."""
+    return Sweeper(sessions_for(settings), providers_for(settings), settings.sweep_intervals(),
+                   kick=_kick_for(settings))
 
 
 def retention_for(settings: Settings) -> RetentionService:

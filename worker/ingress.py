@@ -21,11 +21,9 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
-from worker.domain import ItemState
 from worker.errors import ConfigurationError, InputError
 from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
@@ -39,7 +37,7 @@ from worker.pushes import (
     verify_billit,
     verify_token,
 )
-from worker.store.models import Item
+from worker.store import items
 
 log = structlog.get_logger(__name__)
 
@@ -162,12 +160,5 @@ class Ingress:
 
     def make_due(self, provider: str, account: str, named: list[Named]) -> list[int]:
         """Make the active items named due now, their lease moved on; returns their ids."""
-        now = self.clock()
-        which = or_(*(and_(Item.kind == n.kind, Item.ref == n.ref) for n in named))
         with self.sessions.begin() as s:
-            rows = s.execute(
-                update(Item).where(Item.provider == provider, Item.account == account,
-                                   Item.state == ItemState.ACTIVE.value, which)
-                .values(next_poll_at=now, lease_id=Item.lease_id + 1, updated_at=now)
-                .returning(Item.id).execution_options(synchronize_session=False))
-            return sorted(row.id for row in rows)
+            return items.make_due(s, provider, account, [(n.kind, n.ref) for n in named], now=self.clock())

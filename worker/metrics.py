@@ -45,6 +45,12 @@ def _m() -> Any:
                 pruned=Counter("poller_pruned_total", "Rows removed by retention, by table.", ["table"]),
                 ingress=Counter("poller_ingress_total", "Provider pushes received, by provider and outcome "
                                 "(accepted, untracked, duplicate, or why one was refused).", ["provider", "outcome"]),
+                sweeps=Counter("poller_sweeps_total", "Incremental sweeps, by provider and outcome (ok, failed).",
+                               ["provider", "outcome"]),
+                sweep_entries=Counter("poller_sweep_entries_total", "Entries read by sweeps, by provider and what "
+                                      "they led to (due: an active item made due; ignored: untracked or "
+                                      "finished; seen: read before).",
+                                      ["provider", "outcome"]),
                 provider_pauses=Counter("poller_provider_pauses_total", "Circuit-breaker openings, by provider.",
                                         ["provider"]),
             )
@@ -100,3 +106,12 @@ def ingress(provider: str, outcome: str) -> None:
 def pruned(table: str, n: int) -> None:
     """Rows of ``table`` removed by a prune."""
     _m().pruned.labels(table).inc(n)
+
+
+def sweep(provider: str, outcome: str, entries: Mapping[str, int]) -> None:
+    """One sweep ended (``ok`` or ``failed``), with what its entries led to."""
+    m = _m()
+    m.sweeps.labels(provider, outcome).inc()
+    for what, n in entries.items():
+        if n:
+            m.sweep_entries.labels(provider, what).inc(n)

@@ -7,9 +7,12 @@ https://docs.billit.be/docs/header-values. See PROVIDERS.md section 5.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from worker.credentials import SharedRefresh
 from worker.domain import ItemRef, StatusDocument
@@ -18,6 +21,7 @@ from worker.providers.auth import CachedToken, Token, token_from_response, with_
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.refs import check_ref, segment
 from worker.providers.settings import ProviderSettings, secret
+from worker.sweep_marks import Mark, SweepEntry
 
 NAME = "billit"
 
@@ -46,6 +50,14 @@ IMR_STATUS = {
 _IMR_CODE = re.compile(r"^\s*([A-Z]{2})\s*:")
 #: An OrderID: a positive integer, ASCII digits only (str.isdigit() also takes "²" and "١").
 _ORDER_ID = re.compile(r"0*[1-9][0-9]{0,17}")
+
+#: Billit's order list (https://docs.billit.be/docs/odata): 120 orders a page, NextPageLink to go on.
+LIST_PATH = "/v1/orders"
+#: A first sweep (no watermark yet) reads back this far on our clock, written as Billit writes its
+#: zone-less times: whichever zone Billit's clock is in, a day covers it.
+FIRST_SWEEP_LOOKBACK = timedelta(days=1)
+#: A NextPageLink chain longer than this is a provider fault, not a list (120 x 10,000 orders).
+MAX_PAGES = 10_000
 
 #: CurrentDocumentDeliveryDetails keys -> normalized names (all documented fields).
 DELIVERY_FIELDS = {
@@ -84,6 +96,8 @@ class BillitSettings(ProviderSettings):
     #: The secret of a webhook registered by hand (POST /v1/webhooks) to POLLER_PUBLIC_URL's
     #: /ingress/billit/<account>: pushes must carry its Billit-Signature.
     webhook_secret: SecretStr | None = None
+    #: Read Billit's change list (orders by LastModified) this often; 0 = never (poll each order).
+    sweep_seconds: float = Field(0.0, ge=0)
 
     def uses_oauth(self) -> bool:
         """OAuth2 when a refresh token is configured and no ApiKey is."""
@@ -125,18 +139,57 @@ class BillitProvider:
 
     def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
         """``GET /v1/orders/{OrderID}`` with ``ApiKey`` or a bearer token, and ``PartyID``."""
+        return Fetched(self._get(f"/v1/orders/{segment(NAME, item.kind, item.ref)}"))
+
+    def sweep(self, mark: Mark, now: datetime) -> Iterator[list[SweepEntry]]:
+        """Billit's change list from ``mark``, one list of entries per page:
+        ``GET /v1/orders?$filter=LastModified ge DateTime'<watermark>'&$orderby=LastModified asc``,
+        then each NextPageLink (on Billit's own host only: it carries our credentials).
+
+        Raises:
+            ProviderError: a page failed (the caller keeps its watermark), or a page is not a list.
+        """
+        since = mark.watermark or billit_time(now - FIRST_SWEEP_LOOKBACK)
+        query = urlencode({"$filter": f"LastModified ge DateTime'{since}'", "$orderby": "LastModified asc"},
+                          quote_via=quote)
+        path: str | None = f"{LIST_PATH}?{query}"
+        for _ in range(MAX_PAGES):
+            if path is None:
+                return
+            body = self._get(path)
+            yield list_entries(body)
+            path = self._next_page(body)
+        raise _invalid(f"the order list went on past {MAX_PAGES} pages")
+
+    def parse_modified(self, text: str) -> datetime:
+        """See :func:`parse_billit_time`."""
+        return parse_billit_time(text)
+
+    def _get(self, path: str) -> Any:
         self._check_configured()
-        path = f"/v1/orders/{segment(NAME, item.kind, item.ref)}"
         if self.tokens is not None:
             def call(token: str) -> Any:
                 return self.http.request_json("GET", path, headers={
                     "Authorization": f"Bearer {token}", "PartyID": str(self.settings.party_id)})[1]
-            return Fetched(with_token(self.tokens, call))
+            return with_token(self.tokens, call)
         if self.settings.uses_oauth():
             raise ConfigurationError("billit OAuth2 needs the database credential store (internal wiring error)")
-        _, body = self.http.request_json("GET", path, headers={
-            "ApiKey": secret(self.settings.api_key), "PartyID": str(self.settings.party_id)})
-        return Fetched(body)
+        return self.http.request_json("GET", path, headers={
+            "ApiKey": secret(self.settings.api_key), "PartyID": str(self.settings.party_id)})[1]
+
+    def _next_page(self, body: dict[str, Any]) -> str | None:
+        link = body.get("NextPageLink")
+        if link in (None, ""):
+            return None
+        if not isinstance(link, str):
+            raise _invalid("NextPageLink is not a string")
+        base, url = urlsplit(self.settings.base_url), urlsplit(link)
+        if (url.scheme or url.netloc) and (url.scheme, url.netloc) != (base.scheme, base.netloc):
+            raise _invalid(f"NextPageLink leads to another host ({url.scheme}://{url.netloc}), "
+                           f"not {base.scheme}://{base.netloc}")
+        prefix = base.path.rstrip("/")
+        path = url.path[len(prefix):] if prefix and url.path.startswith(prefix + "/") else url.path
+        return f"{path}?{url.query}" if url.query else path
 
     def _check_configured(self) -> None:
         env = BillitSettings.env_name
@@ -231,6 +284,50 @@ def _imr_code(message: dict[str, Any]) -> str | None:
     if match and match.group(1) in IMR_STATUS:
         return match.group(1)
     return None
+
+
+def billit_time(moment: datetime) -> str:
+    """``moment`` as Billit writes times: ``2025-05-07T14:09:17.563``, no zone (UTC taken)."""
+    return _naive_utc(moment).isoformat(timespec="milliseconds")
+
+
+def parse_billit_time(text: str) -> datetime:
+    """A Billit time (zone-less, 0-7 fraction digits) for ordering; a zoned one is taken to UTC.
+
+    Raises:
+        ProviderResponseInvalid: not a time.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise _invalid(f"LastModified {text!r} is not a time") from None
+    return _naive_utc(moment)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
+def list_entries(body: Any) -> list[SweepEntry]:
+    """The orders of one list page (``{"Items": [...]}``), each with its LastModified.
+
+    Raises:
+        ProviderResponseInvalid: the page is not a list of orders each with OrderID and LastModified.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("Items"), list):
+        raise _invalid("the order list has no Items list")
+    entries = []
+    for order in body["Items"]:
+        if not isinstance(order, dict) or order.get("OrderID") is None:
+            raise _invalid("an order in the list has no OrderID")
+        modified = order.get("LastModified")
+        if not isinstance(modified, str):
+            raise _invalid(f"order {order['OrderID']!r} in the list has no LastModified")
+        ref = str(order["OrderID"])
+        # Tracked refs are canonical (validate_ref): "0042" is order 42.
+        ref = str(int(ref)) if _ORDER_ID.fullmatch(ref) else ref
+        entries.append(SweepEntry("order", ref, modified, parse_billit_time(modified)))
+    return entries
 
 
 def _invalid(message: str) -> ProviderResponseInvalid:

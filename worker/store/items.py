@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemState
@@ -192,3 +192,21 @@ def poll_now(item: Item, *, now: datetime) -> bool:
     item.updated_at = now
     return True
 
+
+
+def make_due(session: Session, provider: str, account: str, named: Iterable[tuple[str, str]], *,
+             now: datetime) -> list[int]:
+    """Make the active items named by ``(kind, ref)`` due now, their lease moved on (a poll under
+    way then cannot store its possibly older answer); returns their ids. A push or a sweep's hint."""
+    by_kind: dict[str, set[str]] = {}
+    for kind, ref in named:
+        by_kind.setdefault(kind, set()).add(ref)
+    ids: list[int] = []
+    for kind, refs in sorted(by_kind.items()):
+        rows = session.execute(
+            update(Item).where(Item.provider == provider, Item.account == account, Item.kind == kind,
+                               Item.ref.in_(sorted(refs)), Item.state == ItemState.ACTIVE.value)
+            .values(next_poll_at=now, lease_id=Item.lease_id + 1, updated_at=now)
+            .returning(Item.id).execution_options(synchronize_session=False))
+        ids.extend(row.id for row in rows)
+    return sorted(ids)

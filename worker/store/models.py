@@ -350,3 +350,25 @@ class DeliveryTally(Base):
     subscription_id: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     n: Mapped[int] = mapped_column(BigInteger)
+
+
+class Sweep(Base):
+    """One provider account's incremental sweep (worker.sweeps): how far it has read the
+    provider's change list, and when it runs next."""
+
+    __tablename__ = "sweeps"
+
+    provider: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account: Mapped[str] = mapped_column(String(80), primary_key=True)
+    #: The newest modification time read, verbatim in the provider's own format and zone.
+    watermark: Mapped[str | None] = mapped_column(Text)
+    #: JSON list of the references read at exactly the watermark: the next sweep starts there
+    #: again (the filter is inclusive) and skips these.
+    at_mark: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: A sweep under way holds the row until then; a crashed one frees it by running out.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

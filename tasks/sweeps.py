@@ -1,0 +1,26 @@
+"""The sweep tick: beat sends it each tick when any provider account has a sweep interval."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import shared_task
+
+from config.celery_app import SWEEP_TASK
+from config.settings import get_settings
+from config.wiring import sweeper_for
+from worker.sweeps import LEASE_S, Sweeper
+
+
+@lru_cache(maxsize=1)
+def _sweeper() -> Sweeper:
+    # One per process: its adapters keep their connections and tokens between ticks.
+    return sweeper_for(get_settings())
+
+
+@shared_task(name=SWEEP_TASK, ignore_result=True, time_limit=LEASE_S, soft_time_limit=LEASE_S - 30)
+def sweep_due() -> list[dict[str, Any]]:
+    """Run every sweep that is due (POLLER_<P>__SWEEP_SECONDS)."""
+    return [{"provider": r.provider, "account": r.account, "outcome": r.outcome, "pages": r.pages, **r.entries}
+            for r in _sweeper().run_due()]

@@ -1,0 +1,167 @@
+"""Issue 14: incremental sweeps against the simulator's Billit order list, on both databases.
+
+A sweep reads `GET /v1/orders?$filter=LastModified ge DateTime'…'&$orderby=LastModified asc`,
+following NextPageLink, and makes each tracked active order it lists due now; the poll that
+follows writes the event, once. The watermark moves only past a sweep whose every page was read.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import UTC, timedelta
+
+import pytest
+from prometheus_client import REGISTRY as METRICS
+from sqlalchemy import select
+
+from worker.providers.base import HttpOptions, ProviderContext
+from worker.providers.billit import BillitSettings
+from worker.providers.registry import ProviderSet
+from worker.store.models import Event, Sweep
+from worker.store.repo import Claim
+from worker.sweeps import Sweeper
+
+INTERVAL_S = 10.0
+
+
+@pytest.fixture
+def sweeper(stack, sim, clock):
+    """A Sweeper for Billit's default account every INTERVAL_S, on the stack's database and clock
+    (set to the simulator's wall time: a first sweep reads back a day on our clock)."""
+    clock.now = sim.clock.wall().replace(tzinfo=UTC)
+    providers = ProviderSet({"billit": BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")},
+                            ProviderContext(http=HttpOptions(timeout_s=5), clock=clock))
+    return Sweeper(stack.sessions, providers, {("billit", "default"): INTERVAL_S}, clock=clock,
+                   rand=random.Random(3).random)
+
+
+def track(stack, sim, n: int, untracked: int = 0) -> tuple[list[int], list[int]]:
+    """n orders tracked (hourly) and observed, plus ``untracked`` orders nobody tracks."""
+    orders = [sim.billit.create_order() for _ in range(n + untracked)]
+    ids = [stack.poller.track("billit", str(o), interval_s=3600).id for o in orders[:n]]
+    assert poll(stack) == n
+    return orders, ids
+
+
+def poll(stack) -> int:
+    return stack.poller.dispatch_due(stack.poller.poll_claims, lease_s=30, limit=1000, chunk_size=200)
+
+
+def changed(stack) -> list[int]:
+    with stack.sessions.begin() as s:
+        return list(s.scalars(select(Event.item_id).where(Event.type == "status.changed").order_by(Event.item_id)))
+
+
+def sweep_row(stack) -> Sweep:
+    with stack.sessions.begin() as s:
+        row = s.get(Sweep, ("billit", "default"))
+        s.expunge(row)
+        return row
+
+
+def list_requests(sim) -> int:
+    return sum(1 for entry in sim.request_log if entry[1:] == ("billit", "GET /v1/orders"))
+
+
+def run(sweeper, clock):
+    """The next sweep: the clock moved on one interval, so it is due."""
+    clock.advance(INTERVAL_S)
+    results = sweeper.run_due()
+    assert len(results) == 1, results
+    return results[0]
+
+
+def test_a_sweep_pages_through_the_list_and_each_change_becomes_one_event(stack, sim, clock, sweeper):
+    orders, ids = track(stack, sim, 125, untracked=5)
+    first = sweeper.run_due()[0]  # no watermark yet: a day back, every order listed (120 + 10)
+    assert (first.outcome, first.pages, first.entries["due"], first.entries["ignored"]) == ("ok", 2, 125, 5)
+    assert poll(stack) == 125 and changed(stack) == []  # polled again: nothing had changed
+    mark = sweep_row(stack).watermark
+    assert mark is not None and sweep_row(stack).next_at == clock() + timedelta(seconds=INTERVAL_S)
+
+    sim.clock.advance(1)
+    for order in orders[:10] + orders[-1:]:  # ten tracked orders move on, and one nobody tracks
+        sim.billit.set_stage(order, 1)
+    requests_before = len(sim.request_log)
+    second = run(sweeper, clock)
+    assert (second.pages, second.entries["due"], second.entries["ignored"]) == (1, 10, 1)
+    assert sweep_row(stack).watermark > mark
+    assert poll(stack) == 10 and changed(stack) == ids[:10]
+    assert len(sim.request_log) - requests_before == 1 + 10  # one list page, one poll per change
+
+    third = run(sweeper, clock)  # nothing new: the orders at the watermark were read already
+    assert (third.pages, third.entries["due"]) == (1, 0) and third.entries["seen"] >= 1
+    assert poll(stack) == 0 and changed(stack) == ids[:10]
+
+
+def test_a_page_that_fails_keeps_the_watermark_and_the_next_sweep_misses_nothing(stack, sim, clock, sweeper):
+    orders, ids = track(stack, sim, 130)
+    assert sweeper.run_due()[0].outcome == "ok" and poll(stack) == 130
+    mark = sweep_row(stack).watermark
+    sim.clock.advance(1)
+    for order in orders[:125]:
+        sim.billit.set_stage(order, 1)
+    sim.faults.add("billit", "503", count=1, ref="list:120")  # the second page fails
+    failed_before = METRICS.get_sample_value("poller_sweeps_total", {"provider": "billit", "outcome": "failed"}) or 0
+    failed = run(sweeper, clock)
+    assert (failed.outcome, failed.pages) == ("failed", 1) and "ProviderUnavailable" in failed.error
+    row = sweep_row(stack)
+    assert (row.watermark, row.failures) == (mark, 1) and "503" in row.error
+    assert row.next_at >= clock() + timedelta(seconds=INTERVAL_S)
+    assert METRICS.get_sample_value("poller_sweeps_total", {"provider": "billit", "outcome": "failed"}) \
+        == failed_before + 1
+    assert sweeper.run_due() == []  # backing off
+
+    clock.now = row.next_at
+    again = sweeper.run_due()[0]
+    assert (again.outcome, again.pages) == ("ok", 2)
+    row = sweep_row(stack)
+    assert row.watermark > mark and (row.failures, row.error) == (0, None)
+    assert poll(stack) == 125 and changed(stack) == ids[:125]  # every change once, none missed
+
+
+def test_a_poll_under_way_when_the_sweep_lists_its_order_stores_nothing_and_the_next_poll_does(
+        stack, sim, clock, sweeper):
+    orders, ids = track(stack, sim, 1)
+    assert sweeper.run_due()[0].entries["due"] == 1 and poll(stack) == 1
+    claims: list[list[Claim]] = []
+    clock.advance(3600)
+    stack.poller.dispatch_due(claims.append, lease_s=30, limit=100, chunk_size=100)
+    sim.faults.add("billit", "slow", delay=0.5, ref=str(orders[0]), count=1)  # Billit answers late
+    reports = []
+    under_way = threading.Thread(target=lambda: reports.append(stack.poller.poll_claims(claims[0])))
+    under_way.start()
+    deadline = time.monotonic() + 10
+    while sim.faults.active("billit") and time.monotonic() < deadline:  # until the poll's request is taken
+        threading.Event().wait(0.01)
+    sim.clock.advance(1)
+    sim.billit.set_stage(orders[0], 1)  # the order moves on while its old answer is on the way
+    assert run(sweeper, clock).entries["due"] == 1  # the lease moves on
+    under_way.join()
+    assert reports[0].lost_lease == 1 and changed(stack) == []  # the older answer is not stored
+    assert poll(stack) == 1 and changed(stack) == ids
+
+
+def test_two_sweepers_at_once_sweep_an_account_once(stack, sim, clock, sweeper):
+    track(stack, sim, 3)
+    with stack.sessions.begin() as s:  # another worker's sweep is under way: the lease is held
+        s.add(Sweep(provider="billit", account="default", lease_until=clock() + timedelta(seconds=60),
+                    updated_at=clock()))
+    assert sweeper.run_due() == [] and list_requests(sim) == 0
+    clock.advance(61)  # that sweep died: its lease runs out, and this one takes the account
+    assert sweeper.run_due()[0].outcome == "ok" and list_requests(sim) == 1
+
+
+def test_beat_sends_the_sweep_tick_only_when_an_account_sweeps(tmp_path):
+    from config.celery_app import SWEEP_TASK, create_app
+    from config.settings import Settings
+
+    quiet = Settings(home=tmp_path / "a", broker_url="redis://127.0.0.1:1/0")
+    assert quiet.sweep_intervals() == {} and "sweep-due" not in create_app(quiet).conf.beat_schedule
+    sweeping = Settings(home=tmp_path / "b", broker_url="redis://127.0.0.1:1/0", billit=BillitSettings(
+        sweep_seconds=10, accounts={"acme": {"sweep_seconds": 30}, "quiet": {"sweep_seconds": 0}}))
+    assert sweeping.sweep_intervals() == {("billit", "default"): 10.0, ("billit", "acme"): 30.0}
+    entry = create_app(sweeping).conf.beat_schedule["sweep-due"]
+    assert entry["task"] == SWEEP_TASK and entry["schedule"] == sweeping.tick_seconds

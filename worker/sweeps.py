@@ -1,0 +1,163 @@
+"""Incremental sweeps (issue 14): read a provider account's change list, make what changed due.
+
+Per account with ``POLLER_<P>__SWEEP_SECONDS`` set, beat's sweep tick claims the account's row in
+``sweeps`` (a lease, so two ticks or two workers never sweep one account at once), reads the
+provider's list of what changed since the watermark, page by page, and makes each tracked item
+it names due now, through the same lease and claim path as a push: the poll that follows writes
+the event, once, and a poll already under way cannot store its older answer. The list body is
+only a hint; the item's own status call stays the one source of its snapshot, so a list that
+carries fewer fields than the item call can never make an item flap.
+
+The watermark moves only when every page of a sweep was read: a page that fails leaves it where
+it was (the items already made due are polled anyway, which costs nothing but those polls).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker import metrics
+from worker.backoff import failure_delay
+from worker.errors import PollerError
+from worker.providers.base import utcnow
+from worker.providers.registry import ProviderSet
+from worker.store import items
+from worker.store.models import Sweep
+from worker.sweep_marks import Mark, SweepEntry, advance, load_mark, news
+
+log = structlog.get_logger(__name__)
+
+#: A sweep holds its account this long at most; one that crashed frees it by running out.
+LEASE_S = 300.0
+#: Failed sweeps back off from here, up to their interval times this.
+BACKOFF_BASE_S = 5.0
+BACKOFF_CAP_FACTOR = 30
+
+
+class Sweeping(Protocol):
+    """A provider that can list what changed (worker.providers.billit.BillitProvider)."""
+
+    def sweep(self, mark: Mark, now: datetime) -> Iterator[list[SweepEntry]]: ...
+
+    def parse_modified(self, text: str) -> datetime: ...
+
+
+@dataclass
+class SweepResult:
+    """What one sweep did: ``outcome`` ``ok`` or ``failed``, and counts of what entries led to."""
+
+    provider: str
+    account: str
+    outcome: str
+    pages: int = 0
+    entries: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+
+
+class Sweeper:
+    """Runs the sweeps that are due.
+
+    Args:
+        sessions: the database.
+        providers: the adapters (each sweeping one must have ``sweep``).
+        intervals: ``(provider, account)`` -> seconds between sweeps, for every account that sweeps.
+        kick: asks the dispatch tick to run now; None waits for the next tick.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], providers: ProviderSet,
+                 intervals: Mapping[tuple[str, str], float], *,
+                 kick: Callable[[], None] | None = None, clock: Callable[[], datetime] = utcnow,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.sessions, self.providers, self.intervals = sessions, providers, intervals
+        self.kick, self.clock, self.rand = kick, clock, rand
+
+    def run_due(self) -> list[SweepResult]:
+        """Every sweep that is due and not under way elsewhere, one after another."""
+        results = []
+        for provider, account in sorted(self.intervals):
+            stored = self._claim(provider, account)
+            if stored is not None:
+                results.append(self._run(provider, account, *stored))
+        if self.kick is not None and any(r.entries["due"] for r in results):
+            try:
+                self.kick()
+            except Exception:  # noqa: BLE001 - the next tick claims them anyway
+                log.warning("sweep.kick_failed")
+        return results
+
+    def _claim(self, provider: str, account: str) -> tuple[str | None, str] | None:
+        """Take the account's sweep if it is due and free; its stored watermark and at-mark list."""
+        now = self.clock()
+        with self.sessions.begin() as s:
+            if s.get(Sweep, (provider, account)) is None:
+                s.add(Sweep(provider=provider, account=account, updated_at=now))
+                s.flush()
+            row = s.execute(
+                update(Sweep).where(Sweep.provider == provider, Sweep.account == account,
+                                    or_(Sweep.next_at.is_(None), Sweep.next_at <= now),
+                                    or_(Sweep.lease_until.is_(None), Sweep.lease_until <= now))
+                .values(lease_until=now + timedelta(seconds=LEASE_S), updated_at=now)
+                .returning(Sweep.watermark, Sweep.at_mark).execution_options(synchronize_session=False)).first()
+        return None if row is None else (row.watermark, row.at_mark)
+
+    def _run(self, provider: str, account: str, watermark: str | None, at_mark: str) -> SweepResult:
+        result = SweepResult(provider, account, "ok")
+        read: list[SweepEntry] = []
+        mark = Mark()
+        try:
+            adapter: Sweeping = self.providers.get(provider, account)  # type: ignore[assignment]
+            mark = load_mark(watermark, at_mark, adapter.parse_modified)
+            for page in adapter.sweep(mark, self.clock()):
+                result.pages += 1
+                read.extend(page)
+                fresh = news(page, mark)
+                result.entries["seen"] += len(page) - len(fresh)
+                self._act(provider, account, fresh, result)
+        except PollerError as err:
+            result.outcome, result.error = "failed", f"{type(err).__name__}: {err}"
+        except Exception as err:  # noqa: BLE001 - a bug must not hold the account's lease for LEASE_S
+            log.exception("sweep.crashed", provider=provider, account=account)
+            result.outcome, result.error = "failed", f"{type(err).__name__}: {err}"
+        self._record(result, advance(mark, read) if result.outcome == "ok" else None)
+        metrics.sweep(provider, result.outcome, result.entries)
+        if result.outcome == "ok":
+            log.info("sweep.ok", provider=provider, account=account, pages=result.pages, **result.entries)
+        else:
+            log.error("sweep.failed", provider=provider, account=account, pages=result.pages, error=result.error)
+        return result
+
+    def _act(self, provider: str, account: str, entries: list[SweepEntry], result: SweepResult) -> None:
+        if not entries:
+            return
+        with self.sessions.begin() as s:
+            due = items.make_due(s, provider, account, [(e.kind, e.ref) for e in entries], now=self.clock())
+        result.entries["due"] += len(due)
+        # Not tracked, or no longer active (terminal, gone): nothing to poll.
+        result.entries["ignored"] += len(entries) - len(due)
+
+    def _record(self, result: SweepResult, mark: Mark | None) -> None:
+        now = self.clock()
+        interval = self.intervals[result.provider, result.account]
+        with self.sessions.begin() as s:
+            row = s.execute(select(Sweep).where(Sweep.provider == result.provider, Sweep.account == result.account)
+                            .with_for_update()).scalar_one()
+            row.lease_until, row.updated_at = None, now
+            if mark is not None:
+                row.watermark, row.at_mark = mark.watermark, mark.to_json()
+                row.ok_at, row.failures, row.error = now, 0, None
+                row.next_at = now + timedelta(seconds=interval)
+            else:
+                row.failures += 1
+                row.error = result.error
+                delay = failure_delay(row.failures, base=min(BACKOFF_BASE_S, interval),
+                                      cap=interval * BACKOFF_CAP_FACTOR, rand=self.rand())
+                row.next_at = now + timedelta(seconds=max(delay, interval))
