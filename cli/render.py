@@ -82,6 +82,11 @@ def status_table(st: Any) -> str:
         lines += [f"database            {size}: {rows}",
                   f"oldest event        {iso(st.oldest_event) if st.oldest_event else 'none'}",
                   f"last prune          {iso(st.last_prune) if st.last_prune else 'never'}"]
+    for sw in st.sweeps:
+        state = f"ok {iso(sw['ok_at'])}" if sw["ok_at"] else "not yet ok"
+        if sw["failures"]:
+            state += f"; failing {sw['failures']} times: {sw['error']}"
+        lines.append(f"sweep {sw['provider']}/{sw['account']}".ljust(20) + f"{state}; watermark {sw['watermark']}")
     if st.capacity:
         lines += ["", "capacity (polls per second the active items need, and the account's rate limit)"]
         for need in st.capacity:

@@ -17,7 +17,7 @@ from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
 from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds, any_overdue
 from worker.store import tallies
-from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
+from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep
 from worker.store.repo import oldest_event_at
 
 VERSION = "0.1.0"
@@ -137,6 +137,17 @@ class StateCollector:
                                     "Seconds since a prune last finished (beat runs one daily at POLLER_PRUNE_AT); "
                                     "+Inf before the first.",
                                     value=(now - pruned.at).total_seconds() if pruned else float("inf"))
+            swept = GaugeMetricFamily("poller_sweep_last_success_age_seconds",
+                                      "Seconds since a provider account's incremental sweep last read its whole "
+                                      "change list; +Inf before the first.", labels=["provider", "account"])
+            failing = GaugeMetricFamily("poller_sweep_consecutive_failures",
+                                        "Sweeps of a provider account failed in a row.", labels=["provider", "account"])
+            for row in s.scalars(select(Sweep)):
+                swept.add_metric([row.provider, row.account],
+                                 (now - row.ok_at).total_seconds() if row.ok_at else float("inf"))
+                failing.add_metric([row.provider, row.account], row.failures)
+            yield swept
+            yield failing
             subs = GaugeMetricFamily("poller_subscriptions", "Subscriptions, by kind and state.",
                                      labels=["kind", "state"])
             for kind, state, n in s.execute(select(Subscription.kind, Subscription.state, func.count())

@@ -17,7 +17,7 @@ from worker.faults import Fault
 from worker.providers.base import utcnow
 from worker.store import tallies
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface
-from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription
+from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep
 from worker.store.repo import oldest_event_at
 from worker.store.sizes import StoreSize, store_size
 
@@ -74,6 +74,7 @@ class Status:
     store: StoreSize | None = None
     oldest_event: datetime | None = None
     last_prune: datetime | None = None  # when a prune last finished
+    sweeps: list[dict[str, Any]] = field(default_factory=list)  # one per provider account that swept
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -93,6 +94,7 @@ class Status:
                                                       "estimated": self.store.estimated},
             "oldest_event": iso(self.oldest_event),
             "last_prune": iso(self.last_prune),
+            "sweeps": [{**sw, "ok_at": iso(sw["ok_at"])} for sw in self.sweeps],
         }
 
 
@@ -131,6 +133,9 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         st.store = store_size(s)
         st.oldest_event = oldest_event_at(s)
         st.last_prune = s.scalar(select(Heartbeat.at).where(Heartbeat.name == "prune"))
+        st.sweeps = [{"provider": row.provider, "account": row.account, "ok_at": row.ok_at,
+                      "failures": row.failures, "error": row.error, "watermark": row.watermark}
+                     for row in s.scalars(select(Sweep).order_by(Sweep.provider, Sweep.account))]
     return st
 
 

@@ -50,6 +50,9 @@ class Sweeping(Protocol):
 
     def parse_modified(self, text: str) -> datetime: ...
 
+    #: How far before the watermark each sweep reads again (see worker.sweep_marks).
+    overlap: timedelta
+
 
 @dataclass
 class SweepResult:
@@ -112,10 +115,10 @@ class Sweeper:
     def _run(self, provider: str, account: str, watermark: str | None, at_mark: str) -> SweepResult:
         result = SweepResult(provider, account, "ok")
         read: list[SweepEntry] = []
-        mark = Mark()
+        mark, overlap = Mark(), timedelta(0)
         try:
             adapter: Sweeping = self.providers.get(provider, account)  # type: ignore[assignment]
-            mark = load_mark(watermark, at_mark, adapter.parse_modified)
+            mark, overlap = load_mark(watermark, at_mark, adapter.parse_modified), adapter.overlap
             for page in adapter.sweep(mark, self.clock()):
                 result.pages += 1
                 read.extend(page)
@@ -127,7 +130,7 @@ class Sweeper:
         except Exception as err:  # noqa: BLE001 - a bug must not hold the account's lease for LEASE_S
             log.exception("sweep.crashed", provider=provider, account=account)
             result.outcome, result.error = "failed", f"{type(err).__name__}: {err}"
-        self._record(result, advance(mark, read) if result.outcome == "ok" else None)
+        self._record(result, advance(mark, read, overlap) if result.outcome == "ok" else None)
         metrics.sweep(provider, result.outcome, result.entries)
         if result.outcome == "ok":
             log.info("sweep.ok", provider=provider, account=account, pages=result.pages, **result.entries)

@@ -19,6 +19,9 @@ from sqlalchemy import select
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import ProviderSet
+from cli.render import status_table
+from worker.metrics_state import StateCollector
+from worker.status import read_status
 from worker.store.models import Event, Sweep
 from worker.store.repo import Claim
 from worker.sweeps import Sweeper
@@ -81,18 +84,19 @@ def test_a_sweep_pages_through_the_list_and_each_change_becomes_one_event(stack,
     mark = sweep_row(stack).watermark
     assert mark is not None and sweep_row(stack).next_at == clock() + timedelta(seconds=INTERVAL_S)
 
-    sim.clock.advance(1)
+    sim.clock.advance(6)  # past the 5 s overlap, before the orders' own next stage (10 s)
     for order in orders[:10] + orders[-1:]:  # ten tracked orders move on, and one nobody tracks
         sim.billit.set_stage(order, 1)
     requests_before = len(sim.request_log)
+    # Read from 5 s before the watermark: the orders created then are listed again, and skipped.
     second = run(sweeper, clock)
-    assert (second.pages, second.entries["due"], second.entries["ignored"]) == (1, 10, 1)
+    assert (second.pages, second.entries["due"], second.entries["ignored"], second.entries["seen"]) == (2, 10, 1, 119)
     assert sweep_row(stack).watermark > mark
     assert poll(stack) == 10 and changed(stack) == ids[:10]
-    assert len(sim.request_log) - requests_before == 1 + 10  # one list page, one poll per change
+    assert len(sim.request_log) - requests_before == 2 + 10  # two list pages, one poll per change
 
-    third = run(sweeper, clock)  # nothing new: the orders at the watermark were read already
-    assert (third.pages, third.entries["due"]) == (1, 0) and third.entries["seen"] >= 1
+    third = run(sweeper, clock)  # nothing new: what the overlap lists again was read already
+    assert (third.pages, third.entries["due"], third.entries["seen"]) == (1, 0, 11)
     assert poll(stack) == 0 and changed(stack) == ids[:10]
 
 
@@ -113,6 +117,14 @@ def test_a_page_that_fails_keeps_the_watermark_and_the_next_sweep_misses_nothing
     assert METRICS.get_sample_value("poller_sweeps_total", {"provider": "billit", "outcome": "failed"}) \
         == failed_before + 1
     assert sweeper.run_due() == []  # backing off
+    # Where an operator sees it: `poller status`, and the gauges the alert PollerSweepFailing reads.
+    status = read_status(stack.sessions, tick_s=5, clock=clock)
+    assert [(sw["failures"], sw["watermark"]) for sw in status.sweeps] == [(1, mark)]
+    assert "sweep billit/default" in status_table(status) and "failing 1 times: ProviderUnavailable" in \
+        status_table(status)
+    gauges = {(m.name, tuple(sample.labels.values())): sample.value
+              for m in StateCollector(stack.sessions, tick_s=5, clock=clock).collect() for sample in m.samples}
+    assert gauges["poller_sweep_consecutive_failures", ("billit", "default")] == 1
 
     clock.now = row.next_at
     again = sweeper.run_due()[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -16,41 +16,50 @@ def entry(ref: str, modified: str) -> SweepEntry:
     return SweepEntry("order", ref, modified, parse_billit_time(modified))
 
 
+OVERLAP = timedelta(seconds=5)
+
+
 def test_a_first_sweep_takes_everything_and_marks_the_newest():
     page = [entry("1", "2026-12-01T10:00:00.5"), entry("2", "2026-12-01T10:00:01"), entry("3", "2026-12-01T10:00:01")]
     assert news(page, Mark()) == page
-    mark = advance(Mark(), page)
-    assert mark.watermark == "2026-12-01T10:00:01" and mark.at_mark == {"2", "3"}
+    mark = advance(Mark(), page, OVERLAP)
+    assert mark.watermark == "2026-12-01T10:00:01" and {ref for ref, _ in mark.seen} == {"1", "2", "3"}
 
 
-def test_entries_at_the_watermark_already_read_are_skipped_and_new_ones_at_it_are_not():
-    mark = Mark("2026-12-01T10:00:01", datetime(2026, 12, 1, 10, 0, 1), frozenset({"2", "3"}))
-    page = [entry("2", "2026-12-01T10:00:01"), entry("3", "2026-12-01T10:00:01.000"),
-            entry("4", "2026-12-01T10:00:01"), entry("5", "2026-12-01T10:00:02")]
-    assert [e.ref for e in news(page, mark)] == ["4", "5"]
-    after = advance(mark, page)
-    assert after.watermark == "2026-12-01T10:00:02" and after.at_mark == {"5"}
+def test_what_was_read_in_the_overlap_is_skipped_and_what_shows_up_late_in_it_is_not():
+    first = [entry("2", "2026-12-01T10:00:01"), entry("3", "2026-12-01T10:00:01")]
+    mark = advance(Mark(), first, OVERLAP)
+    # The next sweep reads from 10:00:01 - 5 s: the same two again, one stamped earlier that only
+    # became visible now (its write began before the watermark), one modified again, one newer.
+    page = [entry("7", "2026-12-01T09:59:58"), entry("2", "2026-12-01T10:00:01.000"),
+            entry("3", "2026-12-01T10:00:01"), entry("3", "2026-12-01T10:00:03"), entry("5", "2026-12-01T10:00:02")]
+    assert [(e.ref, e.modified) for e in news(page, mark)] == [
+        ("7", "2026-12-01T09:59:58"), ("3", "2026-12-01T10:00:03"), ("5", "2026-12-01T10:00:02")]
+    after = advance(mark, page, OVERLAP)
+    assert after.watermark == "2026-12-01T10:00:03"
+    assert news(page, after) == []  # read again: nothing twice
 
 
-def test_a_sweep_that_ends_at_the_same_instant_keeps_every_ref_read_there():
-    mark = Mark("2026-12-01T10:00:01", datetime(2026, 12, 1, 10, 0, 1), frozenset({"2"}))
-    after = advance(mark, [entry("2", "2026-12-01T10:00:01"), entry("7", "2026-12-01T10:00:01")])
-    assert after.at_mark == {"2", "7"}
+def test_the_overlap_forgets_what_falls_out_of_it():
+    mark = advance(Mark(), [entry("1", "2026-12-01T10:00:00")], OVERLAP)
+    later = advance(mark, [entry("2", "2026-12-01T10:00:10")], OVERLAP)
+    assert later.seen == {("2", "2026-12-01T10:00:10")}
 
 
-def test_an_empty_sweep_or_an_older_entry_leaves_the_mark():
-    mark = Mark("2026-12-01T10:00:01", datetime(2026, 12, 1, 10, 0, 1), frozenset({"2"}))
-    assert advance(mark, []) == mark
-    assert advance(mark, [entry("9", "2026-12-01T09:00:00")]) == mark
-    assert news([entry("9", "2026-12-01T09:00:00")], mark) == []
+def test_an_empty_sweep_or_an_older_entry_leaves_the_watermark():
+    mark = advance(Mark(), [entry("2", "2026-12-01T10:00:01")], OVERLAP)
+    assert advance(mark, [], OVERLAP) == mark
+    older = advance(mark, [entry("9", "2026-12-01T10:00:00")], OVERLAP)
+    assert older.watermark == mark.watermark and ("9", "2026-12-01T10:00:00") in older.seen
+    assert advance(Mark(), [], OVERLAP) == Mark()
 
 
 def test_the_stored_mark_round_trips_and_a_damaged_list_costs_only_a_repoll():
-    mark = advance(Mark(), [entry("2", "2026-12-01T10:00:01.23")])
+    mark = advance(Mark(), [entry("2", "2026-12-01T10:00:01.23")], OVERLAP)
     again = load_mark(mark.watermark, mark.to_json(), parse_billit_time)
     assert again == mark
     damaged = load_mark(mark.watermark, "{not json", parse_billit_time)
-    assert damaged.at_mark == frozenset() and damaged.key == mark.key
+    assert damaged.seen == frozenset() and damaged.key == mark.key
     assert load_mark(None, "[]", parse_billit_time) == Mark()
 
 

@@ -56,6 +56,9 @@ LIST_PATH = "/v1/orders"
 #: A first sweep (no watermark yet) reads back this far on our clock, written as Billit writes its
 #: zone-less times: whichever zone Billit's clock is in, a day covers it.
 FIRST_SWEEP_LOOKBACK = timedelta(days=1)
+#: Each sweep reads this far back past its watermark: Billit stamps LastModified when its write
+#: begins, so a change stamped just before the watermark may show only after a sweep read past it.
+SWEEP_OVERLAP = timedelta(seconds=5)
 #: A NextPageLink chain longer than this is a provider fault, not a list (120 x 10,000 orders).
 MAX_PAGES = 10_000
 
@@ -121,6 +124,7 @@ class BillitProvider:
 
     name: ClassVar[str] = NAME
     kinds: ClassVar[tuple[str, ...]] = ("order",)
+    overlap: ClassVar[timedelta] = SWEEP_OVERLAP
 
     def __init__(self, settings: BillitSettings, account: str, ctx: ProviderContext) -> None:
         self.settings, self.account = settings, account
@@ -149,7 +153,7 @@ class BillitProvider:
         Raises:
             ProviderError: a page failed (the caller keeps its watermark), or a page is not a list.
         """
-        since = mark.watermark or billit_time(now - FIRST_SWEEP_LOOKBACK)
+        since = billit_time(now - FIRST_SWEEP_LOOKBACK if mark.key is None else mark.key - SWEEP_OVERLAP)
         query = urlencode({"$filter": f"LastModified ge DateTime'{since}'", "$orderby": "LastModified asc"},
                           quote_via=quote)
         path: str | None = f"{LIST_PATH}?{query}"

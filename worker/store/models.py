@@ -362,8 +362,8 @@ class Sweep(Base):
     account: Mapped[str] = mapped_column(String(80), primary_key=True)
     #: The newest modification time read, verbatim in the provider's own format and zone.
     watermark: Mapped[str | None] = mapped_column(Text)
-    #: JSON list of the references read at exactly the watermark: the next sweep starts there
-    #: again (the filter is inclusive) and skips these.
+    #: JSON list of the entries ``[ref, time]`` read within the overlap before the watermark: the
+    #: next sweep reads that window again (worker.sweep_marks) and skips these.
     at_mark: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
     next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: A sweep under way holds the row until then; a crashed one frees it by running out.
