@@ -16,11 +16,11 @@ import pytest
 from prometheus_client import REGISTRY as METRICS
 from sqlalchemy import select
 
+from cli.render import status_table
+from worker.metrics_state import StateCollector
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import ProviderSet
-from cli.render import status_table
-from worker.metrics_state import StateCollector
 from worker.status import read_status
 from worker.store.models import Event, Sweep
 from worker.store.repo import Claim
