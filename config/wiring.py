@@ -160,12 +160,18 @@ def build_api(settings: Settings) -> Any:
     ))
 
 
+def _redis_broker(settings: Settings) -> str | None:
+    """The broker URL when the broker is a Redis (the shared store of dedupe keys, rate limits,
+    breakers and worker faults); None otherwise."""
+    url = settings.broker_url
+    return url if url and url.startswith(("redis://", "rediss://", "unix://")) else None
+
+
 def _kick_for(settings: Settings) -> Callable[[], None] | None:
     """Asks the dispatch tick to run now, through the broker (None without a Redis broker)."""
     from config.celery_app import DISPATCH_TASK, create_app
 
-    url = settings.broker_url
-    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+    if _redis_broker(settings) is None:
         return None
     app = create_app(settings)
 
@@ -177,8 +183,8 @@ def _kick_for(settings: Settings) -> Callable[[], None] | None:
 def ingress_for(settings: Settings, sessions: sessionmaker[Session]) -> Ingress:
     """Provider pushes: deduplicated and kicking the dispatch tick through the broker's Redis, when there is one."""
     seen: Callable[[str, int], bool] | None = None
-    url = settings.broker_url
-    if url and url.startswith(("redis://", "rediss://", "unix://")):
+    url = _redis_broker(settings)
+    if url is not None:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
 
         def seen(key: str, ttl_s: int) -> bool:
@@ -200,8 +206,8 @@ def retention_for(settings: Settings) -> RetentionService:
 
 def guard_for(settings: Settings) -> RedisGuard | None:
     """Rate limits and breakers live in the broker's Redis; without one there is nothing to share."""
-    url = settings.broker_url
-    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+    url = _redis_broker(settings)
+    if url is None:
         return None
     # Timeouts: a Redis that hangs must fail a chunk's admission (which then fails open), not hold it.
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
@@ -233,8 +239,8 @@ def subscriptions_for(settings: Settings, *, reads: sessionmaker[Session] | None
 
 
 def _fault_client(settings: Settings) -> Any:
-    url = settings.broker_url
-    if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+    url = _redis_broker(settings)
+    if url is None:
         return None
     key = (os.getpid(), url)
     if key not in _fault_clients:
