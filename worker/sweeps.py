@@ -23,6 +23,8 @@ from typing import Protocol
 
 import structlog
 from sqlalchemy import or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
@@ -101,9 +103,10 @@ class Sweeper:
         """Take the account's sweep if it is due and free; its stored watermark and at-mark list."""
         now = self.clock()
         with self.sessions.begin() as s:
-            if s.get(Sweep, (provider, account)) is None:
-                s.add(Sweep(provider=provider, account=account, updated_at=now))
-                s.flush()
+            # Insert-or-nothing: two workers' first sweeps of an account at once both go on.
+            dialect_insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            s.execute(dialect_insert(Sweep).values(provider=provider, account=account, at_mark="[]", failures=0,
+                                                   updated_at=now).on_conflict_do_nothing())
             row = s.execute(
                 update(Sweep).where(Sweep.provider == provider, Sweep.account == account,
                                     or_(Sweep.next_at.is_(None), Sweep.next_at <= now),

@@ -177,3 +177,37 @@ def test_beat_sends_the_sweep_tick_only_when_an_account_sweeps(tmp_path):
     assert sweeping.sweep_intervals() == {("billit", "default"): 10.0, ("billit", "acme"): 30.0}
     entry = create_app(sweeping).conf.beat_schedule["sweep-due"]
     assert entry["task"] == SWEEP_TASK and entry["schedule"] == sweeping.tick_seconds
+
+
+def test_two_first_sweeps_of_an_account_at_once_neither_fails(stack, sim, clock, sweeper):
+    """Another worker creates the account's sweep row at the same moment (its transaction still
+    open): this sweeper waits for it and goes on, instead of failing on the duplicate row."""
+    track(stack, sim, 1)
+    other = stack.sessions()
+    other.add(Sweep(provider="billit", account="default", lease_until=clock() - timedelta(seconds=1),
+                    updated_at=clock()))
+    other.flush()  # the row exists, uncommitted: this sweeper's insert of it must wait
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(_run_catching(sweeper)))
+    thread.start()
+    if stack.sessions.kw["bind"].dialect.name == "postgresql":  # until its insert waits on the row's lock
+        deadline = time.monotonic() + 10
+        with stack.sessions.kw["bind"].connect() as conn:
+            while not conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar():
+                assert time.monotonic() < deadline, "the sweeper never waited on the other transaction"
+                conn.rollback()
+                threading.Event().wait(0.01)
+    else:
+        thread.join(1.0)  # SQLite: one writer at a time; it waits for the write lock (or has read first)
+    other.commit()
+    other.close()
+    thread.join(30)
+    assert len(results) == 1 and not isinstance(results[0], Exception), results
+    assert [r.outcome for r in results[0]] == ["ok"]
+
+
+def _run_catching(sweeper):
+    try:
+        return sweeper.run_due()
+    except Exception as err:  # noqa: BLE001 - the test asserts on it
+        return err
