@@ -211,3 +211,17 @@ def _run_catching(sweeper):
         return sweeper.run_due()
     except Exception as err:  # noqa: BLE001 - the test asserts on it
         return err
+
+
+def test_a_list_of_exactly_the_page_cap_is_read_and_one_page_more_fails(stack, sim, clock, sweeper, monkeypatch):
+    import worker.providers.billit as billit
+
+    track(stack, sim, 241)  # three pages: 120, 120, 1
+    monkeypatch.setattr(billit, "MAX_PAGES", 3)
+    assert sweeper.run_due()[0].pages == 3
+    monkeypatch.setattr(billit, "MAX_PAGES", 2)
+    sim.clock.advance(1)
+    with stack.sessions.begin() as s:  # start over: a day back again
+        s.get(Sweep, ("billit", "default")).watermark = None
+    failed = run(sweeper, clock)
+    assert failed.outcome == "failed" and "past 2 pages" in failed.error

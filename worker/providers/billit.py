@@ -147,7 +147,7 @@ class BillitProvider:
 
     def sweep(self, mark: Mark, now: datetime) -> Iterator[list[SweepEntry]]:
         """Billit's change list from ``mark``, one list of entries per page:
-        ``GET /v1/orders?$filter=LastModified ge DateTime'<watermark>'&$orderby=LastModified asc``,
+        ``GET /v1/orders?$filter=LastModified ge DateTime'<watermark - 5 s>'&$orderby=LastModified asc``,
         then each NextPageLink (on Billit's own host only: it carries our credentials).
 
         Raises:
@@ -157,13 +157,14 @@ class BillitProvider:
         query = urlencode({"$filter": f"LastModified ge DateTime'{since}'", "$orderby": "LastModified asc"},
                           quote_via=quote)
         path: str | None = f"{LIST_PATH}?{query}"
-        for _ in range(MAX_PAGES):
-            if path is None:
-                return
+        pages = 0
+        while path is not None:
+            if pages == MAX_PAGES:
+                raise _invalid(f"the order list went on past {MAX_PAGES} pages")
             body = self._get(path)
+            pages += 1
             yield list_entries(body)
             path = self._next_page(body)
-        raise _invalid(f"the order list went on past {MAX_PAGES} pages")
 
     def parse_modified(self, text: str) -> datetime:
         """See :func:`parse_billit_time`."""
