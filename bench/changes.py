@@ -10,7 +10,9 @@ sweep mode the sweeper runs every ``--sweep-seconds``.
 
 - ``poll``: every order on ``--interval`` (default 300 s), no sweep.
 - ``sweep``: sweeps every ``--sweep-seconds`` (default 10 s); each order's own interval is
-  ``--reconcile`` (default 3,600 s), the slow reconciliation an operator sets with sweeps on.
+  ``--interval`` as in ``poll``, and the account's reconciliation interval
+  (POLLER_BILLIT__RECONCILE_SECONDS, worker.reconcile) ``--reconcile`` (default 3,600 s): while
+  the sweeps are healthy, each order is polled that often.
 
 Latency is measured in simulated time at one-second steps (the dispatch tick here), so it says
 how long a change waits for its poll, not how fast the machine is.
@@ -40,6 +42,7 @@ from worker.policy import PollPolicy  # noqa: E402
 from worker.providers.base import HttpOptions, ProviderContext  # noqa: E402
 from worker.providers.billit import BillitSettings  # noqa: E402
 from worker.providers.registry import ProviderSet  # noqa: E402
+from worker.reconcile import Reconciler  # noqa: E402
 from worker.service import PollerService  # noqa: E402
 from worker.store.db import make_engine, make_sessionmaker, sqlite_url  # noqa: E402
 from worker.store.migrate import upgrade  # noqa: E402
@@ -73,11 +76,15 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
         settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234",
                                   rate_limit_per_second=None)
         providers = ProviderSet({"billit": settings}, ProviderContext(http=HttpOptions(timeout_s=5), clock=clock))
-        poller = PollerService(sessions, providers, PollPolicy(), clock=clock, rng=random.Random(1), threads=8)
+        reconciler = Reconciler(sessions, {("billit", "default"): (args.sweep_seconds, args.reconcile)}, clock=clock,
+                                monotonic=lambda: clock().timestamp()) if mode == "sweep" else None
+        poller = PollerService(sessions, providers, PollPolicy(), clock=clock, rng=random.Random(1), threads=8,
+                               reconciler=reconciler)
         orders = [sim.billit.create_order() for _ in range(args.orders)]
+        catalog = Catalog(sessions, providers, default_interval_s=args.interval, clock=clock)
+        made = catalog.upsert_many([ItemSpec("billit", str(o), interval_s=args.interval) for o in orders])
+        # How far apart each order's polls are in steady state.
         interval = args.interval if mode == "poll" else args.reconcile
-        catalog = Catalog(sessions, providers, default_interval_s=interval, clock=clock)
-        made = catalog.upsert_many([ItemSpec("billit", str(o), interval_s=interval) for o in orders])
         item_of = {o: m[0] for o, m in zip(orders, made, strict=True)}  # type: ignore[index]
         sweeper = Sweeper(sessions, providers, {("billit", "default"): args.sweep_seconds}, clock=clock) \
             if mode == "sweep" else None
@@ -170,7 +177,8 @@ def main() -> None:
     for mode in args.modes.split(","):
         r = run(mode, args)
         label = (f"poll every {args.interval:g} s" if mode == "poll"
-                 else f"sweep every {args.sweep_seconds:g} s, orders every {args.reconcile:g} s")
+                 else f"sweep every {args.sweep_seconds:g} s, RECONCILE_SECONDS {args.reconcile:g} "
+                      f"(orders' own interval {args.interval:g} s)")
         print(f"| {label} | {r['requests_per_minute']:,.0f} | {r['requests_per_change']:.2f} | {r['changes']} "
               f"| {r['missed']} | {r['duplicates']} | {r['p50_s']:.0f} / {r['p99_s']:.0f} |", flush=True)
 

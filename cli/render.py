@@ -86,6 +86,8 @@ def status_table(st: Any) -> str:
         state = f"ok {iso(sw['ok_at'])}" if sw["ok_at"] else "not yet ok"
         if sw["failures"]:
             state += f"; failing {sw['failures']} times: {sw['error']}"
+        if sw.get("degraded_at"):
+            state += f"; DEGRADED since {iso(sw['degraded_at'])} (items at their own intervals)"
         lines.append(f"sweep {sw['provider']}/{sw['account']}".ljust(20) + f"{state}; watermark {sw['watermark']}")
     if st.capacity:
         lines += ["", "capacity (polls per second the active items need, and the account's rate limit)"]

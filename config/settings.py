@@ -160,6 +160,16 @@ class Settings(BaseSettings):
                         out[name, account] = seconds
         return out
 
+    def reconcile_plans(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """``(provider, account)`` -> (sweep seconds, POLLER_<P>__RECONCILE_SECONDS), for every
+        account whose items are polled rarely while its sweeps are healthy."""
+        out = {}
+        for (name, account), sweep_s in self.sweep_intervals().items():
+            reconcile_s = float(getattr(getattr(self, name).for_account(account), "reconcile_seconds", 0.0))
+            if reconcile_s:
+                out[name, account] = (sweep_s, reconcile_s)
+        return out
+
     @field_validator("*")
     @classmethod
     def _bounded_seconds(cls, value: Any) -> Any:

@@ -29,9 +29,10 @@ from worker.feed import EventFeed
 from worker.guard import BreakerPolicy, RedisGuard
 from worker.ingress import Ingress
 from worker.policy import PollPolicy
-from worker.providers.base import HttpOptions, ProviderContext
+from worker.providers.base import HttpOptions, ProviderContext, utcnow
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.pruning import RetentionService
+from worker.reconcile import Reconciler
 from worker.service import PollerService
 from worker.sinks.sql import SqlSink
 from worker.status import Check, check_health
@@ -106,7 +107,14 @@ def build_service(settings: Settings) -> PollerService:
     """The poller service with providers configured from settings."""
     return PollerService(sessions_for(settings), providers_for(settings), policy_for(settings),
                          guard=guard_for(settings), max_throttle_wait_s=settings.rate_limit_max_wait_seconds,
-                         threads=settings.poll_threads, reads=sessions_for(settings, read_only=True))
+                         threads=settings.poll_threads, reads=sessions_for(settings, read_only=True),
+                         reconciler=reconciler_for(settings))
+
+
+def reconciler_for(settings: Settings) -> Reconciler | None:
+    """The reconciliation intervals (POLLER_<P>__RECONCILE_SECONDS), if any account has one."""
+    plans = settings.reconcile_plans()
+    return Reconciler(sessions_for(settings, read_only=True), plans, clock=utcnow) if plans else None
 
 
 def catalog_for(settings: Settings, *, reads: sessionmaker[Session] | None = None) -> Catalog:

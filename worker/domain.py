@@ -22,7 +22,7 @@ class EventType(enum.StrEnum):
 
 #: Events about providers and subscriptions rather than items (``item_id`` is null).
 SYSTEM_EVENT_TYPES = ("provider.paused", "provider.resumed", "provider.auth_failed", "provider.auth_recovered",
-                      "subscription.disabled")
+                      "provider.degraded", "provider.restored", "subscription.disabled")
 #: Every event type a subscription can ask for.
 ALL_EVENT_TYPES = tuple(t.value for t in EventType) + SYSTEM_EVENT_TYPES
 

@@ -17,7 +17,7 @@ from worker.guard import KEY_PREFIX
 from worker.providers.base import utcnow
 from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds, any_overdue
 from worker.store import tallies
-from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep
+from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep, due_by
 from worker.store.repo import oldest_event_at
 
 VERSION = "0.1.0"
@@ -61,7 +61,7 @@ class StateCollector:
             oldest: datetime | None = None
             # The overdue rows first (a range of the due index), grouped after: asked at once,
             # SQLite would rather read every item in provider order than sort the few overdue ones.
-            late = (select(Item.provider, Item.next_poll_at).where(Item.next_poll_at < cutoff)
+            late = (select(Item.provider, Item.next_poll_at).where(due_by(cutoff, strict=True))
                     .cte("overdue").prefix_with("MATERIALIZED"))
             for provider, n, first in s.execute(
                     select(late.c.provider, func.count(), func.min(late.c.next_poll_at))
@@ -142,12 +142,18 @@ class StateCollector:
                                       "change list; +Inf before the first.", labels=["provider", "account"])
             failing = GaugeMetricFamily("poller_sweep_consecutive_failures",
                                         "Sweeps of a provider account failed in a row.", labels=["provider", "account"])
+            degraded = GaugeMetricFamily("poller_sweep_degraded",
+                                         "1 while a provider account's sweeps are degraded (provider.degraded: its "
+                                         "items are polled at their own intervals, not the reconciliation one).",
+                                         labels=["provider", "account"])
             for row in s.scalars(select(Sweep)):
                 swept.add_metric([row.provider, row.account],
                                  (now - row.ok_at).total_seconds() if row.ok_at else float("inf"))
                 failing.add_metric([row.provider, row.account], row.failures)
+                degraded.add_metric([row.provider, row.account], 1 if row.degraded_at else 0)
             yield swept
             yield failing
+            yield degraded
             subs = GaugeMetricFamily("poller_subscriptions", "Subscriptions, by kind and state.",
                                      labels=["kind", "state"])
             for kind, state, n in s.execute(select(Subscription.kind, Subscription.state, func.count())

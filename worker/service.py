@@ -30,6 +30,7 @@ from worker.policy import PollPolicy, after_failure, after_gone, after_success
 from worker.polling import ChunkPoller, PollReport
 from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
+from worker.reconcile import Reconciler
 from worker.status import record_heartbeat
 from worker.store import repo, tallies
 from worker.store.models import Event, Item
@@ -53,6 +54,7 @@ class PollerService:
         sleep: how to wait for a rate-limit slot.
         threads: polls run on this many threads per process (they wait on the network).
         reads: a read-only session factory for what only reads (the sessions by default).
+        reconciler: the longer intervals of accounts whose sweeps are healthy (None: none).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class PollerService:
         sleep: Callable[[float], object] = time.sleep,
         threads: int = 1,
         reads: sessionmaker[Session] | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self.sessions = sessions
         self.reads = reads or sessions
@@ -81,6 +84,7 @@ class PollerService:
         self.max_throttle_wait_s = max_throttle_wait_s
         self.sleep = sleep
         self.threads = threads
+        self.reconciler = reconciler
         self.accounts = AccountEvents(sessions, clock, entropy)
         self.chunks = ChunkPoller(self)
         self.capacity = CapacityWatch(self.reads, limits_of(providers))
@@ -159,7 +163,10 @@ class PollerService:
         if error is not None:
             return after_failure(item, unit.state, unit.previous, error, now=now, policy=self.policy, rand=rand)
         assert doc is not None
-        return after_success(item, unit.state, unit.previous, doc, now=now, policy=self.policy, rand=rand)
+        state = unit.state
+        if self.reconciler is not None:
+            state = replace(state, interval_s=self.reconciler.interval(item.provider, item.account, state.interval_s))
+        return after_success(item, state, unit.previous, doc, now=now, policy=self.policy, rand=rand)
 
     def _store(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,
                bound: Any) -> tuple[PollOutcome, list[Event] | None, list[str], bool]:

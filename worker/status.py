@@ -16,8 +16,8 @@ from worker.capacity import LimitOf, Need, needs_of
 from worker.faults import Fault
 from worker.providers.base import utcnow
 from worker.store import tallies
+from worker.store.models import DUE_KEY, Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep, due_by
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface
-from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep
 from worker.store.repo import oldest_event_at
 from worker.store.sizes import StoreSize, store_size
 
@@ -38,8 +38,7 @@ def any_overdue(session: Session, cutoff: datetime) -> bool:
     its statistics taken while the due range was elsewhere, expected a third of a million overdue
     items and read every row (60-130 ms) to count none. Usually none is, and then nothing is counted.
     """
-    first = session.scalar(select(func.min(Item.next_poll_at)))
-    return first is not None and first < cutoff
+    return session.scalar(select(Item.id).where(due_by(cutoff, strict=True)).order_by(DUE_KEY).limit(1)) is not None
 
 
 def record_heartbeat(session: Session, name: str, *, at: datetime, seconds: float, claimed: int) -> None:
@@ -94,7 +93,7 @@ class Status:
                                                       "estimated": self.store.estimated},
             "oldest_event": iso(self.oldest_event),
             "last_prune": iso(self.last_prune),
-            "sweeps": [{**sw, "ok_at": iso(sw["ok_at"])} for sw in self.sweeps],
+            "sweeps": [{**sw, "ok_at": iso(sw["ok_at"]), "degraded_at": iso(sw["degraded_at"])} for sw in self.sweeps],
         }
 
 
@@ -109,7 +108,7 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         cutoff = now - timedelta(seconds=tick_s)
         if any_overdue(s, cutoff):
             n, oldest = s.execute(select(func.count(), func.min(Item.next_poll_at))
-                                  .where(Item.next_poll_at < cutoff)).one()
+                                  .where(due_by(cutoff, strict=True))).one()
             st.overdue, st.most_overdue_seconds = n, age_seconds(now, oldest)
         # Every failing item has failures counted (Item's invariant): so said, the count reads
         # the partial index ix_items_failures instead of every item.
@@ -134,7 +133,8 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         st.oldest_event = oldest_event_at(s)
         st.last_prune = s.scalar(select(Heartbeat.at).where(Heartbeat.name == "prune"))
         st.sweeps = [{"provider": row.provider, "account": row.account, "ok_at": row.ok_at,
-                      "failures": row.failures, "error": row.error, "watermark": row.watermark}
+                      "failures": row.failures, "error": row.error, "watermark": row.watermark,
+                      "degraded_at": row.degraded_at}
                      for row in s.scalars(select(Sweep).order_by(Sweep.provider, Sweep.account))]
     return st
 

@@ -14,6 +14,7 @@ it was (the items already made due are polled anyway, which costs nothing but th
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -30,9 +31,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import metrics
 from worker.backoff import failure_delay
 from worker.errors import PollerError
+from worker.ids import event_ids
 from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
-from worker.store import items
+from worker.reconcile import DEGRADED_AFTER, pull_in
+from worker.store import items, repo
 from worker.store.models import Sweep
 from worker.sweep_marks import Mark, SweepEntry, advance, load_mark, news
 
@@ -76,14 +79,16 @@ class Sweeper:
         providers: the adapters (each sweeping one must have ``sweep``).
         intervals: ``(provider, account)`` -> seconds between sweeps, for every account that sweeps.
         kick: asks the dispatch tick to run now; None waits for the next tick.
+        entropy: random bytes for event ids (``provider.degraded``, ``provider.restored``).
     """
 
     def __init__(self, sessions: sessionmaker[Session], providers: ProviderSet,
                  intervals: Mapping[tuple[str, str], float], *,
                  kick: Callable[[], None] | None = None, clock: Callable[[], datetime] = utcnow,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 entropy: Callable[[int], bytes] = os.urandom) -> None:
         self.sessions, self.providers, self.intervals = sessions, providers, intervals
-        self.kick, self.clock, self.rand = kick, clock, rand
+        self.kick, self.clock, self.rand, self.entropy = kick, clock, rand, entropy
 
     def run_due(self) -> list[SweepResult]:
         """Every sweep that is due and not under way elsewhere, one after another."""
@@ -157,6 +162,7 @@ class Sweeper:
             row = s.execute(select(Sweep).where(Sweep.provider == result.provider, Sweep.account == result.account)
                             .with_for_update()).scalar_one()
             row.lease_until, row.updated_at = None, now
+            failed_before = row.failures
             if mark is not None:
                 row.watermark, row.at_mark = mark.watermark, mark.to_json()
                 row.ok_at, row.failures, row.error = now, 0, None
@@ -167,3 +173,19 @@ class Sweeper:
                 delay = failure_delay(row.failures, base=min(BACKOFF_BASE_S, interval),
                                       cap=interval * BACKOFF_CAP_FACTOR, rand=self.rand())
                 row.next_at = now + timedelta(seconds=max(delay, interval))
+            if mark is None and row.failures >= DEGRADED_AFTER and row.degraded_at is None:
+                row.degraded_at = now
+                pulled = pull_in(s, result.provider, result.account, now)
+                self._event(s, "provider.degraded", result, row.failures, now)
+                log.error("provider.degraded", provider=result.provider, account=result.account,
+                          failures=row.failures, items_pulled_in=pulled, error=result.error)
+            elif mark is not None and row.degraded_at is not None:
+                row.degraded_at = None
+                self._event(s, "provider.restored", result, failed_before, now)
+                log.warning("provider.restored", provider=result.provider, account=result.account)
+
+    def _event(self, session: Session, etype: str, result: SweepResult, failures: int, now: datetime) -> None:
+        data = {"provider": result.provider, "account": result.account, "failures": failures, "calls": 0,
+                "paused_until": None, "error": result.error}
+        repo.add_system_event(session, event_ids(now, self.entropy(10), 1)[0], etype, data, now=now)
+        metrics.events([etype])

@@ -64,6 +64,7 @@ MORE_BAD_VALUES = [
     ("POLLER_RETENTION_EVENTS", "soon", "0 or forever"),
     ("POLLER_RETENTION_SNAPSHOTS_KEEP", "-5", "whole number"),
     ("POLLER_PRUNE_AT", "25:61", "HH:MM"),
+    ("POLLER_BILLIT__RECONCILE_SECONDS", "7200", "needs POLLER_BILLIT__SWEEP_SECONDS set too"),
 ]
 
 

@@ -7,37 +7,20 @@ follows writes the event, once. The watermark moves only past a sweep whose ever
 
 from __future__ import annotations
 
-import random
 import threading
 import time
-from datetime import UTC, timedelta
+from datetime import timedelta
 
-import pytest
 from prometheus_client import REGISTRY as METRICS
 from sqlalchemy import select
 
 from cli.render import status_table
+from tests.integration.conftest import SWEEP_INTERVAL_S as INTERVAL_S
 from worker.metrics_state import StateCollector
-from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
-from worker.providers.registry import ProviderSet
 from worker.status import read_status
 from worker.store.models import Event, Sweep
 from worker.store.repo import Claim
-from worker.sweeps import Sweeper
-
-INTERVAL_S = 10.0
-
-
-@pytest.fixture
-def sweeper(stack, sim, clock):
-    """A Sweeper for Billit's default account every INTERVAL_S, on the stack's database and clock
-    (set to the simulator's wall time: a first sweep reads back a day on our clock)."""
-    clock.now = sim.clock.wall().replace(tzinfo=UTC)
-    providers = ProviderSet({"billit": BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")},
-                            ProviderContext(http=HttpOptions(timeout_s=5), clock=clock))
-    return Sweeper(stack.sessions, providers, {("billit", "default"): INTERVAL_S}, clock=clock,
-                   rand=random.Random(3).random)
 
 
 def track(stack, sim, n: int, untracked: int = 0) -> tuple[list[int], list[int]]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from worker.credentials import SharedRefresh
 from worker.domain import ItemRef, StatusDocument
@@ -20,7 +20,7 @@ from worker.errors import ConfigurationError, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.refs import check_ref, segment
-from worker.providers.settings import ProviderSettings, secret
+from worker.providers.settings import SweepingSettings, secret
 from worker.sweep_marks import Mark, SweepEntry
 
 NAME = "billit"
@@ -78,7 +78,7 @@ MESSAGE_FIELDS = {
 }
 
 
-class BillitSettings(ProviderSettings):
+class BillitSettings(SweepingSettings):
     """``POLLER_BILLIT__*``: ApiKey, or OAuth2 with a rotating refresh token."""
 
     NAME: ClassVar[str] = NAME
@@ -99,8 +99,6 @@ class BillitSettings(ProviderSettings):
     #: The secret of a webhook registered by hand (POST /v1/webhooks) to POLLER_PUBLIC_URL's
     #: /ingress/billit/<account>: pushes must carry its Billit-Signature.
     webhook_secret: SecretStr | None = None
-    #: Read Billit's change list (orders by LastModified) this often; 0 = never (poll each order).
-    sweep_seconds: float = Field(0.0, ge=0)
 
     def uses_oauth(self) -> bool:
         """OAuth2 when a refresh token is configured and no ApiKey is."""

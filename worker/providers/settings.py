@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from worker.errors import ConfigurationError
 
@@ -102,6 +102,25 @@ class ProviderSettings(BaseModel):
         missing = [self.env_name(f, account) for f in fields if not getattr(self, f)]
         if missing:
             raise ConfigurationError(f"{self.NAME} account {account!r} is not configured: set {', '.join(missing)}")
+
+
+class SweepingSettings(ProviderSettings):
+    """Settings of a provider whose change list the poller can read (worker.sweeps)."""
+
+    #: Read the provider's change list this often; 0 = never (poll each item on its own).
+    sweep_seconds: float = Field(0.0, ge=0)
+    #: While the account's sweeps are healthy, poll each item at most this often (worker.reconcile);
+    #: 0 = each item at its own interval.
+    reconcile_seconds: float = Field(0.0, ge=0)
+
+    @field_validator("reconcile_seconds")
+    @classmethod
+    def _reconcile_needs_sweeps(cls, value: float, info: ValidationInfo) -> float:
+        # Without sweeps nothing would find the changes the long interval skips.
+        if value and not info.data.get("sweep_seconds"):
+            raise ValueError(f"needs {cls.env_name('sweep_seconds')} set too (the sweep finds the changes "
+                             "between the rare polls)")
+        return value
 
 
 def check_http_url(value: str) -> str:

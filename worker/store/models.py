@@ -16,9 +16,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    func,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from worker.store.crypto import EncryptedText
 from worker.store.types import BigId, JSONDoc, UTCDateTime
@@ -69,9 +72,6 @@ class Item(Base):
         UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),
         # No index for counting items: `poller status`, the metrics and the capacity check read
         # the running counts of item_tallies (worker.store.tallies) instead.
-        # The dispatch claim: the due range, and the time each due item first came due (its order),
-        # from the index alone (with only next_poll_at, a claim read every due row from the table).
-        Index("ix_items_due", "next_poll_at", "due_since"),
         Index("ix_items_failures", "provider", "consecutive_failures", "failing",
               **_partial("consecutive_failures > 0")),
         Index("ix_items_stuck", "provider", **_partial(f"claims_since_poll >= {STUCK_AFTER_CLAIMS}")),
@@ -113,6 +113,25 @@ class Item(Base):
     external_id: Mapped[str | None] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+#: The dispatch claim's order: the time each item first came due (a deferred item keeps its place).
+#: Never later than ``next_poll_at``: ``due_since`` is only set once the item is due.
+DUE_KEY = func.coalesce(Item.due_since, Item.next_poll_at)
+# The due index, in claim order, with next_poll_at beside the key: a claim of 200 reads 200
+# entries in order, skipping the items under a lease (due_since old, next_poll_at ahead) within
+# the index, instead of reading and sorting every due row (migration 0013: 45-137 ms -> 3 ms
+# for 200 of 34,000 due at 1,000,000 items on PostgreSQL).
+Index("ix_items_due", DUE_KEY, Item.next_poll_at)
+
+
+def due_by(moment: datetime, *, strict: bool = False) -> ColumnElement[bool]:
+    """``next_poll_at <= moment`` (``<`` when ``strict``), said so that the due index answers it:
+    the bound on DUE_KEY is implied (the key is never later than next_poll_at) but is what the
+    index is ordered by."""
+    if strict:
+        return and_(DUE_KEY < moment, Item.next_poll_at < moment)  # noqa: SIM300 - DUE_KEY is a column expression
+    return and_(DUE_KEY <= moment, Item.next_poll_at <= moment)  # noqa: SIM300 - as above
 
 
 class ItemLabel(Base):
@@ -371,4 +390,7 @@ class Sweep(Base):
     ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    #: Set when DEGRADED_AFTER sweeps in a row failed (``provider.degraded``), cleared by the
+    #: next success (``provider.restored``): worker.reconcile.
+    degraded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

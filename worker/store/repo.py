@@ -14,7 +14,7 @@ from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocu
 from worker.errors import Conflict, CursorExpired, DuplicateItemError, ItemNotFoundError, NotFound
 from worker.ids import event_time
 from worker.store.deliveries import enqueue_deliveries
-from worker.store.models import Event, Item, RetentionMark, Snapshot
+from worker.store.models import DUE_KEY, Event, Item, RetentionMark, Snapshot, due_by
 
 #: The items table, for Core executemany updates (ORM bulk updates would match on the key only).
 _ITEMS = cast(Table, Item.__table__)
@@ -117,8 +117,7 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int,
     """
     # Most overdue first: an item deferred by a rate limit keeps the time it first came due, so
     # it goes before items that came due after it (otherwise a busy account starves some items).
-    due = (select(Item.id).where(Item.next_poll_at <= now + timedelta(seconds=lookahead_s))
-           .order_by(func.coalesce(Item.due_since, Item.next_poll_at)).limit(limit))
+    due = select(Item.id).where(due_by(now + timedelta(seconds=lookahead_s))).order_by(DUE_KEY).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
     stmt = (update(Item).where(Item.id.in_(due.scalar_subquery()))
