@@ -379,5 +379,9 @@ from cli import maintenance as _maintenance  # noqa: E402 - registers `poller pr
 
 _maintenance.register(app)
 
+from cli import providers as _providers  # noqa: E402 - registers `poller providers` on `app`
+
+_providers.register(app)
+
 if __name__ == "__main__":
     main()

@@ -37,7 +37,7 @@ from worker.providers.amili_arm import AmiliArmSettings
 from worker.providers.amili_collection import AmiliCollectionSettings
 from worker.providers.amili_distribution import AmiliDistributionSettings
 from worker.providers.billit import BillitSettings
-from worker.providers.settings import ProviderSettings
+from worker.providers.settings import ProviderSettings, check_http_url
 from worker.retention import Retention
 from worker.store.crypto import check_keys
 
@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=0, le=65535)
     #: Serve the status page (GET /) without an API key, e.g. on a trusted network.
     dashboard_public: bool = False
+    #: Where providers reach the HTTP API (https://poller.example.com): the address
+    #: `poller providers webhooks sync` registers, as <it>/ingress/<provider>/<account>.
+    public_url: str | None = None
 
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
@@ -195,6 +198,11 @@ class Settings(BaseSettings):
     @classmethod
     def _sink_database_url(cls, value: str | None) -> str | None:
         return check_database_url(value) if value is not None else None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return check_http_url(value) if value else None
 
     @field_validator("broker_url")
     @classmethod

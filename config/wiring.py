@@ -29,6 +29,7 @@ from worker.feed import EventFeed
 from worker.guard import BreakerPolicy, RedisGuard
 from worker.ingress import Ingress
 from worker.policy import PollPolicy
+from worker.provider_webhooks import ProviderWebhooks
 from worker.providers.base import HttpOptions, ProviderContext, utcnow
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.pruning import RetentionService
@@ -198,7 +199,13 @@ def ingress_for(settings: Settings, sessions: sessionmaker[Session]) -> Ingress:
         def seen(key: str, ttl_s: int) -> bool:
             return bool(client.set(f"poller:push:{key}", 1, nx=True, ex=ttl_s))
 
-    return Ingress(sessions, providers_for(settings), seen=seen, kick=_kick_for(settings))
+    return Ingress(sessions, providers_for(settings), seen=seen, kick=_kick_for(settings),
+                   registered=provider_webhooks_for(settings, sessions).secrets)
+
+
+def provider_webhooks_for(settings: Settings, sessions: sessionmaker[Session] | None = None) -> ProviderWebhooks:
+    """The webhooks registered with providers (`poller providers webhooks sync`), at POLLER_PUBLIC_URL."""
+    return ProviderWebhooks(sessions or sessions_for(settings), providers_for(settings), settings.public_url)
 
 
 def sweeper_for(settings: Settings) -> Sweeper:

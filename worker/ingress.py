@@ -87,13 +87,17 @@ class Ingress:
         seen: remembers an idempotency key for a while; True when it was new (the broker's Redis
             ``SET NX EX``). None: every push is new (a retried push then costs one more poll).
         kick: asks the dispatch tick to run now (a Celery message); None waits for the next tick.
+        registered: the secrets of the webhooks `poller providers webhooks sync` registered for a
+            ``(provider, account)``; a push signed with one of them is believed too.
     """
 
     def __init__(self, sessions: sessionmaker[Session], providers: ProviderSet, *,
                  seen: Callable[[str, int], bool] | None = None, kick: Callable[[], None] | None = None,
+                 registered: Callable[[str, str], list[str]] | None = None,
                  clock: Callable[[], datetime] = utcnow, monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time) -> None:
         self.sessions, self.providers, self.seen, self.kick = sessions, providers, seen, kick
+        self.registered = registered
         self.clock, self.monotonic, self.wall = clock, monotonic, wall
         self.bucket = Bucket()
 
@@ -127,8 +131,10 @@ class Ingress:
         check_size(None, body)
         if provider == "billit":
             secret = settings.webhook_secret
-            verify_billit(headers.get("billit-signature"), body, [secret.get_secret_value()] if secret else [],
-                          now=self.wall())
+            known = [secret.get_secret_value()] if secret else []
+            if self.registered is not None:
+                known += self.registered(provider, account)
+            verify_billit(headers.get("billit-signature"), body, known, now=self.wall())
         else:
             expected = settings.push_token
             verify_token(token, expected.get_secret_value() if expected else None)

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from worker.credentials import SharedRefresh
 from worker.domain import ItemRef, StatusDocument
-from worker.errors import ConfigurationError, ProviderResponseInvalid
+from worker.errors import ConfigurationError, ItemGone, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.refs import check_ref, segment
@@ -53,6 +53,8 @@ _ORDER_ID = re.compile(r"0*[1-9][0-9]{0,17}")
 
 #: Billit's order list (https://docs.billit.be/docs/odata): 120 orders a page, NextPageLink to go on.
 LIST_PATH = "/v1/orders"
+#: Where Billit keeps the webhooks that push to us (`poller providers webhooks sync billit`).
+WEBHOOKS_PATH = "/v1/webhooks"
 #: A first sweep (no watermark yet) reads back this far on our clock, written as Billit writes its
 #: zone-less times: whichever zone Billit's clock is in, a day covers it.
 FIRST_SWEEP_LOOKBACK = timedelta(days=1)
@@ -168,16 +170,43 @@ class BillitProvider:
         """See :func:`parse_billit_time`."""
         return parse_billit_time(text)
 
+    def webhooks(self) -> list[dict[str, Any]]:
+        """``GET /v1/webhooks``: the account's webhooks (https://docs.billit.be/docs/get-and-delete)."""
+        body = self._get(WEBHOOKS_PATH)
+        listed = body.get("Items") if isinstance(body, dict) else body
+        if not isinstance(listed, list) or not all(isinstance(h, dict) for h in listed):
+            raise _invalid("GET /v1/webhooks did not answer a list of webhooks")
+        return listed
+
+    def add_webhook(self, entity_type: str, update_type: str, url: str) -> dict[str, Any]:
+        """``POST /v1/webhooks``; Billit answers the webhook with its ``WebhookID`` and ``Secret``."""
+        hook = self._call("POST", WEBHOOKS_PATH, json_body={"EntityType": entity_type,
+                                                            "EntityUpdateType": update_type, "WebhookURL": url})
+        if not isinstance(hook, dict) or hook.get("WebhookID") in (None, "") or not hook.get("Secret"):
+            raise _invalid("POST /v1/webhooks did not answer a WebhookID and a Secret")
+        return hook
+
+    def delete_webhook(self, remote_id: str) -> bool:
+        """``DELETE /v1/webhooks/{id}``; False when Billit no longer has it."""
+        try:
+            self._call("DELETE", f"{WEBHOOKS_PATH}/{quote(remote_id, safe='')}", allow_empty=True)
+        except ItemGone:
+            return False
+        return True
+
     def _get(self, path: str) -> Any:
+        return self._call("GET", path)
+
+    def _call(self, method: str, path: str, *, json_body: Any = None, allow_empty: bool = False) -> Any:
         self._check_configured()
         if self.tokens is not None:
             def call(token: str) -> Any:
-                return self.http.request_json("GET", path, headers={
+                return self.http.request_json(method, path, json_body=json_body, allow_empty=allow_empty, headers={
                     "Authorization": f"Bearer {token}", "PartyID": str(self.settings.party_id)})[1]
             return with_token(self.tokens, call)
         if self.settings.uses_oauth():
             raise ConfigurationError("billit OAuth2 needs the database credential store (internal wiring error)")
-        return self.http.request_json("GET", path, headers={
+        return self.http.request_json(method, path, json_body=json_body, allow_empty=allow_empty, headers={
             "ApiKey": secret(self.settings.api_key), "PartyID": str(self.settings.party_id)})[1]
 
     def _next_page(self, body: dict[str, Any]) -> str | None:

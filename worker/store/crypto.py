@@ -35,6 +35,7 @@ SETTING = "POLLER_SECRET_KEYS"
 SECRET_COLUMNS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "subscriptions": ("id", ("secret", "previous_secret")),
     "credentials": ("key", ("refresh_token", "access_token")),
+    "provider_webhooks": ("id", ("secret",)),
 }
 
 

@@ -12,29 +12,25 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     String,
     Text,
     UniqueConstraint,
     and_,
     func,
-    text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
+# The provider account models are importable from here too, as every model is (and so are in
+# Base.metadata whenever the models are).
+from worker.store.account_models import Credential as Credential
+from worker.store.account_models import ProviderAccount as ProviderAccount
+from worker.store.account_models import ProviderWebhook as ProviderWebhook
+from worker.store.account_models import Sweep as Sweep
 from worker.store.crypto import EncryptedText
+from worker.store.declarative import NAMING as NAMING
+from worker.store.declarative import Base, partial
 from worker.store.types import BigId, JSONDoc, UTCDateTime
-
-#: Explicit constraint names, so Alembic migrations are the same on every database.
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
 
 #: An item claimed in this many leases in a row without a completed poll is stuck. The partial
 #: index ``ix_items_stuck`` is built on it: a change needs a migration of that index.
@@ -42,17 +38,6 @@ STUCK_AFTER_CLAIMS = 3
 #: The states of an item polled no more (``ItemState.TERMINAL``, ``ItemState.GONE``): the prune's
 #: finished items, and the partial index ``ix_items_finished`` (a change needs a migration).
 FINISHED = ("terminal", "gone")
-
-
-def _partial(condition: str) -> dict[str, Any]:
-    """The WHERE of a partial index, the same on both databases."""
-    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
-
-
-class Base(DeclarativeBase):
-    """Declarative base with the naming convention."""
-
-    metadata = MetaData(naming_convention=NAMING)
 
 
 class Item(Base):
@@ -73,12 +58,12 @@ class Item(Base):
         # No index for counting items: `poller status`, the metrics and the capacity check read
         # the running counts of item_tallies (worker.store.tallies) instead.
         Index("ix_items_failures", "provider", "consecutive_failures", "failing",
-              **_partial("consecutive_failures > 0")),
-        Index("ix_items_stuck", "provider", **_partial(f"claims_since_poll >= {STUCK_AFTER_CLAIMS}")),
+              **partial("consecutive_failures > 0")),
+        Index("ix_items_stuck", "provider", **partial(f"claims_since_poll >= {STUCK_AFTER_CLAIMS}")),
         # The prune's pick. Its query names the states as literals, as here: SQLite matches a
         # partial index's IN list only to literals, not to bound parameters.
         Index("ix_items_finished", "updated_at",
-              **_partial(f"state IN ({', '.join(repr(state) for state in FINISHED)})")),
+              **partial(f"state IN ({', '.join(repr(state) for state in FINISHED)})")),
         {"sqlite_autoincrement": True},
     )
 
@@ -197,26 +182,6 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class Credential(Base):
-    """A rotating credential (Billit's single-use refresh token) and the access token it bought.
-
-    The tokens are stored encrypted (worker.store.crypto); the rest of the row is not secret.
-    """
-
-    __tablename__ = "credentials"
-
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
-    access_token: Mapped[str | None] = mapped_column(EncryptedText)
-    access_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    access_issued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Digest of the configured seed token, to notice when an operator configures a new one.
-    seed_fingerprint: Mapped[str | None] = mapped_column(String(64))
-    #: A refresher holds the row until then; a crashed one frees it by time.
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
 class Subscription(Base):
     """Where events go: a webhook endpoint, or the SQL sink (``kind`` = ``sql``).
 
@@ -268,7 +233,7 @@ class Delivery(Base):
         # and the followers behind it read this, one probe per chain (the claim spells the state
         # as a literal, which a partial index needs).
         Index("ix_deliveries_pending_chain", "subscription_id", "item_id", "event_position", "id",
-              **_partial("state = 'pending'")),
+              **partial("state = 'pending'")),
         {"sqlite_autoincrement": True},
     )
 
@@ -319,19 +284,6 @@ class Heartbeat(Base):
     claimed: Mapped[int] = mapped_column(Integer)
 
 
-class ProviderAccount(Base):
-    """What the poller remembers about one provider account: a credential failure, so that
-    ``provider.auth_failed`` is raised once per account rather than once per item."""
-
-    __tablename__ = "provider_accounts"
-
-    provider: Mapped[str] = mapped_column(String(40), primary_key=True)
-    account: Mapped[str] = mapped_column(String(80), primary_key=True)
-    auth_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    auth_error: Mapped[str | None] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
 class RetentionMark(Base):
     """How far a prune has removed a kind of history (``events``): a cursor from before it is
     refused with the oldest retained event named, never silently moved past the gap."""
@@ -369,28 +321,3 @@ class DeliveryTally(Base):
     subscription_id: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     n: Mapped[int] = mapped_column(BigInteger)
-
-
-class Sweep(Base):
-    """One provider account's incremental sweep (worker.sweeps): how far it has read the
-    provider's change list, and when it runs next."""
-
-    __tablename__ = "sweeps"
-
-    provider: Mapped[str] = mapped_column(String(40), primary_key=True)
-    account: Mapped[str] = mapped_column(String(80), primary_key=True)
-    #: The newest modification time read, verbatim in the provider's own format and zone.
-    watermark: Mapped[str | None] = mapped_column(Text)
-    #: JSON list of the entries ``[ref, time]`` read within the overlap before the watermark: the
-    #: next sweep reads that window again (worker.sweep_marks) and skips these.
-    at_mark: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
-    next_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: A sweep under way holds the row until then; a crashed one frees it by running out.
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    ok_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    error: Mapped[str | None] = mapped_column(Text)
-    #: Set when DEGRADED_AFTER sweeps in a row failed (``provider.degraded``), cleared by the
-    #: next success (``provider.restored``): worker.reconcile.
-    degraded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
