@@ -32,8 +32,8 @@ class SweepEntry:
 
     @property
     def key(self) -> tuple[str, str]:
-        """What identifies this version of the entry: its reference and time."""
-        return self.ref, self.modified_key.isoformat()
+        """What identifies this version of the entry: its kind and reference, and its time."""
+        return f"{self.kind}:{self.ref}", self.modified_key.isoformat()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ token is taken from the first of several likely keys.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,17 +24,26 @@ from worker.providers.auth import CachedToken, Token, parse_time, token_from_res
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import number, obj, objects, rfc1123_to_iso
 from worker.providers.refs import check_ref, segment
-from worker.providers.settings import ProviderSettings, secret
+from worker.providers.settings import SweepingSettings, secret
+from worker.sweep_marks import Mark, SweepEntry
 
 NAME = "amili_ada"
 
 #: Where the access token may be in the api-code response (its shape is not documented).
 TOKEN_KEYS = ("token", "access_token", "accessToken", "api_key", "apiKey", "key", "_token")
+#: A sweep reads the cases most recently updated first, this many a page (the documented maximum).
+SWEEP_PAGE = 100
+#: ... and stops this far before the watermark (``_updated`` has whole seconds: see worker.sweep_marks).
+SWEEP_OVERLAP = timedelta(seconds=5)
+#: A first sweep (no watermark yet) reads back this far on our clock.
+FIRST_SWEEP_LOOKBACK = timedelta(days=1)
+#: A sweep reading more pages than this fails rather than running on.
+MAX_PAGES = 10_000
 #: Remaining-amount fields kept (the ``total_remaining_*_amount`` family).
 REMAINING = ("capital", "costs", "interest", "transaction")
 
 
-class AmiliAdaSettings(ProviderSettings):
+class AmiliAdaSettings(SweepingSettings):
     """``POLLER_AMILI_ADA__*``."""
 
     NAME: ClassVar[str] = NAME
@@ -57,6 +67,7 @@ class AmiliAdaProvider:
 
     name: ClassVar[str] = NAME
     kinds: ClassVar[tuple[str, ...]] = ("case", "invoice")
+    overlap: ClassVar[timedelta] = SWEEP_OVERLAP
 
     def __init__(self, settings: AmiliAdaSettings, account: str, ctx: ProviderContext) -> None:
         self.settings, self.account, self.clock = settings, account, ctx.clock
@@ -133,6 +144,48 @@ class AmiliAdaProvider:
         etag = case.get("_etag")
         return Fetched(case, version=str(etag) if etag else None)
 
+    def sweep(self, mark: Mark, now: datetime) -> Iterator[list[SweepEntry]]:
+        """The cases updated since ``mark``, newest first, one list of entries per page:
+        ``GET /cases?sort=-_updated&max_results=100&page=N`` until a case older than the watermark
+        (less the overlap) or the last page. Each case names two items: the case by ``_id`` and
+        the invoice by ``debt.invoice_number``. A case updated while the pages are read moves to
+        the first page: it may be read twice, never skipped (its change is the next sweep's).
+
+        Raises:
+            ProviderError: a page failed (the caller keeps its watermark), or is not a page of cases.
+        """
+        floor = _naive_utc(now - FIRST_SWEEP_LOOKBACK) if mark.key is None else mark.key - SWEEP_OVERLAP
+        for page in range(1, MAX_PAGES + 1):
+            _, body = self._get("/cases", params={"sort": "-_updated", "max_results": str(SWEEP_PAGE),
+                                                  "page": str(page)})
+            cases = objects(obj(body, "cases page", NAME).get("_items"), "_items", NAME)
+            entries, older = [], False
+            for case in cases:
+                modified = str(case.get("_updated") or "")
+                key = self.parse_modified(modified)
+                if key < floor:
+                    older = True
+                    break
+                entries.append(SweepEntry("case", str(case.get("_id")), modified, key))
+                invoice = case["debt"].get("invoice_number") if isinstance(case.get("debt"), dict) else None
+                if invoice not in (None, ""):
+                    entries.append(SweepEntry("invoice", str(invoice), modified, key))
+            yield entries
+            if older or len(cases) < SWEEP_PAGE:
+                return
+        raise ProviderResponseInvalid(f"the case list went on past {MAX_PAGES} pages", provider=NAME)
+
+    def parse_modified(self, text: str) -> datetime:
+        """An RFC 1123 ``_updated`` (``Tue, 07 Oct 2025 07:41:01 GMT``), as a zone-less UTC time.
+
+        Raises:
+            ProviderResponseInvalid: not such a date.
+        """
+        moment = parse_time(text) if text and not text.strip().isdigit() else None
+        if moment is None:
+            raise ProviderResponseInvalid(f"_updated {text!r} is not an RFC 1123 date", provider=NAME)
+        return _naive_utc(moment)
+
     def _get(self, path: str, *, headers: dict[str, str] | None = None,
              params: dict[str, str] | None = None) -> tuple[int, Any]:
         def call(token: str) -> tuple[int, Any]:
@@ -188,6 +241,10 @@ def normalize(raw: Any) -> StatusDocument:
 
 def _created(case: dict[str, Any]) -> datetime:
     return parse_time(case.get("_created")) or datetime.min.replace(tzinfo=UTC)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
 
 
 def _length(value: Any) -> int | None:
