@@ -1,6 +1,7 @@
 """Fake of Amili Norway's Debt.Collection API (seed 001, PROVIDERS.md section 2).
 
-Serves ``GET /orgs/{orgId}/invoices/{invoiceId}``, ``GET /orgs/{orgId}/cases`` and
+Serves ``GET /orgs/{orgId}/invoices/{invoiceId}``, ``GET /orgs/{orgId}/invoices`` (the list, in
+``simulator.amili_collection_list``), ``GET /orgs/{orgId}/cases`` and
 ``GET /orgs/{orgId}/batches/{batchId}`` behind Identiverse client-credentials tokens from
 ``POST /token`` (shared with the ARM fake, see ``simulator.identity``).
 
@@ -321,6 +322,10 @@ class AmiliCollectionProvider:
         """Add the API routes, the shared ``POST /token`` and the ``/_sim/amili_collection/...`` routes."""
         SharedTokenEndpoint.register(router, NAME, self.token_service, self.faults, self._wait)
         router.add("GET", "/orgs/{org_id}/invoices/{invoice_id}", self._http_get_invoice, label=NAME)
+        # GET /orgs/{orgId}/invoices; imported here because simulator.amili_collection_list imports this module.
+        from simulator.amili_collection_list import InvoiceList
+
+        InvoiceList(self).register(router)
         router.add("GET", "/orgs/{org_id}/cases", self._http_list_cases, label=NAME)
         router.add("GET", "/orgs/{org_id}/batches/{batch_id}", self._http_get_batch, label=NAME)
         admin = f"/_sim/{NAME}"
@@ -338,7 +343,9 @@ class AmiliCollectionProvider:
         lines = [
             f"Amili Debt.Collection, org {self.org_id} ({self.stage_seconds:g} sim-seconds per stage):",
             f"  token: POST /token client_id={self.client_id} ({self.tokens_issued} issued)",
+            f"  list: GET /orgs/{self.org_id}/invoices?Status=&Type=&From=&To=&PageSize=&PageToken=",
         ]
+        header = len(lines)
         for info in self.invoices():
             spelling = " legacy" if info["legacy"] else ""
             lines.append(
@@ -350,7 +357,7 @@ class AmiliCollectionProvider:
                 f"  batch {info['id']}  scenario={info['scenario']}"
                 f"  stage {info['stage']}/{info['final_stage']}  status={info['status']}"
             )
-        if len(lines) == 2:
+        if len(lines) == header:
             lines.append(f"  (no invoices yet; POST /_sim/{NAME}/invoices to add one)")
         return lines
 
