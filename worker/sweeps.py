@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
 from sqlalchemy import or_, select, update
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
 from worker.backoff import failure_delay
+from worker.domain import StatusDocument
 from worker.errors import PollerError
 from worker.ids import event_ids
 from worker.providers.base import utcnow
@@ -57,6 +58,17 @@ class Sweeping(Protocol):
 
     #: How far before the watermark each sweep reads again (see worker.sweep_marks).
     overlap: timedelta
+
+
+class Listing(Protocol):
+    """A provider without a change list whose list of open items carries what the item read
+    carries (worker.providers.amili_collection): each sweep reads the whole list and compares."""
+
+    #: The kinds of item the list holds, and the statuses an item must have to be in it.
+    listed_kinds: tuple[str, ...]
+    listed_statuses: frozenset[str]
+
+    def listing(self, now: datetime) -> Iterator[list[tuple[str, str, StatusDocument]]]: ...
 
 
 @dataclass
@@ -125,14 +137,18 @@ class Sweeper:
         read: list[SweepEntry] = []
         mark, overlap = Mark(), timedelta(0)
         try:
-            adapter: Sweeping = self.providers.get(provider, account)  # type: ignore[assignment]
-            mark, overlap = load_mark(watermark, at_mark, adapter.parse_modified), adapter.overlap
-            for page in adapter.sweep(mark, self.clock()):
-                result.pages += 1
-                read.extend(page)
-                fresh = news(page, mark)
-                result.entries["seen"] += len(page) - len(fresh)
-                self._act(provider, account, fresh, result)
+            adapter = self.providers.get(provider, account)
+            if hasattr(adapter, "listing"):
+                self._full_pass(cast(Listing, adapter), provider, account, result)
+            else:
+                changes = cast(Sweeping, adapter)
+                mark, overlap = load_mark(watermark, at_mark, changes.parse_modified), changes.overlap
+                for page in changes.sweep(mark, self.clock()):
+                    result.pages += 1
+                    read.extend(page)
+                    fresh = news(page, mark)
+                    result.entries["seen"] += len(page) - len(fresh)
+                    self._act(provider, account, fresh, result)
         except PollerError as err:
             result.outcome, result.error = "failed", f"{type(err).__name__}: {err}"
         except Exception as err:  # noqa: BLE001 - a bug must not hold the account's lease for LEASE_S
@@ -145,6 +161,22 @@ class Sweeper:
         else:
             log.error("sweep.failed", provider=provider, account=account, pages=result.pages, error=result.error)
         return result
+
+    def _full_pass(self, adapter: Listing, provider: str, account: str, result: SweepResult) -> None:
+        """Read the whole list, then make due what differs from its snapshot or left the list. The
+        comparison waits for the last page: an item is missing only from a complete pass."""
+        listed: dict[tuple[str, str], StatusDocument] = {}
+        for page in adapter.listing(self.clock()):
+            result.pages += 1
+            listed.update(((kind, ref), doc) for kind, ref, doc in page)
+        with self.sessions.begin() as s:
+            named, unchanged = items.differing(s, provider, account, listed, kinds=adapter.listed_kinds,
+                                               listed_statuses=adapter.listed_statuses)
+            due = items.make_due(s, provider, account, named, now=self.clock())
+        result.entries["due"] += len(due)
+        result.entries["seen"] += unchanged
+        # Listed but not tracked (or finished), and listed changes of items no longer active.
+        result.entries["ignored"] += max(0, len(listed) - unchanged - len(due))
 
     def _act(self, provider: str, account: str, entries: list[SweepEntry], result: SweepResult) -> None:
         if not entries:

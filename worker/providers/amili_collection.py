@@ -8,6 +8,8 @@ Auth: OAuth2 client credentials at ``{auth}/token``, bearer token cached until s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -19,17 +21,22 @@ from worker.providers.auth import CachedToken, Token, client_credentials_token, 
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import number, obj, objects, snake
 from worker.providers.refs import check_ref, segment
-from worker.providers.settings import ProviderSettings, secret
+from worker.providers.settings import SweepingSettings, secret
 
 NAME = "amili_collection"
 
 #: Batch statuses that end polling ("poll until ... SUCCESS, PARTIAL, or FAILED").
 FINAL_BATCH = {"success", "partial", "failed"}
+#: A sweep reads the open invoices this many a page (the cases list documents PageSize; 100 is the
+#: largest page the other Amili APIs document).
+SWEEP_PAGE = 100
+#: A sweep reading more pages than this fails rather than running on.
+MAX_PAGES = 10_000
 #: Statuses that close an invoice or case even when ``closedAt`` is missing [I].
 FINAL_STATUS = {"closed", "withdrawn", "cancelled", "canceled", "paid", "terminated"}
 
 
-class AmiliCollectionSettings(ProviderSettings):
+class AmiliCollectionSettings(SweepingSettings):
     """``POLLER_AMILI_COLLECTION__*``."""
 
     NAME: ClassVar[str] = NAME
@@ -54,6 +61,9 @@ class AmiliCollectionProvider:
 
     name: ClassVar[str] = NAME
     kinds: ClassVar[tuple[str, ...]] = ("invoice", "case", "batch")
+    #: A sweep lists the open invoices (worker.sweeps.Listing): invoice items, status ``open``.
+    listed_kinds: ClassVar[tuple[str, ...]] = ("invoice",)
+    listed_statuses: ClassVar[frozenset[str]] = frozenset({"open"})
 
     def __init__(self, settings: AmiliCollectionSettings, account: str, ctx: ProviderContext) -> None:
         self.settings, self.account = settings, account
@@ -90,6 +100,32 @@ class AmiliCollectionProvider:
             raise ItemGone(f"no case with CaseNumber {item.ref}", provider=NAME, status_code=200)
         # Kept in the same envelope as the single reads, so one normalizer serves both.
         return Fetched({"summary": body.get("summary"), "data": match[0]})
+
+    def listing(self, now: datetime) -> Iterator[list[tuple[str, str, StatusDocument]]]:
+        """The organisation's open invoices, one list per page, each normalized as its own read
+        (``GET /orgs/{org}/invoices?Status=OPEN&PageSize=100``, then each ``summary.nextPageToken``
+        as ``PageToken``; https://docs.amili.dev/getinvoicesbyorganization-4148068e0). No "updated
+        since" filter is documented, so every sweep reads them all: one request per 100 open
+        invoices instead of one per invoice.
+
+        Raises:
+            ProviderError: a page failed, or is not a page of invoices.
+        """
+        self.settings.require(self.account, "org_id")
+        path = f"/orgs/{quote(str(self.settings.org_id), safe='')}/invoices"
+        token: str | None = None
+        for _ in range(MAX_PAGES):
+            params = {"Status": "OPEN", "PageSize": str(SWEEP_PAGE)}
+            if token:
+                params["PageToken"] = token
+            body = obj(self._get(path, params=params), "invoices page", NAME)
+            page = objects(body.get("data"), "invoices data", NAME)
+            yield [("invoice", str(data.get("id")), normalize_invoice({"data": data})) for data in page]
+            summary = body.get("summary")
+            token = summary.get("nextPageToken") if isinstance(summary, dict) else None
+            if not token:
+                return
+        raise ProviderResponseInvalid(f"the invoice list went on past {MAX_PAGES} pages", provider=NAME)
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         def call(token: str) -> Any:

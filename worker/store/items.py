@@ -5,12 +5,12 @@ Each takes a Session and never commits: the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemState
@@ -210,3 +210,29 @@ def make_due(session: Session, provider: str, account: str, named: Iterable[tupl
             .returning(Item.id).execution_options(synchronize_session=False))
         ids.extend(row.id for row in rows)
     return sorted(ids)
+
+
+def differing(session: Session, provider: str, account: str, listed: Mapping[tuple[str, str], Any], *,
+              kinds: Sequence[str], listed_statuses: Collection[str]) -> tuple[list[tuple[str, str]], int]:
+    """A full sweep's comparison (worker.sweeps): the account's active items of ``kinds`` whose
+    listed document (a StatusDocument, by ``(kind, ref)``) differs from their latest snapshot, or
+    that are missing from the list although their snapshot's status is one the list holds (they
+    left it: closed, paused), or that have no snapshot yet. Returns those, and how many were listed
+    unchanged."""
+    latest = select(func.max(Snapshot.id)).where(Snapshot.item_id == Item.id).correlate(Item).scalar_subquery()
+    rows = session.execute(
+        select(Item.kind, Item.ref, Snapshot.status, Snapshot.terminal, Snapshot.fields)
+        .outerjoin(Snapshot, Snapshot.id == latest)
+        .where(Item.provider == provider, Item.account == account, Item.kind.in_(list(kinds)),
+               Item.state == ItemState.ACTIVE.value))
+    out, unchanged = [], 0
+    for kind, ref, status, terminal, fields in rows:
+        doc = listed.get((kind, ref))
+        if doc is None:
+            if status is None or status in listed_statuses:
+                out.append((kind, ref))
+        elif status is None or (doc.status, doc.terminal, doc.fields) != (status, terminal, fields):
+            out.append((kind, ref))
+        else:
+            unchanged += 1
+    return out, unchanged
