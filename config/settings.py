@@ -31,6 +31,7 @@ from config.validation import (
     time_of_day,
     unknown_variables,
 )
+from worker.discovery import Condition, parse_filter
 from worker.errors import ConfigurationError
 from worker.providers.amili_ada import AmiliAdaSettings
 from worker.providers.amili_arm import AmiliArmSettings
@@ -161,6 +162,16 @@ class Settings(BaseSettings):
                     seconds = float(getattr(provider.for_account(account), "sweep_seconds", 0.0))
                     if seconds:
                         out[name, account] = seconds
+        return out
+
+    def discover_plans(self) -> dict[tuple[str, str], tuple[Condition, ...]]:
+        """``(provider, account)`` -> the discovery filter's conditions, for every sweeping account
+        with POLLER_<P>__DISCOVER=true."""
+        out = {}
+        for name, account in self.sweep_intervals():
+            settings = getattr(self, name).for_account(account)
+            if getattr(settings, "discover", False):
+                out[name, account] = parse_filter(settings.discover_filter)
         return out
 
     def reconcile_plans(self) -> dict[tuple[str, str], tuple[float, float]]:

@@ -211,7 +211,8 @@ def provider_webhooks_for(settings: Settings, sessions: sessionmaker[Session] | 
 def sweeper_for(settings: Settings) -> Sweeper:
     """Incremental sweeps (beat's sweep tick), for the accounts with a sweep interval."""
     return Sweeper(sessions_for(settings), providers_for(settings), settings.sweep_intervals(),
-                   kick=_kick_for(settings))
+                   kick=_kick_for(settings), discover=settings.discover_plans(),
+                   discover_interval_s=settings.default_interval_seconds)
 
 
 def retention_for(settings: Settings) -> RetentionService:

@@ -14,9 +14,10 @@ or with a clock that drifts loses nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class SweepEntry:
     modified: str
     #: The same moment parsed, for ordering.
     modified_key: datetime
+    #: The entry's own fields, as listed (a discovery filter reads them).
+    attrs: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol, cast
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
 from worker.backoff import failure_delay
+from worker.discovery import DISCOVERED_LABELS, Condition, matches
 from worker.domain import StatusDocument
 from worker.errors import PollerError
 from worker.ids import event_ids
@@ -92,15 +93,20 @@ class Sweeper:
         intervals: ``(provider, account)`` -> seconds between sweeps, for every account that sweeps.
         kick: asks the dispatch tick to run now; None waits for the next tick.
         entropy: random bytes for event ids (``provider.degraded``, ``provider.restored``).
+        discover: ``(provider, account)`` -> the discovery filter, for the accounts that track what
+            their sweep finds untracked (worker.discovery), at ``discover_interval_s``.
     """
 
     def __init__(self, sessions: sessionmaker[Session], providers: ProviderSet,
                  intervals: Mapping[tuple[str, str], float], *,
                  kick: Callable[[], None] | None = None, clock: Callable[[], datetime] = utcnow,
                  rand: Callable[[], float] = random.random,
-                 entropy: Callable[[int], bytes] = os.urandom) -> None:
+                 entropy: Callable[[int], bytes] = os.urandom,
+                 discover: Mapping[tuple[str, str], Sequence[Condition]] | None = None,
+                 discover_interval_s: float = 300.0) -> None:
         self.sessions, self.providers, self.intervals = sessions, providers, intervals
         self.kick, self.clock, self.rand, self.entropy = kick, clock, rand, entropy
+        self.discover, self.discover_interval_s = dict(discover or {}), discover_interval_s
 
     def run_due(self) -> list[SweepResult]:
         """Every sweep that is due and not under way elsewhere, one after another."""
@@ -181,11 +187,22 @@ class Sweeper:
     def _act(self, provider: str, account: str, entries: list[SweepEntry], result: SweepResult) -> None:
         if not entries:
             return
+        conditions = self.discover.get((provider, account))
         with self.sessions.begin() as s:
             due = items.make_due(s, provider, account, [(e.kind, e.ref) for e in entries], now=self.clock())
+            found: list[int] = []
+            if conditions is not None:
+                kinds = getattr(self.providers.get(provider, account), "discover_kinds", None)
+                wanted = [(e.kind, e.ref) for e in entries
+                          if (kinds is None or e.kind in kinds) and matches(conditions, e.attrs)]
+                found = items.discover(s, provider, account, wanted, labels=DISCOVERED_LABELS,
+                                       interval_s=self.discover_interval_s, now=self.clock())
         result.entries["due"] += len(due)
-        # Not tracked, or no longer active (terminal, gone): nothing to poll.
-        result.entries["ignored"] += len(entries) - len(due)
+        result.entries["discovered"] += len(found)
+        if found:
+            log.info("sweep.discovered", provider=provider, account=account, items=len(found))
+        # Not tracked (nor discovered), or no longer active (terminal, gone): nothing to poll.
+        result.entries["ignored"] += len(entries) - len(due) - len(found)
 
     def _record(self, result: SweepResult, mark: Mark | None) -> None:
         now = self.clock()

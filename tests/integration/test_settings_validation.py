@@ -65,6 +65,7 @@ MORE_BAD_VALUES = [
     ("POLLER_RETENTION_SNAPSHOTS_KEEP", "-5", "whole number"),
     ("POLLER_PRUNE_AT", "25:61", "HH:MM"),
     ("POLLER_BILLIT__RECONCILE_SECONDS", "7200", "needs POLLER_BILLIT__SWEEP_SECONDS set too"),
+    ("POLLER_AMILI_ADA__DISCOVER_FILTER", "status eq 'x' or state eq 'y'", "cannot read comparison 1"),
 ]
 
 

@@ -209,3 +209,27 @@ def test_a_list_of_exactly_the_page_cap_is_read_and_one_page_more_fails(stack, s
         s.get(Sweep, ("billit", "default")).watermark = None
     failed = run(sweeper, clock)
     assert failed.outcome == "failed" and "past 2 pages" in failed.error
+
+
+def test_discovery_tracks_what_the_sweep_finds_untracked_and_passes_the_filter(stack, sim, clock, sweeper):
+    from worker.discovery import parse_filter
+    from worker.store.models import Item
+
+    orders, ids = track(stack, sim, 3, untracked=4)
+    sweeper.discover = {("billit", "default"): parse_filter("OrderType eq 'CreditNote'")}
+    assert sweeper.run_due()[0].entries["discovered"] == 0  # the simulator's orders are invoices
+    sweeper.discover = {("billit", "default"): parse_filter("OrderDirection eq 'Income' and OrderType eq 'Invoice'")}
+    sim.clock.advance(6)
+    for order in orders:
+        sim.billit.set_stage(order, 1)
+    found = run(sweeper, clock)
+    assert (found.entries["due"], found.entries["discovered"], found.entries["ignored"]) == (3, 4, 0)
+    with stack.sessions.begin() as s:
+        new = s.scalars(select(Item).where(Item.id.not_in(ids)).order_by(Item.id)).all()
+        assert sorted(int(i.ref) for i in new) == sorted(orders[3:])
+        assert all(i.labels == {"source": "discovered"} and i.interval_s == 300 for i in new)
+    assert poll(stack) == 7  # the three made due and the four new ones
+    again = run(sweeper, clock)
+    assert again.entries["discovered"] == 0  # tracked now: never twice
+    listed = stack.poller.items()
+    assert len(listed) == 7

@@ -68,6 +68,8 @@ class AmiliAdaProvider:
     name: ClassVar[str] = NAME
     kinds: ClassVar[tuple[str, ...]] = ("case", "invoice")
     overlap: ClassVar[timedelta] = SWEEP_OVERLAP
+    #: Discovery tracks a listed case by its id (not its invoice number too: one item per case).
+    discover_kinds: ClassVar[tuple[str, ...]] = ("case",)
 
     def __init__(self, settings: AmiliAdaSettings, account: str, ctx: ProviderContext) -> None:
         self.settings, self.account, self.clock = settings, account, ctx.clock
@@ -166,7 +168,7 @@ class AmiliAdaProvider:
                 if key < floor:
                     older = True
                     break
-                entries.append(SweepEntry("case", str(case.get("_id")), modified, key))
+                entries.append(SweepEntry("case", str(case.get("_id")), modified, key, attrs=case))
                 invoice = case["debt"].get("invoice_number") if isinstance(case.get("debt"), dict) else None
                 if invoice not in (None, ""):
                     entries.append(SweepEntry("invoice", str(invoice), modified, key))

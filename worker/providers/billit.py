@@ -358,7 +358,7 @@ def list_entries(body: Any) -> list[SweepEntry]:
         ref = str(order["OrderID"])
         # Tracked refs are canonical (validate_ref): "0042" is order 42.
         ref = str(int(ref)) if _ORDER_ID.fullmatch(ref) else ref
-        entries.append(SweepEntry("order", ref, modified, parse_billit_time(modified)))
+        entries.append(SweepEntry("order", ref, modified, parse_billit_time(modified), attrs=order))
     return entries
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
+from worker.discovery import parse_filter
 from worker.errors import ConfigurationError
 
 #: The account an item belongs to when ``track`` names none.
@@ -112,6 +113,17 @@ class SweepingSettings(ProviderSettings):
     #: While the account's sweeps are healthy, poll each item at most this often (worker.reconcile);
     #: 0 = each item at its own interval.
     reconcile_seconds: float = Field(0.0, ge=0)
+
+    #: Track what a sweep lists that nobody tracks (label source=discovered, worker.discovery) ...
+    discover: bool = False
+    #: ... when its listed fields pass this filter (``OrderType eq 'Invoice' and ...``; empty: all).
+    discover_filter: str = ""
+
+    @field_validator("discover_filter")
+    @classmethod
+    def _discover_filter(cls, value: str) -> str:
+        parse_filter(value)
+        return value
 
     @field_validator("reconcile_seconds")
     @classmethod

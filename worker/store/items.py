@@ -236,3 +236,12 @@ def differing(session: Session, provider: str, account: str, listed: Mapping[tup
         else:
             unchanged += 1
     return out, unchanged
+
+
+def discover(session: Session, provider: str, account: str, named: Iterable[tuple[str, str]], *,
+             labels: dict[str, str], interval_s: float, now: datetime) -> list[int]:
+    """Track the items named that are not tracked yet (insert-or-nothing: an item already there,
+    finished or not, is left as it is), due now; returns the ids of those made."""
+    rows = [Upsert((provider, account, kind, ref), None, interval_s, dict(labels))
+            for kind, ref in dict.fromkeys(named)]
+    return sorted(_insert_new(session, rows, now=now).values())
