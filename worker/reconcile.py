@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -80,21 +80,25 @@ class Reconciler:
         sessions: the database (reads the ``sweeps`` rows).
         plans: ``(provider, account)`` -> ``(sweep seconds, reconcile seconds)``, for every account
             with a reconciliation interval.
+        covered: provider -> the kinds of item its sweep covers (all, for a provider not named):
+            Amili Norway's list holds invoices, not its cases and batches.
         clock: wall clock (UTC), for the health rule.
         monotonic: for spacing the reads.
     """
 
     def __init__(self, sessions: sessionmaker[Session], plans: Mapping[tuple[str, str], tuple[float, float]], *,
-                 clock: Callable[[], datetime], monotonic: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], datetime], monotonic: Callable[[], float] = time.monotonic,
+                 covered: Mapping[str, Collection[str]] | None = None) -> None:
         self.sessions, self.plans, self.clock, self.monotonic = sessions, dict(plans), clock, monotonic
+        self.covered = dict(covered or {})
         self._healthy: dict[tuple[str, str], bool] = {}
         self._read_at: float | None = None
         self._lock = threading.Lock()
 
-    def interval(self, provider: str, account: str, interval_s: float) -> float:
+    def interval(self, provider: str, account: str, kind: str, interval_s: float) -> float:
         """The interval to schedule an item's next poll after a success."""
         plan = self.plans.get((provider, account))
-        if plan is None:
+        if plan is None or (provider in self.covered and kind not in self.covered[provider]):
             return interval_s
         return effective_interval(interval_s, plan[1], self._health().get((provider, account), False))
 

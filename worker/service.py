@@ -165,7 +165,8 @@ class PollerService:
         assert doc is not None
         state = unit.state
         if self.reconciler is not None:
-            state = replace(state, interval_s=self.reconciler.interval(item.provider, item.account, state.interval_s))
+            state = replace(state, interval_s=self.reconciler.interval(item.provider, item.account, item.kind,
+                                                                       state.interval_s))
         return after_success(item, state, unit.previous, doc, now=now, policy=self.policy, rand=rand)
 
     def _store(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,

@@ -139,3 +139,20 @@ def test_a_sweep_that_stopped_ends_the_long_intervals_without_a_failure(stack, s
                              now=clock())
     assert poll(stack) == 20
     assert all(OWN_S * 0.9 <= d <= OWN_S for d in delays(stack, clock, orders))
+
+
+def test_only_the_kinds_a_sweep_covers_are_slowed(stack, clock, sweeper, tmp_path):
+    """Amili Norway's sweep lists invoices: its cases and batches keep their own interval."""
+    from config.settings import Settings
+    from config.wiring import reconciler_for
+    from worker.providers.amili_collection import AmiliCollectionSettings
+
+    reconciler = Reconciler(stack.sessions, {("billit", "default"): (SWEEP_INTERVAL_S, RECONCILE_S)}, clock=clock,
+                            monotonic=itertools.count(0, REFRESH_S).__next__, covered={"billit": ("invoice",)})
+    assert sweeper.run_due()[0].outcome == "ok"  # healthy
+    assert reconciler.interval("billit", "default", "invoice", OWN_S) == RECONCILE_S
+    assert reconciler.interval("billit", "default", "order", OWN_S) == OWN_S
+    wired = reconciler_for(Settings(home=tmp_path, amili_collection=AmiliCollectionSettings(
+        sweep_seconds=60, reconcile_seconds=3600)))
+    assert wired is not None and wired.covered == {"amili_collection": ("invoice",)}
+    assert wired.plans == {("amili_collection", "default"): (60.0, 3600.0)}
