@@ -6,6 +6,8 @@ cases share one, and the overlap before the watermark is what keeps each change 
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import UTC
 
 import pytest
@@ -113,3 +115,29 @@ def sweep_row(stack) -> Sweep:
         row = s.get(Sweep, ("amili_ada", "default"))
         s.expunge(row)
         return row
+
+
+def test_a_poll_under_way_when_the_sweep_lists_its_case_stores_nothing_and_the_next_poll_does(
+        stack, sim, clock, ada):
+    from worker.store.repo import Claim
+
+    poller, sweeper = ada
+    case = sim.amili_ada.create_case()
+    item_id = poller.track("amili_ada", case, interval_s=3600).id
+    assert poll(poller) == 1 and sweeper.run_due()[0].entries["due"] == 1 and poll(poller) == 1
+    claims: list[list[Claim]] = []
+    clock.advance(3600)
+    poller.dispatch_due(claims.append, lease_s=30, limit=10, chunk_size=10)
+    sim.faults.add("amili_ada", "slow", delay=0.5, ref=case, count=1)  # Amili answers late
+    reports = []
+    under_way = threading.Thread(target=lambda: reports.append(poller.poll_claims(claims[0])))
+    under_way.start()
+    deadline = time.monotonic() + 10
+    while sim.faults.active("amili_ada") and time.monotonic() < deadline:  # until the poll's request is taken
+        threading.Event().wait(0.01)
+    sim.clock.advance(6)
+    sim.amili_ada.set_stage(case, 1)  # the case moves on while its old answer is on the way
+    assert run(sweeper, clock).entries["due"] == 1  # the lease moves on
+    under_way.join()
+    assert reports[0].lost_lease == 1 and changed(stack) == []  # the older answer is not stored
+    assert poll(poller) == 1 and changed(stack) == [item_id]
