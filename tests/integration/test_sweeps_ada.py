@@ -5,24 +5,15 @@ cases share one, and the overlap before the watermark is what keeps each change 
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from datetime import UTC
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
 
-from worker.policy import PollPolicy
+from tests.integration.conftest import SWEEP_INTERVAL_S, changed_items, poll_due, poller_and_sweeper, sweep_row
 from worker.providers.amili_ada import AmiliAdaSettings
-from worker.providers.base import HttpOptions, ProviderContext
-from worker.providers.registry import ProviderSet
-from worker.service import PollerService
-from worker.store.models import Event, Sweep
-from worker.sweeps import Sweeper
-
-INTERVAL_S = 10.0
 
 
 @pytest.fixture
@@ -33,20 +24,7 @@ def ada(stack, sim, clock):
     sim.amili_ada.wall_time = lambda: clock().timestamp()
     settings = AmiliAdaSettings(base_url=sim.url, api_code=SecretStr("sim-ada-api-code"),
                                 private_key_file=sim.amili_ada.private_key_path, algorithm="ES512")
-    providers = ProviderSet({"amili_ada": settings}, ProviderContext(http=HttpOptions(timeout_s=5), clock=clock))
-    poller = PollerService(stack.sessions, providers, PollPolicy(), clock=clock, rng=random.Random(1))
-    sweeper = Sweeper(stack.sessions, providers, {("amili_ada", "default"): INTERVAL_S}, clock=clock,
-                      rand=random.Random(3).random)
-    return poller, sweeper
-
-
-def poll(poller) -> int:
-    return poller.dispatch_due(poller.poll_claims, lease_s=30, limit=1000, chunk_size=200)
-
-
-def changed(stack) -> list[int]:
-    with stack.sessions.begin() as s:
-        return list(s.scalars(select(Event.item_id).where(Event.type == "status.changed").order_by(Event.item_id)))
+    return poller_and_sweeper(stack, clock, "amili_ada", settings)
 
 
 def list_requests(sim) -> int:
@@ -54,7 +32,7 @@ def list_requests(sim) -> int:
 
 
 def run(sweeper, clock):
-    clock.advance(INTERVAL_S)
+    clock.advance(SWEEP_INTERVAL_S)
     (result,) = sweeper.run_due()
     return result
 
@@ -65,12 +43,12 @@ def test_a_sweep_pages_newest_first_and_stops_past_the_watermark(stack, sim, clo
     numbers = {c: sim.amili_ada.case_body(c)["debt"]["invoice_number"] for c in cases}
     by_id = [poller.track("amili_ada", c, interval_s=3600).id for c in cases[:140]]
     by_number = poller.track("amili_ada", numbers[cases[140]], interval_s=3600, kind="invoice").id
-    assert poll(poller) == 141
+    assert poll_due(poller) == 141
     first = sweeper.run_due()[0]  # a day back: every case, on two pages of 100
     assert (first.outcome, first.pages, first.entries["due"]) == ("ok", 2, 141)
     listed = (first.entries["due"] + first.entries["ignored"]) // 2  # these and the simulator's seeded cases
-    assert poll(poller) == 141 and changed(stack) == []
-    mark = sweep_row(stack).watermark
+    assert poll_due(poller) == 141 and changed_items(stack) == []
+    mark = sweep_row(stack, "amili_ada").watermark
     assert mark is not None and mark.endswith(" GMT")
 
     sim.clock.advance(6)  # past the overlap, before the cases' own next stage (10 s)
@@ -82,39 +60,32 @@ def test_a_sweep_pages_newest_first_and_stops_past_the_watermark(stack, sim, clo
     # overlap, and skipped), down to the end of the list.
     assert (second.outcome, second.pages, second.entries["due"]) == ("ok", 2, 11)
     assert second.entries["seen"] == 2 * (listed - 12)  # each unchanged case's two entries
-    assert sweep_row(stack).watermark != mark and list_requests(sim) - requests_before == 2
-    assert poll(poller) == 11 and changed(stack) == sorted(by_id[:10] + [by_number])
+    assert sweep_row(stack, "amili_ada").watermark != mark and list_requests(sim) - requests_before == 2
+    assert poll_due(poller) == 11 and changed_items(stack) == sorted(by_id[:10] + [by_number])
 
     third = run(sweeper, clock)  # nothing new: what the overlap lists again was read already
     assert (third.outcome, third.entries["due"]) == ("ok", 0)
-    assert poll(poller) == 0
+    assert poll_due(poller) == 0
 
 
 def test_a_page_that_fails_keeps_the_watermark_and_nothing_is_missed(stack, sim, clock, ada):
     poller, sweeper = ada
     cases = [sim.amili_ada.create_case() for _ in range(5)]
     ids = [poller.track("amili_ada", c, interval_s=3600).id for c in cases]
-    assert poll(poller) == 5 and sweeper.run_due()[0].outcome == "ok" and poll(poller) == 5
-    mark = sweep_row(stack).watermark
+    assert poll_due(poller) == 5 and sweeper.run_due()[0].outcome == "ok" and poll_due(poller) == 5
+    mark = sweep_row(stack, "amili_ada").watermark
     sim.clock.advance(6)
     for case in cases[:3]:
         sim.amili_ada.set_stage(case, 1)
     sim.faults.add("amili_ada", "503", count=1)
     failed = run(sweeper, clock)
     assert failed.outcome == "failed" and "503" in failed.error
-    row = sweep_row(stack)
+    row = sweep_row(stack, "amili_ada")
     assert (row.watermark, row.failures) == (mark, 1)
     clock.now = row.next_at
     again = sweeper.run_due()[0]
     assert (again.outcome, again.entries["due"]) == ("ok", 3)
-    assert poll(poller) == 3 and changed(stack) == ids[:3]
-
-
-def sweep_row(stack) -> Sweep:
-    with stack.sessions.begin() as s:
-        row = s.get(Sweep, ("amili_ada", "default"))
-        s.expunge(row)
-        return row
+    assert poll_due(poller) == 3 and changed_items(stack) == ids[:3]
 
 
 def test_a_poll_under_way_when_the_sweep_lists_its_case_stores_nothing_and_the_next_poll_does(
@@ -124,7 +95,7 @@ def test_a_poll_under_way_when_the_sweep_lists_its_case_stores_nothing_and_the_n
     poller, sweeper = ada
     case = sim.amili_ada.create_case()
     item_id = poller.track("amili_ada", case, interval_s=3600).id
-    assert poll(poller) == 1 and sweeper.run_due()[0].entries["due"] == 1 and poll(poller) == 1
+    assert poll_due(poller) == 1 and sweeper.run_due()[0].entries["due"] == 1 and poll_due(poller) == 1
     claims: list[list[Claim]] = []
     clock.advance(3600)
     poller.dispatch_due(claims.append, lease_s=30, limit=10, chunk_size=10)
@@ -139,5 +110,5 @@ def test_a_poll_under_way_when_the_sweep_lists_its_case_stores_nothing_and_the_n
     sim.amili_ada.set_stage(case, 1)  # the case moves on while its old answer is on the way
     assert run(sweeper, clock).entries["due"] == 1  # the lease moves on
     under_way.join()
-    assert reports[0].lost_lease == 1 and changed(stack) == []  # the older answer is not stored
-    assert poll(poller) == 1 and changed(stack) == [item_id]
+    assert reports[0].lost_lease == 1 and changed_items(stack) == []  # the older answer is not stored
+    assert poll_due(poller) == 1 and changed_items(stack) == [item_id]

@@ -5,22 +5,13 @@ tracked invoices whose listed document differs from their snapshot, or that left
 
 from __future__ import annotations
 
-import random
 from datetime import UTC
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import select
 
-from worker.policy import PollPolicy
+from tests.integration.conftest import SWEEP_INTERVAL_S, changed_items, poll_due, poller_and_sweeper, sweep_row
 from worker.providers.amili_collection import AmiliCollectionSettings
-from worker.providers.base import HttpOptions, ProviderContext
-from worker.providers.registry import ProviderSet
-from worker.service import PollerService
-from worker.store.models import Event, Sweep
-from worker.sweeps import Sweeper
-
-INTERVAL_S = 10.0
 
 
 @pytest.fixture
@@ -30,21 +21,7 @@ def amili(stack, sim, clock):
     settings = AmiliCollectionSettings(base_url=sim.url, auth_url=sim.url, client_id="sim-collection-client",
                                        client_secret=SecretStr("sim-collection-secret"),
                                        org_id=sim.providers["amili_collection"].org_id)
-    providers = ProviderSet({"amili_collection": settings},
-                            ProviderContext(http=HttpOptions(timeout_s=5), clock=clock))
-    poller = PollerService(stack.sessions, providers, PollPolicy(), clock=clock, rng=random.Random(1))
-    sweeper = Sweeper(stack.sessions, providers, {("amili_collection", "default"): INTERVAL_S}, clock=clock,
-                      rand=random.Random(3).random)
-    return poller, sweeper
-
-
-def poll(poller) -> int:
-    return poller.dispatch_due(poller.poll_claims, lease_s=30, limit=1000, chunk_size=200)
-
-
-def changed(stack) -> list[int]:
-    with stack.sessions.begin() as s:
-        return list(s.scalars(select(Event.item_id).where(Event.type == "status.changed").order_by(Event.item_id)))
+    return poller_and_sweeper(stack, clock, "amili_collection", settings)
 
 
 def list_requests(sim) -> int:
@@ -52,7 +29,7 @@ def list_requests(sim) -> int:
 
 
 def run(sweeper, clock):
-    clock.advance(INTERVAL_S)
+    clock.advance(SWEEP_INTERVAL_S)
     (result,) = sweeper.run_due()
     return result
 
@@ -64,10 +41,11 @@ def test_a_sweep_reads_every_open_invoice_and_makes_due_what_changed_or_left(sta
     paused = fake.create_invoice(scenario="paused")
     ids = [poller.track("amili_collection", i, interval_s=3600).id for i in invoices[:120]]
     paused_id = poller.track("amili_collection", paused, interval_s=3600).id
-    assert poll(poller) == 121
+    assert poll_due(poller) == 121
     first = sweeper.run_due()[0]  # every open invoice on two pages; nothing differs from its snapshot
     assert (first.outcome, first.pages, first.entries["due"], first.entries["seen"]) == ("ok", 2, 0, 121)
-    assert sweep_row(stack).watermark is None and sweep_row(stack).ok_at == clock()
+    row = sweep_row(stack, "amili_collection")
+    assert row.watermark is None and row.ok_at == clock()
 
     for invoice in invoices[:5]:  # a reminder now: the listed document differs
         fake.set_stage(invoice, 1)
@@ -78,11 +56,11 @@ def test_a_sweep_reads_every_open_invoice_and_makes_due_what_changed_or_left(sta
     second = run(sweeper, clock)
     assert (second.outcome, second.entries["due"], second.entries["seen"]) == ("ok", 7, 114)
     assert list_requests(sim) - requests_before == 2
-    assert poll(poller) == 7 and changed(stack) == sorted(ids[:6] + [paused_id])
+    assert poll_due(poller) == 7 and changed_items(stack) == sorted(ids[:6] + [paused_id])
 
     third = run(sweeper, clock)  # the paused one is still not listed, as its snapshot says: not due
     assert (third.outcome, third.entries["due"]) == ("ok", 0)
-    assert poll(poller) == 0
+    assert poll_due(poller) == 0
 
 
 def test_a_pass_that_fails_midway_makes_nothing_due(stack, sim, clock, amili):
@@ -92,16 +70,10 @@ def test_a_pass_that_fails_midway_makes_nothing_due(stack, sim, clock, amili):
     invoices = [fake.create_invoice() for _ in range(150)]
     for invoice in invoices:
         poller.track("amili_collection", invoice, interval_s=3600)
-    assert poll(poller) == 150
+    assert poll_due(poller) == 150
     sim.faults.add("amili_collection", "503", count=1, ref="list:2")
     failed = sweeper.run_due()[0]
     assert (failed.outcome, failed.pages, failed.entries["due"]) == ("failed", 1, 0) and "503" in failed.error
-    assert poll(poller) == 0
-    assert sweep_row(stack).failures == 1
+    assert poll_due(poller) == 0
+    assert sweep_row(stack, "amili_collection").failures == 1
 
-
-def sweep_row(stack) -> Sweep:
-    with stack.sessions.begin() as s:
-        row = s.get(Sweep, ("amili_collection", "default"))
-        s.expunge(row)
-        return row
