@@ -5,6 +5,8 @@ tracked invoices whose listed document differs from their snapshot, or that left
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC
 
 import pytest
@@ -77,3 +79,29 @@ def test_a_pass_that_fails_midway_makes_nothing_due(stack, sim, clock, amili):
     assert poll_due(poller) == 0
     assert sweep_row(stack, "amili_collection").failures == 1
 
+
+
+def test_a_poll_under_way_when_the_sweep_finds_its_invoice_changed_stores_nothing_and_the_next_poll_does(
+        stack, sim, clock, amili):
+    from worker.store.repo import Claim
+
+    poller, sweeper = amili
+    fake = sim.providers["amili_collection"]
+    invoice = fake.create_invoice()
+    item_id = poller.track("amili_collection", invoice, interval_s=3600).id
+    assert poll_due(poller) == 1 and sweeper.run_due()[0].entries["due"] == 0
+    claims: list[list[Claim]] = []
+    clock.advance(3600)
+    poller.dispatch_due(claims.append, lease_s=30, limit=10, chunk_size=10)
+    sim.faults.add("amili_collection", "slow", delay=0.5, ref=invoice, count=1)  # Amili answers late
+    reports = []
+    under_way = threading.Thread(target=lambda: reports.append(poller.poll_claims(claims[0])))
+    under_way.start()
+    deadline = time.monotonic() + 10
+    while sim.faults.active("amili_collection") and time.monotonic() < deadline:  # the poll's request is taken
+        threading.Event().wait(0.01)
+    fake.set_stage(invoice, 1)  # the invoice moves on while its old answer is on the way
+    assert run(sweeper, clock).entries["due"] == 1  # the lease moves on
+    under_way.join()
+    assert reports[0].lost_lease == 1 and changed_items(stack) == []  # the older answer is not stored
+    assert poll_due(poller) == 1 and changed_items(stack) == [item_id]
