@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.clock import utcnow
 from worker.delivery import redact
-from worker.providers.base import utcnow
 from worker.status import read_status
 from worker.store import deliveries as drepo
 from worker.store import tallies

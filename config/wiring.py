@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from worker.apikeys import ApiKeys
 from worker.catalog import Catalog
+from worker.clock import utcnow
 from worker.delivery import DeliveryPolicy, DeliveryService
 from worker.errors import ConfigurationError
 from worker.faults import (
@@ -30,7 +31,7 @@ from worker.guard import BreakerPolicy, RedisGuard
 from worker.ingress import Ingress
 from worker.policy import PollPolicy
 from worker.provider_webhooks import ProviderWebhooks
-from worker.providers.base import HttpOptions, ProviderContext, utcnow
+from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.registry import REGISTRY, ProviderSet
 from worker.pruning import RetentionService
 from worker.reconcile import Reconciler

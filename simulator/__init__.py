@@ -1,4 +1,6 @@
-"""Fake provider HTTP APIs (Billit today) on loopback, for tests, demos and ``poller simulate``."""
+"""Fake provider HTTP APIs on loopback (Billit, Amili Norway collection and distribution, Amili Sweden,
+Amili ARM), for tests, demos and ``poller simulate``: paths, auth, lists, pushes and faults as the
+providers document them."""
 
 from __future__ import annotations
 

@@ -260,3 +260,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+
+
+# -- `poller run` as a test's daemon (tests/daemons.py) --------------------------------------
+
+@pytest.fixture
+def daemon_env(db_url, sim, tmp_path) -> dict[str, str]:
+    """The environment of a test's `poller run` (tests.daemons.daemon_environment)."""
+    from tests.daemons import daemon_environment
+
+    return daemon_environment(db_url, sim.url, tmp_path / "var", TEST_SECRET_KEY)
+
+
+@pytest.fixture
+def daemon(daemon_env, tmp_path, request):
+    """`poller run`: embedded Redis on SQLite, the shared test Redis on PostgreSQL."""
+    from tests.daemons import start_daemon
+
+    if "postgresql" in daemon_env["POLLER_DATABASE_URL"]:
+        daemon_env["POLLER_BROKER_URL"] = request.getfixturevalue("broker_url")
+    d = start_daemon(daemon_env, tmp_path / "poller.log")
+    yield d
+    if d.proc.poll() is None:
+        d.interrupt()
+
+
+@pytest.fixture
+def service(db_url):
+    """The test's own view of a daemon's database (tracking and reading only)."""
+    from worker.policy import PollPolicy
+    from worker.providers.registry import ProviderSet
+    from worker.service import PollerService
+    from worker.store.db import make_engine, make_sessionmaker
+
+    engine = make_engine(db_url)
+    yield PollerService(make_sessionmaker(engine), ProviderSet({}), PollPolicy())
+    engine.dispose()

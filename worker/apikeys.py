@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.clock import utcnow
 from worker.errors import InputError, NotFound
-from worker.providers.base import utcnow
 from worker.store.models import ApiKey
 
 #: Every key starts with this, so a leaked one is recognisable (secret scanners, logs).

@@ -1,4 +1,4 @@
-"""Pure backoff arithmetic, shared by polling (and later by webhook delivery).
+"""Pure backoff arithmetic, shared by polling, webhook delivery and sweeps.
 
 Randomness comes in as ``rand`` (a float in [0, 1)) and time as ``now``, so every result is
 reproducible in a test.

@@ -14,9 +14,9 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.clock import utcnow
 from worker.domain import ItemState
 from worker.errors import ConfigurationError, Conflict, InputError
-from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
 from worker.store import items as store
 from worker.store import repo

@@ -19,10 +19,10 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
+from worker.clock import utcnow
 from worker.documents import NotStrictJSON
 from worker.errors import InputError, TargetRefused
 from worker.ids import event_ids
-from worker.providers.base import utcnow
 from worker.sinks.sql import SqlSink
 from worker.store import deliveries as repo
 from worker.store.deliveries import DeliveryClaim, DeliveryWork

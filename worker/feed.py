@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.clock import utcnow
 from worker.errors import InputError, NotFound
-from worker.providers.base import utcnow
 from worker.store import repo
 from worker.store.models import Event, RetentionMark
 

@@ -24,8 +24,8 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
+from worker.clock import utcnow
 from worker.errors import ConfigurationError, InputError
-from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
 from worker.pushes import (
     Named,

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, needs_of
+from worker.clock import utcnow
 from worker.guard import KEY_PREFIX
-from worker.providers.base import utcnow
 from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds, any_overdue
 from worker.store import tallies
 from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep, due_by

@@ -25,8 +25,8 @@ import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.clock import utcnow
 from worker.errors import ConfigurationError, InputError
-from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
 from worker.store.models import ProviderWebhook
 

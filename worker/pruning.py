@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
-from worker.providers.base import utcnow
+from worker.clock import utcnow
 from worker.retention import Retention
 from worker.status import record_heartbeat
 from worker.store.prune import Pruner

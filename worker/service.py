@@ -1,4 +1,5 @@
-"""The only place that mixes I/O with the pure core: track, dispatch and poll."""
+"""The polling service: track items, claim the due ones and poll them (worker.polling), the I/O
+shell around the pure decisions of worker.policy. Celery tasks and the HTTP API both call it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.accounts import AccountEvents
 from worker.capacity import CapacityWatch, limits_of
 from worker.catalog import check_interval
+from worker.clock import utcnow
 from worker.domain import ItemRef, PollOutcome, StatusDocument
 from worker.errors import (
     InputError,
@@ -28,7 +30,6 @@ from worker.guard import RedisGuard
 from worker.ids import event_ids
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
 from worker.polling import ChunkPoller, PollReport
-from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
 from worker.reconcile import Reconciler
 from worker.status import record_heartbeat

@@ -13,8 +13,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, Need, needs_of
+from worker.clock import utcnow
 from worker.faults import Fault
-from worker.providers.base import utcnow
 from worker.store import tallies
 from worker.store.models import DUE_KEY, Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep, due_by
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface

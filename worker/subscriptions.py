@@ -13,11 +13,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.catalog import check_labels, decode_cursor, encode_cursor
+from worker.clock import utcnow
 from worker.delivery import redact
 from worker.domain import ALL_EVENT_TYPES
 from worker.errors import Conflict, InputError, NotFound, TargetRefused
 from worker.ids import event_id as new_event_id
-from worker.providers.base import utcnow
 from worker.store import deliveries as repo
 from worker.store import tallies
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription

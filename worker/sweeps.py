@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
 from worker.backoff import failure_delay
+from worker.clock import utcnow
 from worker.discovery import DISCOVERED_LABELS, Condition, matches
 from worker.domain import StatusDocument
 from worker.errors import PollerError
 from worker.ids import event_ids
-from worker.providers.base import utcnow
 from worker.providers.registry import ProviderSet
 from worker.reconcile import DEGRADED_AFTER, pull_in
 from worker.store import items, repo

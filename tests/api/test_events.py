@@ -216,7 +216,7 @@ def test_a_hole_older_than_the_grace_is_passed(engine, clock):
 @POSTGRES_ONLY
 def test_the_api_holds_its_page_at_an_open_insert(api, engine):
     """The same over HTTP, with the app's own (real) clock: written now, so inside the grace."""
-    from worker.providers.base import utcnow
+    from worker.clock import utcnow
 
     c = api.client()
     with engine.begin() as conn:

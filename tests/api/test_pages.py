@@ -29,7 +29,7 @@ def serve(settings, **changes) -> ApiServer:
 def beat(settings, age_s: float = 0.0) -> None:
     """A dispatch heartbeat, as `poller beat` records it each tick, ``age_s`` seconds old."""
     from config.wiring import sessions_for
-    from worker.providers.base import utcnow
+    from worker.clock import utcnow
     from worker.status import record_heartbeat
 
     with sessions_for(settings).begin() as s:

@@ -23,9 +23,9 @@ import pytest
 import redis
 
 from cli.embedded import free_port
+from tests.daemons import Daemon, start_daemon, wait_for
+from tests.daemons import daemon_children as children
 from tests.faults.harness import ROOT, Topology, wait_until
-from tests.integration.test_e2e import Daemon, start_daemon, wait_for
-from tests.integration.test_e2e import daemon_children as children
 from worker.store.db import make_engine, sqlite_url
 from worker.store.migrate import upgrade
 

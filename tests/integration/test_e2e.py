@@ -12,129 +12,17 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis
 import requests
 
-from tests.conftest import TEST_SECRET_KEY
-from worker.policy import PollPolicy
-from worker.providers.registry import ProviderSet
+from tests.daemons import ROOT, daemon_children, start_daemon, tail_log, wait_for
 from worker.service import PollerService
-from worker.store.db import make_engine, make_sessionmaker
 
 pytestmark = pytest.mark.e2e
 
 STAGE = 10.0
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 30.0, proc=None, log: Path | None = None):
-    """Re-check ``check`` until it returns something truthy; fail with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"poller exited ({proc.returncode}) while waiting for {what}\n{_tail(log)}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{_tail(log)}")
-        time.sleep(0.05)  # re-check interval of a condition wait, not a synchronization
-
-
-def _tail(log: Path | None) -> str:
-    return "\n".join(log.read_text().splitlines()[-40:]) if log and log.exists() else ""
-
-
-class Daemon:
-    """A `poller run` process group and the log it writes."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
-        self.proc, self.log = proc, log
-
-    def interrupt(self) -> int:
-        """Ctrl-C at the terminal: SIGINT to the whole process group."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def daemon_env(db_url, sim, tmp_path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POLLER_")}
-    env.update({
-        "POLLER_HOME": str(tmp_path / "var"),
-        # The test process stores secrets with this key; the daemon must read them.
-        "POLLER_SECRET_KEYS": TEST_SECRET_KEY,
-        "POLLER_DATABASE_URL": db_url,
-        "POLLER_TICK_SECONDS": "0.2",
-        "POLLER_LEASE_SECONDS": "20",
-        "POLLER_BACKOFF_BASE_SECONDS": "0.4",
-        "POLLER_BACKOFF_MAX_SECONDS": "1.5",
-        "POLLER_FAILING_AFTER": "3",
-        "POLLER_HTTP_TIMEOUT_SECONDS": "2",
-        "POLLER_WORKER_CONCURRENCY": "2",
-        "POLLER_LOG_FORMAT": "json",
-        "POLLER_BILLIT__BASE_URL": sim.url,
-        "POLLER_BILLIT__API_KEY": "sim-billit-key",
-        "POLLER_BILLIT__PARTY_ID": "1234",
-        # The breaker and the rate limit have their own tests (test_guard.py); here they would
-        # only stretch the storm's timing.
-        "POLLER_BILLIT__RATE_LIMIT_PER_SECOND": "1000",
-        "POLLER_BREAKER_MIN_CALLS": "1000",
-        # Tests that scrape metrics pick free ports themselves.
-        "POLLER_METRICS_PORT": "0",
-        "POLLER_BEAT_METRICS_PORT": "0",
-        # `poller run` serves the API too: a free port, so tests running at once do not collide.
-        "POLLER_API_PORT": "0",
-    })
-    return env
-
-
-def start_daemon(env: dict[str, str], log: Path) -> Daemon:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "run"], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    return Daemon(proc, log)
-
-
-@pytest.fixture
-def daemon(daemon_env, tmp_path, request) -> Iterator[Daemon]:
-    """`poller run`: embedded Redis on SQLite, the shared test Redis on PostgreSQL."""
-    if "postgresql" in daemon_env["POLLER_DATABASE_URL"]:
-        daemon_env["POLLER_BROKER_URL"] = request.getfixturevalue("broker_url")
-    d = start_daemon(daemon_env, tmp_path / "poller.log")
-    yield d
-    if d.proc.poll() is None:
-        d.interrupt()
-
-
-def daemon_children(pid: int) -> dict[str, int]:
-    """The daemon's live children by role (``worker``, ``beat``, ``api``), from /proc."""
-    try:
-        pids = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return {}
-    out = {}
-    for child in pids:
-        try:
-            name = Path(f"/proc/{child}/comm").read_text().strip()
-        except OSError:
-            continue
-        if name.startswith("poller-"):  # forked by `poller run`, named for its role (cli/forked.py)
-            out[name.removeprefix("poller-")] = child
-    return out
-
-
-@pytest.fixture
-def service(db_url) -> Iterator[PollerService]:
-    """The test's own view of the database (tracking and reading only)."""
-    engine = make_engine(db_url)
-    yield PollerService(make_sessionmaker(engine), ProviderSet({}), PollPolicy())
-    engine.dispose()
 
 
 def sequences(service: PollerService) -> dict[int, list[tuple[int, str, str | None]]]:
@@ -240,7 +128,7 @@ def test_ctrl_c_stops_everything_cleanly(daemon_env, tmp_path, sim, service):
         wait_for("the restarted API answering", lambda: answers(api + "healthz"), proc=d.proc, log=d.log)
     finally:
         code = d.interrupt()
-    assert code == 0, _tail(d.log)
+    assert code == 0, tail_log(d.log)
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=port, socket_connect_timeout=0.5).ping()
     assert not answers(api + "healthz")  # the API stopped with it, its port closed

@@ -10,9 +10,7 @@ import sys
 import pytest
 from sqlalchemy import select
 
-from tests.integration.test_e2e import ROOT, _tail, start_daemon, wait_for
-from tests.integration.test_e2e import daemon_env as daemon_env  # noqa: F401 - a fixture used here
-from tests.integration.test_e2e import service as service  # noqa: F401 - a fixture used here
+from tests.daemons import ROOT, start_daemon, tail_log, wait_for
 from worker.store.db import make_engine, sqlite_url
 from worker.store.models import Delivery, DeliveryAttempt
 from worker.subscriptions import Subscriptions
@@ -48,7 +46,7 @@ def test_events_reach_the_receiver_and_the_sink_through_poller_run(env, service,
                      proc=daemon.proc, log=daemon.log)
             sim.clock.advance(10)
     finally:
-        assert daemon.interrupt() == 0, _tail(daemon.log)
+        assert daemon.interrupt() == 0, tail_log(daemon.log)
     events = service.events_after(0)
     assert len(events) == 10
     ok = receiver.ok()

@@ -12,9 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
 from cli.embedded import free_port
-from tests.integration.test_e2e import _tail, start_daemon, wait_for
-from tests.integration.test_e2e import daemon_env as daemon_env  # noqa: F401 - a fixture used here
-from tests.integration.test_e2e import service as service  # noqa: F401 - a fixture used here
+from tests.daemons import start_daemon, tail_log, wait_for
 from worker.metrics_state import StateCollector
 from worker.store import repo
 from worker.store.db import make_sessionmaker
@@ -91,7 +89,7 @@ def test_counters_add_up_across_prefork_processes(daemon_env, service, sim, tmp_
         got = scrape(worker_port)
         beat = scrape(beat_port)
     finally:
-        assert daemon.interrupt() == 0, _tail(daemon.log)
+        assert daemon.interrupt() == 0, tail_log(daemon.log)
     events = service.events_after(0)
     by_type: dict[str, int] = defaultdict(int)
     for e in events:

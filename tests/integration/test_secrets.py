@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.test_e2e import _tail, start_daemon, wait_for
-from tests.integration.test_e2e import daemon_env as daemon_env  # noqa: F401 - a fixture used here
-from tests.integration.test_e2e import service as service  # noqa: F401 - a fixture used here
+from tests.daemons import start_daemon, tail_log, wait_for
 from tests.receiver import Receiver
 from worker.subscriptions import Subscriptions
 
@@ -76,7 +74,7 @@ def test_no_secret_in_any_log_line(daemon_env, service, sim, tmp_path):  # noqa:
             wait_for("delivered", lambda: len(receiver.ok()) >= len(service.events_after(0)) or None,
                      proc=daemon.proc, log=daemon.log)
         finally:
-            assert daemon.interrupt() == 0, _tail(daemon.log)
+            assert daemon.interrupt() == 0, tail_log(daemon.log)
     finally:
         receiver.stop()
     log = daemon.log.read_text()

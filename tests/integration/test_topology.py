@@ -11,9 +11,7 @@ from collections import defaultdict
 
 import pytest
 
-from tests.integration.test_e2e import ROOT, wait_for
-from tests.integration.test_e2e import daemon_env as daemon_env  # noqa: F401 - a fixture used here
-from tests.integration.test_e2e import service as service  # noqa: F401 - a fixture used here
+from tests.daemons import ROOT, wait_for
 
 pytestmark = pytest.mark.e2e
 

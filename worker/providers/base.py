@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 from urllib.parse import urlencode
 
@@ -16,6 +16,7 @@ import requests
 import urllib3
 
 from worker.backoff import parse_retry_after
+from worker.clock import utcnow
 from worker.documents import NotStrictJSON, loads_strict
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ItemGone, ProviderResponseInvalid, ProviderUnavailable
@@ -108,11 +109,6 @@ def _kind(err: Exception) -> str:
     if isinstance(err, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ProtocolError):
         return "ConnectionError"
     return type(err).__name__
-
-
-def utcnow() -> datetime:
-    """The wall clock, in UTC. The default clock of the I/O shell."""
-    return datetime.now(UTC)
 
 
 class HttpClient:

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.clock import utcnow
 from worker.credentials import StoredCredential
-from worker.providers.base import utcnow
 from worker.store.models import Credential
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import Select, bindparam, delete, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from worker.providers.base import utcnow
+from worker.clock import utcnow
 from worker.retention import TABLES, Cutoffs
 from worker.store import tallies
 from worker.store.models import (

@@ -12,8 +12,8 @@ import requests
 import urllib3.exceptions
 
 from worker.backoff import parse_retry_after
+from worker.clock import utcnow
 from worker.http_transport import deadline, new_session
-from worker.providers.base import utcnow
 from worker.webhooks.decision import AttemptResult
 
 
