@@ -14,12 +14,13 @@ from pathlib import Path
 
 import typer
 
+from cli import context
 from cli.embedded import EmbeddedRedis
 from cli.forked import Forked, preload
 from cli.serve import announce, listen, url_of
 from cli.supervisor import Child, Proc, Supervisor
 from config import metrics
-from config.settings import Settings, get_settings
+from config.settings import Settings
 from config.wiring import engine_for
 from worker.errors import ConfigurationError
 from worker.store.migrate import upgrade
@@ -38,7 +39,7 @@ def run_daemon(settings: Settings) -> int:
     raises ``ChildKeepsDying`` after everything is stopped (exit 1). A second daemon on the same
     home raises ``ConfigurationError`` before it starts anything (exit 2).
     """
-    from cli.main import interrupt_on_sigterm
+    from cli.context import interrupt_on_sigterm
 
     interrupt_on_sigterm()
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -66,7 +67,7 @@ def run_daemon(settings: Settings) -> int:
         # The children are forked from this process (cli/forked.py): it takes their environment,
         # imports what they run, and keeps no database connection across the fork.
         os.environ.update(env)
-        get_settings.cache_clear()
+        context.reset()
         engine_for(settings).dispose()
         preload()
         typer.echo(f"poller: database {_redact(env['POLLER_DATABASE_URL'])}", err=True)

@@ -15,7 +15,7 @@ app = typer.Typer(help="API keys of the HTTP API (Authorization: Bearer KEY).", 
 
 
 def _keys() -> ApiKeys:
-    from cli.main import _settings
+    from cli.context import settings as _settings
     from config.wiring import current_engine, sessions_for
 
     settings = _settings()

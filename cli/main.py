@@ -6,19 +6,15 @@ import json
 import signal
 import sys
 import time
-from functools import lru_cache
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
-from cli import render
-from config.logging import configure_logging
+from cli import context, render
 from config.settings import Settings, get_settings
-from config.wiring import build_service, catalog_for, current_engine, migrated_engine, sessions_for
-from worker.catalog import Catalog
+from config.wiring import current_engine, migrated_engine, sessions_for
 from worker.errors import ConfigurationError, InputError, PollerError
 from worker.follow import FollowCursor
-from worker.service import PollerService
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -59,30 +55,6 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-@lru_cache(maxsize=1)
-def _settings() -> Settings:
-    settings = get_settings()
-    configure_logging(settings.log_format, "WARNING" if settings.log_level.upper() == "INFO"
-                      else settings.log_level)
-    return settings
-
-
-@lru_cache(maxsize=1)
-def _service() -> PollerService:
-    # Only `poller migrate`, `poller run` and `poller worker` change the schema; every other
-    # command works on the database as it is, or says to run `poller migrate`.
-    settings = _settings()
-    current_engine(settings)
-    return build_service(settings)
-
-
-@lru_cache(maxsize=1)
-def _catalog() -> Catalog:
-    settings = _settings()
-    current_engine(settings)
-    return catalog_for(settings)
-
-
 @app.command()
 def track(
     provider: Annotated[str | None, typer.Argument(metavar="PROVIDER", help="Provider name, e.g. billit.")] = None,
@@ -118,7 +90,7 @@ def track(
     labels = dict(parse_label(text) for text in label) if label else None
     spec = ItemSpec(provider=provider, ref=ref, kind=kind, account=account, labels=labels, external_id=external_id,
                     interval_s=None if interval is None else check_interval(interval, field="--interval"))
-    item, created = _catalog().upsert(spec)
+    item, created = context.catalog().upsert(spec)
     if not created:
         typer.echo(f"poller: {item.provider} {item.kind} {item.ref!r} (account {item.account!r}) "
                    f"was already tracked as item {item.id}", err=True)
@@ -131,7 +103,7 @@ def _import(path: str) -> None:
 
     name, text = read_file(path, sys.stdin.read)
     entries = parse(name, text)
-    catalog = _catalog()
+    catalog = context.catalog()
     with typer.progressbar(length=len(entries), label="importing", file=sys.stderr) as bar:
         report = import_entries(catalog, entries, progress=bar.update)
     for line in report.lines():
@@ -142,28 +114,28 @@ def _import(path: str) -> None:
 @app.command()
 def untrack(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Stop watching an item. Its events are kept."""
-    item = _catalog().untrack(item_id)
+    item = context.catalog().untrack(item_id)
     typer.echo(f"untracked item {item.id} ({item.provider} {item.kind} {item.ref})")
 
 
 @app.command()
 def pause(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Stop polling an item until it is resumed."""
-    _catalog().change(item_id, paused=True)
+    context.catalog().change(item_id, paused=True)
     typer.echo(f"paused item {item_id}")
 
 
 @app.command()
 def resume(item_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
     """Resume a paused (or gone) item; it is polled at the next tick."""
-    _catalog().change(item_id, paused=False)
+    context.catalog().change(item_id, paused=False)
     typer.echo(f"resumed item {item_id}")
 
 
 @app.command()
 def items(as_json: Annotated[bool, typer.Option("--json", help="A JSON array.")] = False) -> None:
     """List tracked items with their state and schedule."""
-    rows = _service().items()
+    rows = context.service().items()
     if as_json:
         typer.echo(json.dumps([render.item_dict(i) for i in rows], indent=2))
     else:
@@ -178,7 +150,7 @@ def events(
     poll_seconds: Annotated[float, typer.Option(help="How often --follow looks for new events.")] = 0.5,
 ) -> None:
     """Print change events in order."""
-    service = _service()
+    service = context.service()
     cursor = FollowCursor(floor=service.cursor_position(after))
     # Out-of-order commits on PostgreSQL can briefly leave a hole; wait this long for it to fill.
     grace = 10.0
@@ -203,8 +175,8 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON object
     from worker.capacity import limits_of
     from worker.status import read_status
 
-    settings = _settings()
-    providers = _service().providers  # first: it refuses a missing database before anything opens one
+    settings = context.settings()
+    providers = context.service().providers  # first: it refuses a missing database before anything opens one
     # Read-only: on SQLite a read takes no write lock, so a status on a large store never holds up polling.
     st = read_status(sessions_for(settings, read_only=True), tick_s=settings.tick_seconds,
                      limit_of=limits_of(providers))
@@ -225,7 +197,7 @@ def health(
     recorded), beat tick, dispatch lag, items (failing or stuck), providers (refused credentials)."""
     from worker.status import check_health
 
-    settings = _settings()
+    settings = context.settings()
     current_engine(settings)
     broker = settings.broker_url or _embedded_broker_url(settings)
     from config.wiring import broker_ping, worker_faults
@@ -254,7 +226,7 @@ def _embedded_broker_url(settings: Settings) -> str | None:
 @app.command()
 def migrate() -> None:
     """Apply database migrations (`poller run` and `poller worker` do too; no other command does)."""
-    migrated_engine(_settings(), create=True)
+    migrated_engine(context.settings(), create=True)
     typer.echo("database is up to date")
 
 
@@ -295,7 +267,7 @@ def beat() -> None:
 
 
 def _require_broker() -> Settings:
-    settings = _settings()
+    settings = context.settings()
     if not settings.broker_url:
         raise ConfigurationError("POLLER_BROKER_URL is not set (`poller run` starts an embedded Redis)")
     return settings
@@ -306,7 +278,7 @@ def run() -> None:
     """Run worker, beat and the HTTP API on this machine; embedded Redis and SQLite unless configured."""
     from cli.daemon import run_daemon
 
-    raise SystemExit(run_daemon(_settings()))
+    raise SystemExit(run_daemon(context.settings()))
 
 
 @app.command()
@@ -321,7 +293,7 @@ def api(
     Never migrates: the database must be at this poller's schema (`poller migrate`)."""
     from cli.serve import run_api
 
-    run_api(_settings(), host=host, port=port, fd=fd)
+    run_api(context.settings(), host=host, port=port, fd=fd)
 
 
 @app.command()
@@ -347,7 +319,7 @@ def simulate(
     except OSError as err:
         raise port_error(err, port) from None
     typer.echo(sim.describe())
-    interrupt_on_sigterm()
+    context.interrupt_on_sigterm()
     try:
         signal.pause()
     except KeyboardInterrupt:
@@ -356,11 +328,6 @@ def simulate(
         sim.stop()
 
 
-def interrupt_on_sigterm() -> None:
-    """Treat SIGTERM (systemd, docker stop, kill) like Ctrl-C: one clean shutdown path."""
-    def _handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _handler)
 
 
 from cli import webhooks as _webhooks  # noqa: E402 - registers its commands on `app`

@@ -17,7 +17,7 @@ def prune(
     """Remove events, snapshots, delivery attempts and finished items older than the
     POLLER_RETENTION_* settings, in short batches (polling and delivery go on meanwhile).
     Events a subscriber has not yet received, and each item's latest snapshot, always stay."""
-    from cli.main import _settings
+    from cli.context import settings as _settings
     from config.wiring import current_engine, retention_for
 
     settings = _settings()

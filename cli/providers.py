@@ -21,7 +21,7 @@ def sync(
 ) -> None:
     """Register (or find) the webhooks that push the account's changes to our ingress; their
     secrets are stored encrypted. Exits 1 naming any webhook at our address whose secret is unknown."""
-    from cli.main import _settings
+    from cli.context import settings as _settings
     from config.wiring import current_engine, provider_webhooks_for
 
     settings = _settings()

@@ -18,7 +18,7 @@ def new_key() -> None:
 @app.command("rotate-key")
 def rotate_key() -> None:
     """Re-encrypt every stored secret with the newest key; afterwards the older keys can go."""
-    from cli.main import _settings
+    from cli.context import settings as _settings
     from config.wiring import current_engine
 
     engine = current_engine(_settings())

@@ -74,8 +74,8 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
     """
     import uvicorn
 
+    from cli.context import interrupt_on_sigterm
     from cli.forked import freeze_heap
-    from cli.main import interrupt_on_sigterm
     from config.wiring import build_api, current_engine
 
     if host is not None:

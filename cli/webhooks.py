@@ -16,7 +16,8 @@ app = typer.Typer(help="Manage webhook subscriptions.", no_args_is_help=True)
 
 
 def _subs() -> Subscriptions:
-    from cli.main import _service, _settings
+    from cli.context import service as _service
+    from cli.context import settings as _settings
     from config.wiring import subscriptions_for
 
     _service()  # the schema must be current (only `poller migrate`, `run` and `worker` migrate)
@@ -86,7 +87,7 @@ def rotate_secret(
     grace: Annotated[str | None, typer.Option(help="How long the old secret keeps signing (e.g. 24h).")] = None,
 ) -> None:
     """A new signing secret; the old one signs alongside it for the grace period."""
-    from cli.main import _settings
+    from cli.context import settings as _settings
     from config.validation import duration_seconds
 
     settings = _settings()
@@ -112,7 +113,7 @@ def register(main: typer.Typer) -> None:
     ) -> None:
         """Deliveries with every attempt: time, status, latency, response excerpt or error."""
         if event is not None:
-            from cli.main import _service
+            from cli.context import service as _service
 
             _service().event_position(event)  # an unknown id is an error, not an empty list
         views = _subs().deliveries(event_id=event, subscription_id=subscription, failed=failed)
