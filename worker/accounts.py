@@ -16,8 +16,6 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
@@ -25,6 +23,7 @@ from worker.errors import ProviderError
 from worker.guard import Transition
 from worker.ids import event_ids
 from worker.store import repo
+from worker.store.db import insert_for
 from worker.store.models import ProviderAccount
 
 log = structlog.get_logger(__name__)
@@ -81,7 +80,7 @@ class AccountEvents:
         with self.sessions.begin() as session:
             # Insert-or-nothing, then flip the flag only where it is not set: of any number of workers
             # meeting the refusal at once, exactly one gets a row back and raises the event.
-            dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            dialect_insert = insert_for(session)
             first = session.execute(
                 dialect_insert(ProviderAccount).values(provider=provider, account=account, auth_failed_at=now,
                                                        auth_error=str(error)[:500], updated_at=now)

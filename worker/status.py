@@ -8,14 +8,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, Need, needs_of
 from worker.clock import utcnow
 from worker.faults import Fault
 from worker.store import tallies
+from worker.store.db import insert_for
 from worker.store.models import DUE_KEY, Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep, due_by
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface
 from worker.store.repo import oldest_event_at
@@ -45,9 +44,7 @@ def record_heartbeat(session: Session, name: str, *, at: datetime, seconds: floa
     """Record that a recurring job ran: one atomic upsert, because two ticks may run at once (on
     PostgreSQL a read-then-insert lets both insert the first row, and one fails)."""
     values = {"name": name, "at": at, "seconds": seconds, "claimed": claimed}
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Heartbeat).values(**values)
+    stmt = insert_for(session)(Heartbeat).values(**values)
     session.execute(stmt.on_conflict_do_update(index_elements=[Heartbeat.name],
                                                set_={"at": at, "seconds": seconds, "claimed": claimed}))
 

@@ -24,8 +24,6 @@ from typing import Protocol, cast
 
 import structlog
 from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
@@ -38,6 +36,7 @@ from worker.ids import event_ids
 from worker.providers.registry import ProviderSet
 from worker.reconcile import DEGRADED_AFTER, pull_in
 from worker.store import items, repo
+from worker.store.db import insert_for
 from worker.store.models import Sweep
 from worker.sweep_marks import Mark, SweepEntry, advance, load_mark, news
 
@@ -127,7 +126,7 @@ class Sweeper:
         now = self.clock()
         with self.sessions.begin() as s:
             # Insert-or-nothing: two workers' first sweeps of an account at once both go on.
-            dialect_insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            dialect_insert = insert_for(s)
             s.execute(dialect_insert(Sweep).values(provider=provider, account=account, at_mark="[]", failures=0,
                                                    updated_at=now).on_conflict_do_nothing())
             row = s.execute(

@@ -22,7 +22,7 @@ from worker.domain import ItemRef, StatusDocument
 from worker.errors import ConfigurationError, ItemGone, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, parse_time, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
-from worker.providers.common import number, obj, objects, rfc1123_to_iso
+from worker.providers.common import naive_utc, number, obj, objects, rfc1123_to_iso
 from worker.providers.refs import check_ref, segment
 from worker.providers.settings import SweepingSettings, secret
 from worker.sweep_marks import Mark, SweepEntry
@@ -156,7 +156,7 @@ class AmiliAdaProvider:
         Raises:
             ProviderError: a page failed (the caller keeps its watermark), or is not a page of cases.
         """
-        floor = _naive_utc(now - FIRST_SWEEP_LOOKBACK) if mark.key is None else mark.key - SWEEP_OVERLAP
+        floor = naive_utc(now - FIRST_SWEEP_LOOKBACK) if mark.key is None else mark.key - SWEEP_OVERLAP
         for page in range(1, MAX_PAGES + 1):
             _, body = self._get("/cases", params={"sort": "-_updated", "max_results": str(SWEEP_PAGE),
                                                   "page": str(page)})
@@ -186,7 +186,7 @@ class AmiliAdaProvider:
         moment = parse_time(text) if text and not text.strip().isdigit() else None
         if moment is None:
             raise ProviderResponseInvalid(f"_updated {text!r} is not an RFC 1123 date", provider=NAME)
-        return _naive_utc(moment)
+        return naive_utc(moment)
 
     def _get(self, path: str, *, headers: dict[str, str] | None = None,
              params: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -243,10 +243,6 @@ def normalize(raw: Any) -> StatusDocument:
 
 def _created(case: dict[str, Any]) -> datetime:
     return parse_time(case.get("_created")) or datetime.min.replace(tzinfo=UTC)
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
 
 
 def _length(value: Any) -> int | None:

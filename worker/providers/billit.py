@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -19,6 +19,7 @@ from worker.domain import ItemRef, StatusDocument
 from worker.errors import ConfigurationError, ItemGone, ProviderResponseInvalid
 from worker.providers.auth import CachedToken, Token, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
+from worker.providers.common import naive_utc
 from worker.providers.refs import check_ref, segment
 from worker.providers.settings import SweepingSettings, secret
 from worker.sweep_marks import Mark, SweepEntry
@@ -320,7 +321,7 @@ def _imr_code(message: dict[str, Any]) -> str | None:
 
 def billit_time(moment: datetime) -> str:
     """``moment`` as Billit writes times: ``2025-05-07T14:09:17.563``, no zone (UTC taken)."""
-    return _naive_utc(moment).isoformat(timespec="milliseconds")
+    return naive_utc(moment).isoformat(timespec="milliseconds")
 
 
 def parse_billit_time(text: str) -> datetime:
@@ -333,11 +334,7 @@ def parse_billit_time(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except (TypeError, ValueError):
         raise _invalid(f"LastModified {text!r} is not a time") from None
-    return _naive_utc(moment)
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+    return naive_utc(moment)
 
 
 def list_entries(body: Any) -> list[SweepEntry]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -76,3 +76,9 @@ def number(value: Any) -> float | int | None:
         # "1e999" parses to infinity, which no strict JSON document can carry.
         return parsed if math.isfinite(parsed) else None
     return None
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """``moment`` as a zone-less UTC time (a zone-less one is taken as UTC): how sweeps compare a
+    provider's modification times, whatever zone the provider writes them in."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment

@@ -12,11 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from worker.errors import ConfigurationError
-from worker.store.db import make_engine
+from worker.store.db import insert_for, make_engine
 from worker.store.types import JSONDoc, UTCDateTime
 
 _TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -58,7 +56,7 @@ class SqlSink:
         if not events:
             return
         self.ensure_table()
-        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        insert = insert_for(self.engine)
         rows = [{**e, "delivered_at": now} for e in events]
         with self.engine.begin() as conn:
             conn.execute(insert(self.table).on_conflict_do_nothing(index_elements=["id"]), rows)

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.documents import dumps_strict
@@ -86,6 +87,13 @@ def make_sessionmaker(engine: Engine, *, read_only: bool = False) -> sessionmake
     """
     return sessionmaker(engine.execution_options(**{READ_ONLY: True}) if read_only else engine,
                         expire_on_commit=False)
+
+
+def insert_for(bind: Engine | Connection | Session) -> Any:
+    """The INSERT of ``bind``'s dialect, the one with ``on_conflict_do_nothing`` / ``_do_update``
+    (both databases have them, spelled by SQLAlchemy per dialect)."""
+    engine = bind.get_bind() if isinstance(bind, Session) else bind
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
 def sqlite_url(path: Path) -> str:

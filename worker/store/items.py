@@ -14,6 +14,7 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemState
+from worker.store.db import insert_for
 from worker.store.models import Item, ItemLabel, Snapshot
 
 #: Rows per statement: SQLite allows 32,766 bound parameters; an item identity takes four.
@@ -78,9 +79,7 @@ def _insert_new(session: Session, rows: Sequence[Upsert], *, now: datetime) -> d
     """Insert ``rows`` (insert-or-nothing on the identity); returns the ids of those inserted."""
     if not rows:
         return {}
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect_insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    dialect_insert = insert_for(session)
     values = [{
         "provider": r.identity[0], "account": r.identity[1], "kind": r.identity[2], "ref": r.identity[3],
         "interval_s": r.interval_s if r.interval_s is not None else r.default_interval_s,
