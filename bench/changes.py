@@ -86,8 +86,9 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
         # How far apart each order's polls are in steady state.
         interval = args.interval if mode == "poll" else args.reconcile
         item_of = {o: m[0] for o, m in zip(orders, made, strict=True)}  # type: ignore[index]
-        sweeper = Sweeper(sessions, providers, {("billit", "default"): args.sweep_seconds}, clock=clock) \
-            if mode == "sweep" else None
+        # As the daemon wires it: listed orders stored from the list where it may be believed.
+        sweeper = Sweeper(sessions, providers, {("billit", "default"): args.sweep_seconds}, clock=clock,
+                          store=poller.store_listed) if mode == "sweep" else None
 
         def dispatch() -> None:
             poller.dispatch_due(poller.poll_claims, lease_s=30, limit=args.orders, chunk_size=200)

@@ -180,8 +180,8 @@ def _redis_broker(settings: Settings) -> str | None:
     return url if url and url.startswith(("redis://", "rediss://", "unix://")) else None
 
 
-def _kick_for(settings: Settings) -> Callable[[], None] | None:
-    """Asks the dispatch tick to run now, through the broker (None without a Redis broker)."""
+def _kick_for(settings: Settings, task: str | None = None) -> Callable[[], None] | None:
+    """Asks the dispatch tick (or ``task``) to run now, through the broker (None without a Redis broker)."""
     from config.celery_app import DISPATCH_TASK, create_app
 
     if _redis_broker(settings) is None:
@@ -189,7 +189,7 @@ def _kick_for(settings: Settings) -> Callable[[], None] | None:
     app = create_app(settings)
 
     def kick() -> None:
-        app.send_task(DISPATCH_TASK, expires=settings.tick_seconds)
+        app.send_task(task or DISPATCH_TASK, expires=settings.tick_seconds)
     return kick
 
 
@@ -214,9 +214,12 @@ def provider_webhooks_for(settings: Settings, sessions: sessionmaker[Session] | 
 
 def sweeper_for(settings: Settings) -> Sweeper:
     """Incremental sweeps (beat's sweep tick), for the accounts with a sweep interval."""
+    from config.celery_app import DELIVER_DUE_TASK
+
     return Sweeper(sessions_for(settings), providers_for(settings), settings.sweep_intervals(),
                    kick=_kick_for(settings), discover=settings.discover_plans(),
-                   discover_interval_s=settings.default_interval_seconds)
+                   discover_interval_s=settings.default_interval_seconds,
+                   store=build_service(settings).store_listed, deliver=_kick_for(settings, DELIVER_DUE_TASK))
 
 
 def retention_for(settings: Settings) -> RetentionService:

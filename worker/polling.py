@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -36,7 +36,8 @@ from worker.errors import (
     is_credential_failure,
 )
 from worker.ids import event_ids
-from worker.store import repo
+from worker.listed import storable
+from worker.store import items, repo
 from worker.store.models import Event
 from worker.store.repo import Claim, PollWork
 
@@ -59,6 +60,17 @@ class PollReport:
     deferred: int = 0
     events: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+@dataclass
+class ListedReport:
+    """What storing a sweep's listed documents did: items stored (``events`` written), items
+    made due instead (to be polled), items whose listed version was read already."""
+
+    stored: int = 0
+    due: int = 0
+    seen: int = 0
+    events: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +118,36 @@ class ChunkPoller:
         self._store(done, deferred + held, report)
         self._report(done, report)
         return report
+
+    def store_listed(self, provider: str, account: str, listed: Mapping[tuple[str, str], StatusDocument],
+                     lease_s: float) -> ListedReport:
+        """Store what a sweep listed as polls of those items would (worker.listed says when the
+        list may be believed); the items it may not be believed for are made due, to be polled."""
+        svc, now = self.svc, self.svc.clock()
+        with svc.sessions.begin() as session:
+            versions = {key: doc.version for key, doc in listed.items()}
+            claims, seen = items.claim_named(session, provider, account, versions, now=now, lease_s=lease_s)
+            work = repo.load_work(session, claims)
+        believed = [Poll(u, doc=listed[u.item.kind, u.item.ref], started_at=now) for u in work
+                    if u.state.consecutive_failures == 0 and storable(u.previous, listed[u.item.kind, u.item.ref])]
+        hints = [(u.claim, now) for u in work if all(p.unit is not u for p in believed)]
+        report = PollReport()
+        self._store(believed, [], report)
+        with svc.sessions.begin() as session:
+            due = repo.defer_many(session, hints, now=now)
+        out = ListedReport(due=due, seen=seen)
+        for poll in believed:
+            if poll.written is None:  # a push moved the lease on meanwhile: that item is due, and polled
+                out.due += 1
+                continue
+            out.stored += 1
+            out.events.extend(e.id for e in poll.written)
+            metrics.events([e.type for e in poll.written])
+            for ev in poll.written:
+                log.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq, status=ev.data.get("status"),
+                         item_id=poll.unit.item.id, provider=provider, account=account, ref=poll.unit.item.ref,
+                         source="sweep")
+        return out
 
     # -- admission ------------------------------------------------------------------------
 

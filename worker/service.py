@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from worker.errors import (
 from worker.guard import RedisGuard
 from worker.ids import event_ids
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
-from worker.polling import ChunkPoller, PollReport
+from worker.polling import ChunkPoller, ListedReport, PollReport
 from worker.providers.registry import ProviderSet
 from worker.reconcile import Reconciler
 from worker.status import record_heartbeat
@@ -155,6 +155,13 @@ class PollerService:
         are due again and another dispatch owns them, so polling them would poll twice.
         """
         return self.chunks.run(claims, deadline)
+
+    def store_listed(self, provider: str, account: str, listed: Mapping[tuple[str, str], StatusDocument], *,
+                     lease_s: float = 30.0) -> ListedReport:
+        """Store documents a sweep read from a provider's list, by ``(kind, ref)``, as polls of
+        those items would: same lease rules, snapshots and events (see worker.listed for when a
+        list is believed; the items it is not are made due). Untracked or finished items are left."""
+        return self.chunks.store_listed(provider, account, listed, lease_s)
 
     def _decide(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,
                 now: datetime) -> PollOutcome:

@@ -4,9 +4,11 @@ Per account with ``POLLER_<P>__SWEEP_SECONDS`` set, beat's sweep tick claims the
 ``sweeps`` (a lease, so two ticks or two workers never sweep one account at once), reads the
 provider's list of what changed since the watermark, page by page, and makes each tracked item
 it names due now, through the same lease and claim path as a push: the poll that follows writes
-the event, once, and a poll already under way cannot store its older answer. The list body is
-only a hint; the item's own status call stays the one source of its snapshot, so a list that
-carries fewer fields than the item call can never make an item flap.
+the event, once, and a poll already under way cannot store its older answer. Where the provider's
+list carries the whole item (Billit's orders), each tracked item listed is instead claimed and its
+listed document stored exactly as a poll would store it, with no call of its own; the list is
+believed only when it shows a change and loses nothing the snapshot showed (worker.listed), so a
+list that carries fewer fields than the item call can never make an item flap: those are polled.
 
 The watermark moves only when every page of a sweep was read: a page that fails leaves it where
 it was (the items already made due are polled anyway, which costs nothing but those polls).
@@ -33,6 +35,7 @@ from worker.discovery import DISCOVERED_LABELS, Condition, matches
 from worker.domain import StatusDocument
 from worker.errors import PollerError
 from worker.ids import event_ids
+from worker.polling import ListedReport
 from worker.providers.registry import ProviderSet
 from worker.reconcile import DEGRADED_AFTER, pull_in
 from worker.store import items, repo
@@ -56,6 +59,8 @@ class Sweeping(Protocol):
 
     def parse_modified(self, text: str) -> datetime: ...
 
+    def listed_document(self, entry: SweepEntry) -> StatusDocument | None: ...
+
     #: How far before the watermark each sweep reads again (see worker.sweep_marks).
     overlap: timedelta
 
@@ -69,6 +74,10 @@ class Listing(Protocol):
     listed_statuses: frozenset[str]
 
     def listing(self, now: datetime) -> Iterator[list[tuple[str, str, StatusDocument]]]: ...
+
+
+#: Stores a sweep's listed documents as polls would (PollerService.store_listed).
+StoreListed = Callable[[str, str, Mapping[tuple[str, str], StatusDocument]], ListedReport]
 
 
 @dataclass
@@ -94,6 +103,9 @@ class Sweeper:
         entropy: random bytes for event ids (``provider.degraded``, ``provider.restored``).
         discover: ``(provider, account)`` -> the discovery filter, for the accounts that track what
             their sweep finds untracked (worker.discovery), at ``discover_interval_s``.
+        store: stores listed documents as polls would (PollerService.store_listed); None makes
+            every listed item due instead.
+        deliver: asks for delivery now, after a sweep stored events; None waits for the next tick.
     """
 
     def __init__(self, sessions: sessionmaker[Session], providers: ProviderSet,
@@ -102,8 +114,10 @@ class Sweeper:
                  rand: Callable[[], float] = random.random,
                  entropy: Callable[[int], bytes] = os.urandom,
                  discover: Mapping[tuple[str, str], Sequence[Condition]] | None = None,
-                 discover_interval_s: float = 300.0) -> None:
+                 discover_interval_s: float = 300.0, store: StoreListed | None = None,
+                 deliver: Callable[[], None] | None = None) -> None:
         self.sessions, self.providers, self.intervals = sessions, providers, intervals
+        self.store, self.deliver = store, deliver
         self.kick, self.clock, self.rand, self.entropy = kick, clock, rand, entropy
         self.discover, self.discover_interval_s = dict(discover or {}), discover_interval_s
 
@@ -114,11 +128,12 @@ class Sweeper:
             stored = self._claim(provider, account)
             if stored is not None:
                 results.append(self._run(provider, account, *stored))
-        if self.kick is not None and any(r.entries["due"] for r in results):
-            try:
-                self.kick()
-            except Exception:  # noqa: BLE001 - the next tick claims them anyway
-                log.warning("sweep.kick_failed")
+        for kick, wanted in ((self.kick, "due"), (self.deliver, "stored")):
+            if kick is not None and any(r.entries[wanted] for r in results):
+                try:
+                    kick()
+                except Exception:  # noqa: BLE001 - the next tick does it anyway
+                    log.warning("sweep.kick_failed", kick=wanted)
         return results
 
     def _claim(self, provider: str, account: str) -> tuple[str | None, str] | None:
@@ -186,22 +201,33 @@ class Sweeper:
     def _act(self, provider: str, account: str, entries: list[SweepEntry], result: SweepResult) -> None:
         if not entries:
             return
+        adapter = self.providers.get(provider, account)
+        listed: dict[tuple[str, str], StatusDocument] = {}
+        if self.store is not None and hasattr(adapter, "listed_document"):
+            for entry in entries:
+                doc = cast(Sweeping, adapter).listed_document(entry)
+                if doc is not None:
+                    listed[entry.kind, entry.ref] = doc
+        stored = self.store(provider, account, listed) if self.store is not None and listed else ListedReport()
         conditions = self.discover.get((provider, account))
         with self.sessions.begin() as s:
-            due = items.make_due(s, provider, account, [(e.kind, e.ref) for e in entries], now=self.clock())
+            due = items.make_due(s, provider, account, [(e.kind, e.ref) for e in entries
+                                                         if (e.kind, e.ref) not in listed], now=self.clock())
             found: list[int] = []
             if conditions is not None:
-                kinds = getattr(self.providers.get(provider, account), "discover_kinds", None)
+                kinds = getattr(adapter, "discover_kinds", None)
                 wanted = [(e.kind, e.ref) for e in entries
                           if (kinds is None or e.kind in kinds) and matches(conditions, e.attrs)]
                 found = items.discover(s, provider, account, wanted, labels=DISCOVERED_LABELS,
                                        interval_s=self.discover_interval_s, now=self.clock())
-        result.entries["due"] += len(due)
+        result.entries["stored"] += stored.stored
+        result.entries["due"] += len(due) + stored.due
+        result.entries["seen"] += stored.seen
         result.entries["discovered"] += len(found)
         if found:
             log.info("sweep.discovered", provider=provider, account=account, items=len(found))
         # Not tracked (nor discovered), or no longer active (terminal, gone): nothing to poll.
-        result.entries["ignored"] += len(entries) - len(due) - len(found)
+        result.entries["ignored"] += len(entries) - len(due) - stored.due - stored.stored - stored.seen - len(found)
 
     def _record(self, result: SweepResult, mark: Mark | None) -> None:
         now = self.clock()

@@ -23,12 +23,13 @@ SWEEP_INTERVAL_S = 10.0
 @pytest.fixture
 def sweeper(stack, sim, clock):
     """A Sweeper for Billit's default account every SWEEP_INTERVAL_S, on the stack's database and
-    clock (set to the simulator's wall time: a first sweep reads back a day on our clock)."""
+    clock (set to the simulator's wall time: a first sweep reads back a day on our clock), storing
+    listed orders through the stack's poller as the daemon's sweeper does."""
     clock.now = sim.clock.wall().replace(tzinfo=UTC)
     providers = ProviderSet({"billit": BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")},
                             ProviderContext(http=HttpOptions(timeout_s=5), clock=clock))
     return Sweeper(stack.sessions, providers, {("billit", "default"): SWEEP_INTERVAL_S}, clock=clock,
-                   rand=random.Random(3).random)
+                   rand=random.Random(3).random, store=stack.poller.store_listed)
 
 
 def poller_and_sweeper(stack, clock, provider: str, settings) -> tuple[PollerService, Sweeper]:
@@ -37,7 +38,7 @@ def poller_and_sweeper(stack, clock, provider: str, settings) -> tuple[PollerSer
     providers = ProviderSet({provider: settings}, ProviderContext(http=HttpOptions(timeout_s=5), clock=clock))
     poller = PollerService(stack.sessions, providers, PollPolicy(), clock=clock, rng=random.Random(1))
     sweeper = Sweeper(stack.sessions, providers, {(provider, "default"): SWEEP_INTERVAL_S}, clock=clock,
-                      rand=random.Random(3).random)
+                      rand=random.Random(3).random, store=poller.store_listed)
     return poller, sweeper
 
 

@@ -1,8 +1,11 @@
 """Issue 14: incremental sweeps against the simulator's Billit order list, on both databases.
 
 A sweep reads `GET /v1/orders?$filter=LastModified ge DateTime'…'&$orderby=LastModified asc`,
-following NextPageLink, and makes each tracked active order it lists due now; the poll that
-follows writes the event, once. The watermark moves only past a sweep whose every page was read.
+following NextPageLink. A tracked active order listed with a change is stored from the list as
+its poll would store it (the same snapshot and events, under the same lease rules), with no call
+of its own; one the list cannot be believed for (no snapshot yet, nothing new shown, or less than
+the snapshot showed) is made due and polled. The watermark moves only past a sweep whose every
+page was read.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from sqlalchemy import select
 from cli.render import status_table
 from tests.integration.conftest import SWEEP_INTERVAL_S as INTERVAL_S
 from worker.metrics_state import StateCollector
-from worker.providers.billit import BillitSettings
+from worker.providers.billit import BillitSettings, normalize
 from worker.status import read_status
-from worker.store.models import Event, Sweep
+from worker.store.models import Event, Item, Sweep
 from worker.store.repo import Claim
 
 
@@ -62,8 +65,9 @@ def run(sweeper, clock):
 def test_a_sweep_pages_through_the_list_and_each_change_becomes_one_event(stack, sim, clock, sweeper):
     orders, ids = track(stack, sim, 125, untracked=5)
     first = sweeper.run_due()[0]  # no watermark yet: a day back, every order listed (120 + 10)
-    assert (first.outcome, first.pages, first.entries["due"], first.entries["ignored"]) == ("ok", 2, 125, 5)
-    assert poll(stack) == 125 and changed(stack) == []  # polled again: nothing had changed
+    # Each tracked order is listed at the version (LastModified) its poll read: nothing to do.
+    assert (first.outcome, first.pages, first.entries["seen"], first.entries["ignored"]) == ("ok", 2, 125, 5)
+    assert poll(stack) == 0 and changed(stack) == []
     mark = sweep_row(stack).watermark
     assert mark is not None and sweep_row(stack).next_at == clock() + timedelta(seconds=INTERVAL_S)
 
@@ -73,19 +77,26 @@ def test_a_sweep_pages_through_the_list_and_each_change_becomes_one_event(stack,
     requests_before = len(sim.request_log)
     # Read from 5 s before the watermark: the orders created then are listed again, and skipped.
     second = run(sweeper, clock)
-    assert (second.pages, second.entries["due"], second.entries["ignored"], second.entries["seen"]) == (2, 10, 1, 119)
+    assert (second.pages, second.entries["stored"], second.entries["due"], second.entries["ignored"],
+            second.entries["seen"]) == (2, 10, 0, 1, 119)
     assert sweep_row(stack).watermark > mark
-    assert poll(stack) == 10 and changed(stack) == ids[:10]
-    assert len(sim.request_log) - requests_before == 2 + 10  # two list pages, one poll per change
+    assert changed(stack) == ids[:10] and poll(stack) == 0  # stored from the list: nothing left to poll
+    assert len(sim.request_log) - requests_before == 2  # two list pages, no order call
+    for item_id, order in zip(ids[:10], orders[:10], strict=True):  # as the order's own call reads it
+        assert stack.poller.latest_snapshot(item_id).fields == normalize(sim.billit.order_body(order)).fields
+    with stack.sessions.begin() as s:  # scheduled as a poll schedules: within its interval from now
+        stored = s.scalars(select(Item).where(Item.id.in_(ids[:10]))).all()
+        assert all(clock() < i.next_poll_at <= clock() + timedelta(seconds=3600) for i in stored)
+        assert {(i.last_success_at, i.claims_since_poll, i.due_since) for i in stored} == {(clock(), 0, None)}
 
     third = run(sweeper, clock)  # nothing new: what the overlap lists again was read already
-    assert (third.pages, third.entries["due"], third.entries["seen"]) == (1, 0, 11)
+    assert (third.pages, third.entries["due"], third.entries["stored"], third.entries["seen"]) == (1, 0, 0, 11)
     assert poll(stack) == 0 and changed(stack) == ids[:10]
 
 
 def test_a_page_that_fails_keeps_the_watermark_and_the_next_sweep_misses_nothing(stack, sim, clock, sweeper):
     orders, ids = track(stack, sim, 130)
-    assert sweeper.run_due()[0].outcome == "ok" and poll(stack) == 130
+    assert sweeper.run_due()[0].outcome == "ok" and poll(stack) == 0
     mark = sweep_row(stack).watermark
     sim.clock.advance(1)
     for order in orders[:125]:
@@ -111,16 +122,18 @@ def test_a_page_that_fails_keeps_the_watermark_and_the_next_sweep_misses_nothing
 
     clock.now = row.next_at
     again = sweeper.run_due()[0]
-    assert (again.outcome, again.pages) == ("ok", 2)
+    # The failed sweep stored the changes on its first page (the 5 unchanged orders, oldest, then
+    # 115 changed): listed again at the versions already read, they are left alone; the second
+    # page's 10 are stored now.
+    assert (again.outcome, again.pages, again.entries["stored"], again.entries["seen"]) == ("ok", 2, 10, 120)
     row = sweep_row(stack)
     assert row.watermark > mark and (row.failures, row.error) == (0, None)
-    assert poll(stack) == 125 and changed(stack) == ids[:125]  # every change once, none missed
+    assert poll(stack) == 0 and changed(stack) == ids[:125]  # every change once, none missed
 
 
-def test_a_poll_under_way_when_the_sweep_lists_its_order_stores_nothing_and_the_next_poll_does(
-        stack, sim, clock, sweeper):
+def test_a_poll_under_way_when_the_sweep_stores_its_order_stores_nothing(stack, sim, clock, sweeper):
     orders, ids = track(stack, sim, 1)
-    assert sweeper.run_due()[0].entries["due"] == 1 and poll(stack) == 1
+    assert sweeper.run_due()[0].entries["seen"] == 1
     claims: list[list[Claim]] = []
     clock.advance(3600)
     stack.poller.dispatch_due(claims.append, lease_s=30, limit=100, chunk_size=100)
@@ -133,10 +146,10 @@ def test_a_poll_under_way_when_the_sweep_lists_its_order_stores_nothing_and_the_
         threading.Event().wait(0.01)
     sim.clock.advance(1)
     sim.billit.set_stage(orders[0], 1)  # the order moves on while its old answer is on the way
-    assert run(sweeper, clock).entries["due"] == 1  # the lease moves on
+    assert run(sweeper, clock).entries["stored"] == 1  # claimed: the lease moves on
     under_way.join()
-    assert reports[0].lost_lease == 1 and changed(stack) == []  # the older answer is not stored
-    assert poll(stack) == 1 and changed(stack) == ids
+    assert reports[0].lost_lease == 1 and changed(stack) == ids  # the older answer is not stored
+    assert poll(stack) == 0 and changed(stack) == ids  # one event, once
 
 
 def test_two_sweepers_at_once_sweep_an_account_once(stack, sim, clock, sweeper):
@@ -223,13 +236,61 @@ def test_discovery_tracks_what_the_sweep_finds_untracked_and_passes_the_filter(s
     for order in orders:
         sim.billit.set_stage(order, 1)
     found = run(sweeper, clock)
-    assert (found.entries["due"], found.entries["discovered"], found.entries["ignored"]) == (3, 4, 0)
+    assert (found.entries["stored"], found.entries["discovered"], found.entries["ignored"]) == (3, 4, 0)
     with stack.sessions.begin() as s:
         new = s.scalars(select(Item).where(Item.id.not_in(ids)).order_by(Item.id)).all()
         assert sorted(int(i.ref) for i in new) == sorted(orders[3:])
         assert all(i.labels == {"source": "discovered"} and i.interval_s == 300 for i in new)
-    assert poll(stack) == 7  # the three made due and the four new ones
+    assert poll(stack) == 4  # the four new ones (the three changed were stored from the list)
     again = run(sweeper, clock)
     assert again.entries["discovered"] == 0  # tracked now: never twice
     listed = stack.poller.items()
     assert len(listed) == 7
+
+
+def test_a_list_that_shows_less_than_the_order_call_is_not_believed_and_its_orders_are_polled(
+        stack, sim, clock, sweeper):
+    """Against a Billit whose list leaves out an order's messages, or lists fewer than the order's
+    own call (the documents promise neither way), orders must not flap between two versions: those
+    entries are polled, and the change is still one event each."""
+    orders, ids = track(stack, sim, 3)
+    assert sweeper.run_due()[0].entries["seen"] == 3
+    sim.clock.advance(6)
+    for order in orders:
+        sim.billit.set_stage(order, 2)
+    assert run(sweeper, clock).entries["stored"] == 3
+    assert all(stack.poller.latest_snapshot(i).fields["messages"] for i in ids)  # each shows a message now
+
+    sim.clock.advance(6)
+    for order in orders:
+        sim.billit.set_stage(order, 3)
+    # This page lists the first order without Messages and the second with none: only the third is
+    # believed (which order is which entry depends on their LastModified; all three moved on).
+    sim.faults.add("billit", "drift", count=1, ref="list", drop=["Items.0.Messages"], set={"Items.1.Messages": []})
+    requests_before = len(sim.request_log)
+    thin = run(sweeper, clock)
+    assert (thin.entries["stored"], thin.entries["due"]) == (1, 2)
+    assert poll(stack) == 2 and len(sim.request_log) - requests_before == 1 + 2  # one page, two order calls
+    with stack.sessions.begin() as s:  # one event per change, none undone
+        events = s.scalars(select(Event.item_id).where(Event.type != "status.observed")).all()
+    assert sorted(events) == sorted(ids + ids)
+    for item_id, order in zip(ids, orders, strict=True):
+        assert stack.poller.latest_snapshot(item_id).fields == normalize(sim.billit.order_body(order)).fields
+
+
+def test_listed_changes_are_stored_only_while_they_keep_what_the_snapshot_showed():
+    """The pure rule (worker.listed): no snapshot, nothing new, or something dropped: poll."""
+    from worker.domain import StatusDocument
+    from worker.listed import storable
+
+    before = StatusDocument("sent", False, {"order_status": "ToPay", "delivery": {"status": "Pending"},
+                                            "messages": [{"id": 1}]})
+    paid = StatusDocument("paid", True, {"order_status": "Paid", "delivery": {"status": "Delivered"},
+                                         "messages": [{"id": 1}, {"id": 2}]})
+    assert storable(before, paid)
+    assert not storable(None, paid)
+    assert not storable(before, before)
+    assert not storable(before, StatusDocument("paid", True, {**paid.fields, "messages": []}))
+    assert not storable(before, StatusDocument("paid", True, {**paid.fields, "delivery": None}))
+    assert not storable(before, StatusDocument("paid", True, {"order_status": "Paid", "messages": [{"id": 1}]}))
+    assert storable(before, StatusDocument("sent", False, {**before.fields, "delivery": {"status": "Error"}}))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -144,7 +145,11 @@ class BillitProvider:
 
     def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
         """``GET /v1/orders/{OrderID}`` with ``ApiKey`` or a bearer token, and ``PartyID``."""
-        return Fetched(self._get(f"/v1/orders/{segment(NAME, item.kind, item.ref)}"))
+        body = self._get(f"/v1/orders/{segment(NAME, item.kind, item.ref)}")
+        # LastModified is the order's version: a sweep that lists the order at the version already
+        # read leaves it alone (worker.store.items.claim_named).
+        modified = body.get("LastModified") if isinstance(body, dict) else None
+        return Fetched(body, version=modified if isinstance(modified, str) else None)
 
     def sweep(self, mark: Mark, now: datetime) -> Iterator[list[SweepEntry]]:
         """Billit's change list from ``mark``, one list of entries per page:
@@ -166,6 +171,17 @@ class BillitProvider:
             pages += 1
             yield list_entries(body)
             path = self._next_page(body)
+
+    def listed_document(self, entry: SweepEntry) -> StatusDocument | None:
+        """An order of the change list as its own call would read it, or None when the entry does
+        not carry what that call does (OrderStatus and Messages): the sweep then polls the order
+        (worker.listed decides whether a listed order is believed)."""
+        if "OrderStatus" not in entry.attrs or "Messages" not in entry.attrs:
+            return None
+        try:
+            return replace(normalize(dict(entry.attrs), ref=entry.ref), version=entry.modified)
+        except ProviderResponseInvalid:
+            return None
 
     def parse_modified(self, text: str) -> datetime:
         """See :func:`parse_billit_time`."""

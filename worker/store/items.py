@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from worker.domain import ItemState
 from worker.store.db import insert_for
 from worker.store.models import Item, ItemLabel, Snapshot
+from worker.store.repo import Claim
 
 #: Rows per statement: SQLite allows 32,766 bound parameters; an item identity takes four.
 CHUNK = 500
@@ -209,6 +210,31 @@ def make_due(session: Session, provider: str, account: str, named: Iterable[tupl
             .returning(Item.id).execution_options(synchronize_session=False))
         ids.extend(row.id for row in rows)
     return sorted(ids)
+
+
+def claim_named(session: Session, provider: str, account: str, versions: Mapping[tuple[str, str], str | None], *,
+                now: datetime, lease_s: float) -> tuple[list[Claim], int]:
+    """Claim the active items named by ``(kind, ref)`` as the dispatch claims due ones (their
+    lease moved on, so a poll under way cannot store its answer), for a sweep that stores what the
+    provider listed (worker.listed). An item whose stored version is the one listed was read at
+    that version already and is left alone. Returns the claims, and how many were left so."""
+    wanted = select(Item.id, Item.kind, Item.ref, Item.version).where(
+        Item.provider == provider, Item.account == account, Item.state == ItemState.ACTIVE.value,
+        tuple_(Item.kind, Item.ref).in_(sorted(versions)))
+    if session.get_bind().dialect.name == "postgresql":
+        wanted = wanted.with_for_update()
+    rows = session.execute(wanted).all()
+    fresh = [r.id for r in rows if r.version is None or r.version != versions[r.kind, r.ref]]
+    if not fresh:
+        return [], len(rows)
+    claimed = session.execute(
+        update(Item).where(Item.id.in_(fresh))
+        .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Item.lease_id + 1,
+                claims_since_poll=Item.claims_since_poll + 1, due_since=func.coalesce(Item.due_since, now),
+                updated_at=now)
+        .returning(Item.id, Item.lease_id).execution_options(synchronize_session=False))
+    claims = sorted((Claim(row.id, row.lease_id) for row in claimed), key=lambda c: c.item_id)
+    return claims, len(rows) - len(fresh)
 
 
 def differing(session: Session, provider: str, account: str, listed: Mapping[tuple[str, str], Any], *,
