@@ -32,7 +32,7 @@ from worker.ingress import Ingress
 from worker.policy import PollPolicy
 from worker.provider_webhooks import ProviderWebhooks
 from worker.providers.base import HttpOptions, ProviderContext
-from worker.providers.registry import REGISTRY, ProviderSet
+from worker.providers.registry import ProviderSet
 from worker.pruning import RetentionService
 from worker.reconcile import Reconciler
 from worker.service import PollerService
@@ -91,7 +91,7 @@ def providers_for(settings: Settings) -> ProviderSet:
                          pool_size=settings.poll_threads, **http_environment()),
         credentials=DbCredentialStore(sessions_for(settings)),
     )
-    return ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
+    return ProviderSet(settings.providers(), ctx, registry=settings.PROVIDERS)
 
 
 def http_environment() -> dict[str, Any]:
@@ -117,7 +117,7 @@ def reconciler_for(settings: Settings) -> Reconciler | None:
     """The reconciliation intervals (POLLER_<P>__RECONCILE_SECONDS), if any account has one."""
     plans = settings.reconcile_plans()
     # A sweep that reads a list of some kinds only (Amili Norway's invoices) slows only those.
-    covered = {name: spec.factory.listed_kinds for name, spec in REGISTRY.items()
+    covered = {name: spec.factory.listed_kinds for name, spec in settings.PROVIDERS.items()
                if hasattr(spec.factory, "listed_kinds")}
     return Reconciler(sessions_for(settings, read_only=True), plans, clock=utcnow, covered=covered) if plans else None
 
@@ -254,7 +254,7 @@ def build_delivery(settings: Settings) -> DeliveryService:
 def subscriptions_for(settings: Settings, *, reads: sessionmaker[Session] | None = None) -> Subscriptions:
     """Subscription management with the same URL rules and sender settings as delivery."""
     return Subscriptions(sessions_for(settings), allow_http=settings.webhook_allow_http,
-                         allow_private=settings.webhook_allow_private, known_providers=tuple(REGISTRY),
+                         allow_private=settings.webhook_allow_private, known_providers=tuple(settings.PROVIDERS),
                          sender=WebhookSender(timeout_s=settings.webhook_timeout_seconds), reads=reads)
 
 
