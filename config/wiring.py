@@ -182,10 +182,11 @@ def _redis_broker(settings: Settings) -> str | None:
 
 def _kick_for(settings: Settings) -> Callable[[], None] | None:
     """Asks the dispatch tick to run now, through the broker (None without a Redis broker)."""
-    from config.celery_app import DISPATCH_TASK, create_app
-
     if _redis_broker(settings) is None:
         return None
+    # Imported here: config.celery_app builds its module-level app from the process's settings.
+    from config.celery_app import DISPATCH_TASK, create_app
+
     app = create_app(settings)
 
     def kick() -> None:
