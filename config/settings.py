@@ -167,7 +167,8 @@ class CoreSettings(BaseSettings):
             InputError: no such provider.
         """
         key = name if isinstance(name, str) else name.NAME
-        expected = spec(key, self.PROVIDERS).settings_cls if isinstance(name, str) else name
+        registered = spec(key, self.PROVIDERS).settings_cls
+        expected = registered if isinstance(name, str) else name
         value = getattr(self, key)
         if not isinstance(value, expected):
             raise TypeError(f"{key} settings are a {type(value).__name__}, not a {expected.__name__}")
@@ -327,8 +328,8 @@ def settings_model(registry: Registry) -> type[CoreSettings]:
         raise ValueError(f"provider names {clash} are taken by core settings")
     fields: dict[str, Any] = {name: (s.settings_cls, Field(default_factory=s.settings_cls))
                               for name, s in registry.items()}
-    model = create_model("Settings", __base__=CoreSettings, __module__=__name__, __doc__=CoreSettings.__doc__,
-                         **fields)
+    doc = "Every setting, with safe local defaults; secrets have none. One field per provider of PROVIDERS."
+    model = create_model("Settings", __base__=CoreSettings, __module__=__name__, __doc__=doc, **fields)
     model.PROVIDERS = registry
     return model
 

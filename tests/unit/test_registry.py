@@ -63,6 +63,8 @@ def test_provider_accessor_is_typed_and_names_the_known_providers(tmp_path):
     assert list(settings.providers()) == list(REGISTRY)
     with pytest.raises(InputError, match="unknown provider 'nope'; known: amili_ada, "):
         settings.provider("nope")
+    with pytest.raises(InputError, match="unknown provider 'billit'; known: $"):
+        CoreSettings(home=tmp_path).provider(BillitSettings)  # the core alone has no providers
 
 
 @pytest.mark.parametrize("name", ["home", "retention", "provider"])
