@@ -1,17 +1,20 @@
 """Settings from the environment (``POLLER_*``) and an optional ``.env`` file.
 
 This is the only module that reads the environment. Everything else receives values.
+Each registered provider (worker.providers.registry) adds its settings as one field,
+``POLLER_<NAME>__<SETTING>``, read with ``settings.provider(name)``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.validation import (
@@ -33,18 +36,19 @@ from config.validation import (
 )
 from worker.discovery import Condition, parse_filter
 from worker.errors import ConfigurationError
-from worker.providers.amili_ada import AmiliAdaSettings
-from worker.providers.amili_arm import AmiliArmSettings
-from worker.providers.amili_collection import AmiliCollectionSettings
-from worker.providers.amili_distribution import AmiliDistributionSettings
-from worker.providers.billit import BillitSettings
-from worker.providers.settings import ProviderSettings, check_http_url
+from worker.providers.registry import REGISTRY, Registry, spec
+from worker.providers.settings import ProviderSettings, SweepingSettings, check_http_url
 from worker.retention import Retention
 from worker.store.crypto import check_keys
 
+P = TypeVar("P", bound=ProviderSettings)
 
-class Settings(BaseSettings):
-    """Every setting, with safe local defaults. Secrets have no defaults."""
+
+class CoreSettings(BaseSettings):
+    """Every setting but the providers', with safe local defaults. Secrets have no defaults.
+
+    :func:`settings_model` adds one field per registered provider; ``Settings`` is that model.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="POLLER_", env_file=".env", env_nested_delimiter="__", extra="ignore",
@@ -146,43 +150,58 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
 
-    billit: BillitSettings = BillitSettings()
-    amili_distribution: AmiliDistributionSettings = AmiliDistributionSettings()
-    amili_collection: AmiliCollectionSettings = AmiliCollectionSettings()
-    amili_ada: AmiliAdaSettings = AmiliAdaSettings()
-    amili_arm: AmiliArmSettings = AmiliArmSettings()
+    #: The providers whose settings are fields of this model (none here: see settings_model).
+    PROVIDERS: ClassVar[Registry] = {}
+
+    @overload
+    def provider(self, name: str) -> ProviderSettings: ...
+
+    @overload
+    def provider(self, name: type[P]) -> P: ...
+
+    def provider(self, name: str | type[ProviderSettings]) -> ProviderSettings:
+        """One provider's settings (``POLLER_<NAME>__*``), by name, or by its settings class for
+        that class's own fields: ``settings.provider(BillitSettings).party_id``.
+
+        Raises:
+            InputError: no such provider.
+        """
+        key = name if isinstance(name, str) else name.NAME
+        registered = spec(key, self.PROVIDERS).settings_cls
+        expected = registered if isinstance(name, str) else name
+        value = getattr(self, key)
+        if not isinstance(value, expected):
+            raise TypeError(f"{key} settings are a {type(value).__name__}, not a {expected.__name__}")
+        return value
+
+    def providers(self) -> dict[str, ProviderSettings]:
+        """Provider name -> its settings, for every provider of this model."""
+        return {name: self.provider(name) for name in self.PROVIDERS}
+
+    def _sweeping(self) -> Iterator[tuple[str, str, SweepingSettings]]:
+        """``(provider, account, its settings)`` for every account with a sweep interval."""
+        for name, provider in self.providers().items():
+            if isinstance(provider, SweepingSettings):
+                for account in provider.account_names():
+                    settings = provider.for_account(account)
+                    if settings.sweep_seconds:
+                        yield name, account, settings
 
     def sweep_intervals(self) -> dict[tuple[str, str], float]:
         """``(provider, account)`` -> POLLER_<P>__SWEEP_SECONDS, for every account that sweeps."""
-        out = {}
-        for name in type(self).model_fields:
-            provider = getattr(self, name)
-            if isinstance(provider, ProviderSettings):
-                for account in provider.account_names():
-                    seconds = float(getattr(provider.for_account(account), "sweep_seconds", 0.0))
-                    if seconds:
-                        out[name, account] = seconds
-        return out
+        return {(name, account): s.sweep_seconds for name, account, s in self._sweeping()}
 
     def discover_plans(self) -> dict[tuple[str, str], tuple[Condition, ...]]:
         """``(provider, account)`` -> the discovery filter's conditions, for every sweeping account
         with POLLER_<P>__DISCOVER=true."""
-        out = {}
-        for name, account in self.sweep_intervals():
-            settings = getattr(self, name).for_account(account)
-            if getattr(settings, "discover", False):
-                out[name, account] = parse_filter(settings.discover_filter)
-        return out
+        return {(name, account): parse_filter(s.discover_filter)
+                for name, account, s in self._sweeping() if s.discover}
 
     def reconcile_plans(self) -> dict[tuple[str, str], tuple[float, float]]:
         """``(provider, account)`` -> (sweep seconds, POLLER_<P>__RECONCILE_SECONDS), for every
         account whose items are polled rarely while its sweeps are healthy."""
-        out = {}
-        for (name, account), sweep_s in self.sweep_intervals().items():
-            reconcile_s = float(getattr(getattr(self, name).for_account(account), "reconcile_seconds", 0.0))
-            if reconcile_s:
-                out[name, account] = (sweep_s, reconcile_s)
-        return out
+        return {(name, account): (s.sweep_seconds, s.reconcile_seconds)
+                for name, account, s in self._sweeping() if s.reconcile_seconds}
 
     @field_validator("*")
     @classmethod
@@ -296,6 +315,33 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite+pysqlite:///{(self.home / 'poller.db').resolve()}"
 
 
+def settings_model(registry: Registry) -> type[CoreSettings]:
+    """CoreSettings plus one field per provider of ``registry``, each defaulting to its settings
+    model's defaults: ``POLLER_<NAME>__<SETTING>``, and ``POLLER_<NAME>__ACCOUNTS__<ACCOUNT>__<SETTING>``
+    for more accounts.
+
+    Raises:
+        ValueError: a provider named like a core setting or method (``home``, ``retention``).
+    """
+    clash = sorted(n for n in registry if n in CoreSettings.model_fields or hasattr(CoreSettings, n))
+    if clash:
+        raise ValueError(f"provider names {clash} are taken by core settings")
+    fields: dict[str, Any] = {name: (s.settings_cls, Field(default_factory=s.settings_cls))
+                              for name, s in registry.items()}
+    doc = "Every setting, with safe local defaults; secrets have none. One field per provider of PROVIDERS."
+    model = create_model("Settings", __base__=CoreSettings, __module__=__name__, __doc__=doc, **fields)
+    model.PROVIDERS = registry
+    return model
+
+
+if TYPE_CHECKING:
+    # mypy sees the core model: provider settings are read through `provider()`, typed.
+    Settings = CoreSettings
+else:
+    #: The settings of this build: the core and every provider of the registry.
+    Settings = settings_model(REGISTRY)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process's settings, read once.
@@ -303,30 +349,36 @@ def get_settings() -> Settings:
     Raises:
         ConfigurationError: a value is invalid; the message names the variable.
     """
-    env_file = Settings.model_config.get("env_file")
+    return load_settings(Settings)
+
+
+def load_settings(model: type[CoreSettings]) -> CoreSettings:
+    """Settings of ``model`` from the environment and ``.env``, every value checked.
+
+    Raises:
+        ConfigurationError: a value is invalid or a ``POLLER_`` variable sets nothing; the message
+            names the variable.
+    """
+    env_file = model.model_config.get("env_file")
     dotenv = read_dotenv(str(env_file) if isinstance(env_file, (str, Path)) else None)
     # A misspelt secret or URL would silently do nothing: refuse it before anything starts.
-    unknown = unknown_variables(Settings, [*os.environ, *dotenv])
+    unknown = unknown_variables(model, [*os.environ, *dotenv])
     if unknown:
         raise ConfigurationError("; ".join(unknown))
     try:
-        settings = Settings()
+        settings = model()
     except ValidationError as err:
         raise ConfigurationError(describe_validation_error(err)) from None
     check_accounts(settings)
     return settings
 
 
-def check_accounts(settings: Settings) -> None:
+def check_accounts(settings: CoreSettings) -> None:
     """Validate every named provider account's overrides now, not at its first poll.
 
     Raises:
         ConfigurationError: naming the account's variable.
     """
-    from worker.providers.settings import ProviderSettings
-
-    for field in type(settings).model_fields:
-        value = getattr(settings, field)
-        if isinstance(value, ProviderSettings):
-            for account in value.account_names():
-                value.for_account(account)
+    for provider in settings.providers().values():
+        for account in provider.account_names():
+            provider.for_account(account)

@@ -32,7 +32,7 @@ from worker.ingress import Ingress
 from worker.policy import PollPolicy
 from worker.provider_webhooks import ProviderWebhooks
 from worker.providers.base import HttpOptions, ProviderContext
-from worker.providers.registry import REGISTRY, ProviderSet
+from worker.providers.registry import ProviderSet
 from worker.pruning import RetentionService
 from worker.reconcile import Reconciler
 from worker.service import PollerService
@@ -91,7 +91,7 @@ def providers_for(settings: Settings) -> ProviderSet:
                          pool_size=settings.poll_threads, **http_environment()),
         credentials=DbCredentialStore(sessions_for(settings)),
     )
-    return ProviderSet({name: getattr(settings, name) for name in REGISTRY}, ctx)
+    return ProviderSet(settings.providers(), ctx, registry=settings.PROVIDERS)
 
 
 def http_environment() -> dict[str, Any]:
@@ -117,7 +117,7 @@ def reconciler_for(settings: Settings) -> Reconciler | None:
     """The reconciliation intervals (POLLER_<P>__RECONCILE_SECONDS), if any account has one."""
     plans = settings.reconcile_plans()
     # A sweep that reads a list of some kinds only (Amili Norway's invoices) slows only those.
-    covered = {name: spec.factory.listed_kinds for name, spec in REGISTRY.items()
+    covered = {name: spec.factory.listed_kinds for name, spec in settings.PROVIDERS.items()
                if hasattr(spec.factory, "listed_kinds")}
     return Reconciler(sessions_for(settings, read_only=True), plans, clock=utcnow, covered=covered) if plans else None
 
@@ -180,16 +180,18 @@ def _redis_broker(settings: Settings) -> str | None:
     return url if url and url.startswith(("redis://", "rediss://", "unix://")) else None
 
 
-def _kick_for(settings: Settings, task: str | None = None) -> Callable[[], None] | None:
-    """Asks the dispatch tick (or ``task``) to run now, through the broker (None without a Redis broker)."""
-    from config.celery_app import DISPATCH_TASK, create_app
-
+def _kick_for(settings: Settings, *, deliver: bool = False) -> Callable[[], None] | None:
+    """Asks the dispatch tick (or the delivery task) to run now, through the broker (None without a Redis broker)."""
     if _redis_broker(settings) is None:
         return None
+    # Imported here: config.celery_app builds its module-level app from the process's settings.
+    from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, create_app
+
     app = create_app(settings)
+    task = DELIVER_DUE_TASK if deliver else DISPATCH_TASK
 
     def kick() -> None:
-        app.send_task(task or DISPATCH_TASK, expires=settings.tick_seconds)
+        app.send_task(task, expires=settings.tick_seconds)
     return kick
 
 
@@ -214,12 +216,10 @@ def provider_webhooks_for(settings: Settings, sessions: sessionmaker[Session] | 
 
 def sweeper_for(settings: Settings) -> Sweeper:
     """Incremental sweeps (beat's sweep tick), for the accounts with a sweep interval."""
-    from config.celery_app import DELIVER_DUE_TASK
-
     return Sweeper(sessions_for(settings), providers_for(settings), settings.sweep_intervals(),
                    kick=_kick_for(settings), discover=settings.discover_plans(),
                    discover_interval_s=settings.default_interval_seconds,
-                   store=build_service(settings).store_listed, deliver=_kick_for(settings, DELIVER_DUE_TASK))
+                   store=build_service(settings).store_listed, deliver=_kick_for(settings, deliver=True))
 
 
 def retention_for(settings: Settings) -> RetentionService:
@@ -257,7 +257,7 @@ def build_delivery(settings: Settings) -> DeliveryService:
 def subscriptions_for(settings: Settings, *, reads: sessionmaker[Session] | None = None) -> Subscriptions:
     """Subscription management with the same URL rules and sender settings as delivery."""
     return Subscriptions(sessions_for(settings), allow_http=settings.webhook_allow_http,
-                         allow_private=settings.webhook_allow_private, known_providers=tuple(REGISTRY),
+                         allow_private=settings.webhook_allow_private, known_providers=tuple(settings.PROVIDERS),
                          sender=WebhookSender(timeout_s=settings.webhook_timeout_seconds), reads=reads)
 
 

@@ -1,12 +1,16 @@
-"""Provider name -> adapter, settings model and the account set built from them.
+"""Provider name -> adapter and settings model, and the account set built from them.
 
-Adding a provider today takes its module, a line here, a settings field in config/settings.py
-and the event schema's enum (issue 15 is to make it the module and this line only)."""
+A provider is its module (an adapter class and a :class:`~worker.providers.settings.ProviderSettings`
+subclass) plus one line in :data:`REGISTRY`. Everything else that names providers reads this
+registry: the settings model's ``POLLER_<NAME>__*`` fields (config.settings.settings_model), the
+event schema's provider enum (worker.webhooks.schema), the subscription filters and the wiring.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,36 +19,67 @@ from worker.providers import amili_ada, amili_arm, amili_collection, amili_distr
 from worker.providers.base import Provider, ProviderContext
 from worker.providers.settings import DEFAULT_ACCOUNT, ProviderSettings
 
+#: A provider name: the settings field, the ``POLLER_<NAME>__`` prefix and the value in events.
+NAME_RULE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
 
 @dataclass(frozen=True)
 class ProviderSpec:
-    """How to build one provider's adapter for one account."""
+    """How to build one provider's adapter for one account.
+
+    Attributes:
+        name: the provider's name (its settings' ``NAME``).
+        settings_cls: its settings model (``POLLER_<NAME>__*``).
+        factory: ``(settings for the account, account, ctx) -> adapter``; usually the adapter class.
+    """
 
     name: str
     settings_cls: type[ProviderSettings]
     factory: Callable[[Any, str, ProviderContext], Provider]
 
 
-#: Every provider this build knows.
-REGISTRY: dict[str, ProviderSpec] = {
-    spec.name: spec for spec in (
-        ProviderSpec(billit.NAME, billit.BillitSettings, billit.BillitProvider),
-        ProviderSpec(amili_distribution.NAME, amili_distribution.AmiliDistributionSettings,
-                     amili_distribution.AmiliDistributionProvider),
-        ProviderSpec(amili_collection.NAME, amili_collection.AmiliCollectionSettings,
-                     amili_collection.AmiliCollectionProvider),
-        ProviderSpec(amili_ada.NAME, amili_ada.AmiliAdaSettings, amili_ada.AmiliAdaProvider),
-        ProviderSpec(amili_arm.NAME, amili_arm.AmiliArmSettings, amili_arm.AmiliArmProvider),
-    )
-}
+#: Provider name -> spec, in the order providers are listed (settings, schema enum, messages).
+Registry = Mapping[str, ProviderSpec]
 
 
-def spec(name: str) -> ProviderSpec:
+def registry_of(specs: Iterable[ProviderSpec]) -> dict[str, ProviderSpec]:
+    """A registry of ``specs``, checked.
+
+    Raises:
+        ValueError: a name that cannot be an environment variable segment, a name given twice, or
+            settings whose ``NAME`` is another (their variables would be named wrongly).
+    """
+    out: dict[str, ProviderSpec] = {}
+    for s in specs:
+        if not NAME_RULE.fullmatch(s.name) or "__" in s.name:
+            raise ValueError(f"provider name {s.name!r} must be lowercase letters, digits and single "
+                             "underscores, starting with a letter (it becomes POLLER_<NAME>__...)")
+        if s.name in out:
+            raise ValueError(f"provider {s.name!r} is registered twice")
+        if s.name != s.settings_cls.NAME:
+            raise ValueError(f"{s.settings_cls.__name__}.NAME is {s.settings_cls.NAME!r}, not {s.name!r}")
+        out[s.name] = s
+    return out
+
+
+#: Every provider this build knows. A new provider is its module and one line here.
+REGISTRY: Registry = registry_of([
+    ProviderSpec(billit.NAME, billit.BillitSettings, billit.BillitProvider),
+    ProviderSpec(amili_distribution.NAME, amili_distribution.AmiliDistributionSettings,
+                 amili_distribution.AmiliDistributionProvider),
+    ProviderSpec(amili_collection.NAME, amili_collection.AmiliCollectionSettings,
+                 amili_collection.AmiliCollectionProvider),
+    ProviderSpec(amili_ada.NAME, amili_ada.AmiliAdaSettings, amili_ada.AmiliAdaProvider),
+    ProviderSpec(amili_arm.NAME, amili_arm.AmiliArmSettings, amili_arm.AmiliArmProvider),
+])
+
+
+def spec(name: str, registry: Registry = REGISTRY) -> ProviderSpec:
     """The spec for ``name``, or an InputError listing the known providers."""
     try:
-        return REGISTRY[name]
+        return registry[name]
     except KeyError:
-        raise InputError(f"unknown provider {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        raise InputError(f"unknown provider {name!r}; known: {', '.join(sorted(registry))}") from None
 
 
 class ProviderSet:
@@ -52,13 +87,16 @@ class ProviderSet:
     connections alive and its access token cached.
 
     Args:
-        settings: provider name -> that provider's settings.
+        settings: provider name -> that provider's settings (defaults for the others).
         ctx: HTTP options, clock and credential store shared by all adapters.
+        registry: the providers there are (this build's by default).
     """
 
-    def __init__(self, settings: Mapping[str, ProviderSettings], ctx: ProviderContext | None = None) -> None:
+    def __init__(self, settings: Mapping[str, ProviderSettings], ctx: ProviderContext | None = None, *,
+                 registry: Registry = REGISTRY) -> None:
         self._settings = settings
         self.ctx = ctx or ProviderContext()
+        self.registry = registry
         self._built: dict[tuple[str, str], Provider] = {}
         self._lock = threading.Lock()
 
@@ -71,7 +109,7 @@ class ProviderSet:
         """
         with self._lock:
             if (name, account) not in self._built:
-                s = spec(name)
+                s = spec(name, self.registry)
                 base = self._settings.get(name) or s.settings_cls()
                 self._built[name, account] = s.factory(base.for_account(account), account, self.ctx)
             return self._built[name, account]
