@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.app import PROBLEMS, Reader, Services, json_body
+from api.deps import PROBLEMS, Reader, Services, json_body
 from worker.domain import ALL_EVENT_TYPES
 from worker.errors import InputError
 from worker.views import event_dict

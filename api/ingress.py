@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from api import problems
-from api.app import Services, json_body
+from api.deps import Services, json_body
 from worker.pushes import MAX_BODY_BYTES, PushRefused
 
 router = APIRouter(prefix="/ingress", tags=["ingress"], include_in_schema=True)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api import problems
-from api.app import PROBLEMS, Reader, Services, Writer, json_body
+from api.deps import PROBLEMS, Reader, Services, Writer, json_body
 from worker.catalog import MAX_BATCH, ItemSpec, Refused
 from worker.views import item_dict, snapshot_dict
 

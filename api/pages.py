@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.app import ApiServices, Services, caller
 from api.dashboard import render_page
+from api.deps import ApiServices, Services, caller
 from api.problems import ApiProblem
 
 router = APIRouter(tags=["operations"])

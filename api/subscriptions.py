@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from api.app import PROBLEMS, Reader, Services, Writer
+from api.deps import PROBLEMS, Reader, Services, Writer
 from worker.store.deliveries import DELIVERY_STATES
 from worker.subscriptions import KEEP, delivery_dict, subscription_dict
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -29,8 +30,11 @@ from worker.store.migrate import upgrade
 LOCK_FILE = "poller.lock"
 
 
-def run_daemon(settings: Settings) -> int:
+def run_daemon(settings: Settings, entry: Callable[[], None]) -> int:
     """Start everything, restart what dies, and stop in order on Ctrl-C or SIGTERM (exit code 0).
+
+    ``entry`` is the command line's entry point (cli.main.main), which each forked child runs
+    with its role's arguments: passed in, so this module does not import the one importing it.
 
     Children: the embedded Redis (own session, stopped last), a Celery worker, Celery beat and
     `poller api` on a socket bound here (our process group, so a terminal Ctrl-C reaches them at
@@ -74,7 +78,7 @@ def run_daemon(settings: Settings) -> int:
         typer.echo(f"poller: broker {_redact(env['POLLER_BROKER_URL'])}"
                    + (" (embedded)" if broker else ""), err=True)
         for role in ("worker", "beat", "api"):
-            spawn = partial(_spawn, role, lock, api_sock if role == "api" else None, api_sock)
+            spawn = partial(_spawn, entry, role, lock, api_sock if role == "api" else None, api_sock)
             children.append(Child(role, spawn, spawn()))
         typer.echo(announce(url_of(api_sock)), err=True)
         restarts = {c.name: 0 for c in children}
@@ -106,14 +110,13 @@ def run_daemon(settings: Settings) -> int:
         os.close(lock)
 
 
-def _spawn(role: str, lock: int, sock: socket.socket | None, api_sock: socket.socket) -> Forked:
+def _spawn(entry: Callable[[], None], role: str, lock: int, sock: socket.socket | None,
+           api_sock: socket.socket) -> Forked:
     argv = ["poller", role] + (["--fd", str(sock.fileno())] if sock is not None else [])
 
     def main() -> None:
-        from cli.main import main as cli_main
-
         sys.argv = argv
-        cli_main()
+        entry()
 
     return Forked(main, name=f"poller-{role}", close_fds=(lock,) if sock is not None else (lock, api_sock.fileno()))
 

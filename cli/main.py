@@ -278,7 +278,7 @@ def run() -> None:
     """Run worker, beat and the HTTP API on this machine; embedded Redis and SQLite unless configured."""
     from cli.daemon import run_daemon
 
-    raise SystemExit(run_daemon(context.settings()))
+    raise SystemExit(run_daemon(context.settings(), main))
 
 
 @app.command()

@@ -76,6 +76,7 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
 
     from cli.context import interrupt_on_sigterm
     from cli.forked import freeze_heap
+    from config.kicks import kick_for
     from config.wiring import build_api, current_engine
 
     if host is not None:
@@ -92,7 +93,7 @@ def run_api(settings: Settings, *, host: str | None = None, port: int | None = N
         sock = socket.socket(fileno=fd)
     # The CLI logs warnings only; a server logs at POLLER_LOG_LEVEL (uvicorn's lines included).
     configure_logging(settings.log_format, settings.log_level)
-    app = build_api(settings)
+    app = build_api(settings, kick=kick_for(settings))
     freeze_heap()
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off", timeout_graceful_shutdown=GRACEFUL_S))
     # uvicorn shuts down on SIGTERM and SIGINT, then raises the signal again for the previous

@@ -146,10 +146,12 @@ def broker_ping(url: str | None) -> Callable[[], None] | None:
 READINESS_CHECKS = ("database", "broker", "beat")
 
 
-def build_api(settings: Settings) -> Any:
-    """The HTTP application (FastAPI), on the database as it is: the API never migrates."""
-    from api.app import ApiServices, create_app
+def build_api(settings: Settings, *, kick: Callable[[], None] | None = None) -> Any:
+    """The HTTP application (FastAPI), on the database as it is: the API never migrates. ``kick``
+    asks for the dispatch tick after a push (config.kicks; None waits for the next tick)."""
+    from api.app import create_app
     from api.dashboard import page_data
+    from api.deps import ApiServices
 
     # The API's reads (pages, lists, the key check, health) take no write lock on SQLite, so
     # they neither wait for nor hold up the workers' writes.
@@ -169,43 +171,30 @@ def build_api(settings: Settings) -> Any:
         catalog=catalog_for(settings, reads=reads), feed=EventFeed(reads), keys=ApiKeys(sessions, reads=reads),
         subscriptions=subscriptions_for(settings, reads=reads), readiness=readiness,
         page_data=lambda: page_data(reads, settings.tick_seconds), dashboard_public=settings.dashboard_public,
-        secret_grace_s=settings.secret_grace().total_seconds(), ingress=ingress_for(settings, sessions),
+        secret_grace_s=settings.secret_grace().total_seconds(), ingress=ingress_for(settings, sessions, kick=kick),
     ))
 
 
-def _redis_broker(settings: Settings) -> str | None:
+def redis_broker(settings: Settings) -> str | None:
     """The broker URL when the broker is a Redis (the shared store of dedupe keys, rate limits,
     breakers and worker faults); None otherwise."""
     url = settings.broker_url
     return url if url and url.startswith(("redis://", "rediss://", "unix://")) else None
 
 
-def _kick_for(settings: Settings, *, deliver: bool = False) -> Callable[[], None] | None:
-    """Asks the dispatch tick (or the delivery task) to run now, through the broker (None without a Redis broker)."""
-    if _redis_broker(settings) is None:
-        return None
-    # Imported here: config.celery_app builds its module-level app from the process's settings.
-    from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, create_app
-
-    app = create_app(settings)
-    task = DELIVER_DUE_TASK if deliver else DISPATCH_TASK
-
-    def kick() -> None:
-        app.send_task(task, expires=settings.tick_seconds)
-    return kick
-
-
-def ingress_for(settings: Settings, sessions: sessionmaker[Session]) -> Ingress:
-    """Provider pushes: deduplicated and kicking the dispatch tick through the broker's Redis, when there is one."""
+def ingress_for(settings: Settings, sessions: sessionmaker[Session], *,
+                kick: Callable[[], None] | None = None) -> Ingress:
+    """Provider pushes: deduplicated through the broker's Redis when there is one; ``kick`` asks
+    for the dispatch tick (config.kicks)."""
     seen: Callable[[str, int], bool] | None = None
-    url = _redis_broker(settings)
+    url = redis_broker(settings)
     if url is not None:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
 
         def seen(key: str, ttl_s: int) -> bool:
             return bool(client.set(f"poller:push:{key}", 1, nx=True, ex=ttl_s))
 
-    return Ingress(sessions, providers_for(settings), seen=seen, kick=_kick_for(settings),
+    return Ingress(sessions, providers_for(settings), seen=seen, kick=kick,
                    registered=provider_webhooks_for(settings, sessions).secrets)
 
 
@@ -214,12 +203,14 @@ def provider_webhooks_for(settings: Settings, sessions: sessionmaker[Session] | 
     return ProviderWebhooks(sessions or sessions_for(settings), providers_for(settings), settings.public_url)
 
 
-def sweeper_for(settings: Settings) -> Sweeper:
-    """Incremental sweeps (beat's sweep tick), for the accounts with a sweep interval."""
+def sweeper_for(settings: Settings, *, kick: Callable[[], None] | None = None,
+                deliver: Callable[[], None] | None = None) -> Sweeper:
+    """Incremental sweeps (beat's sweep tick), for the accounts with a sweep interval; ``kick`` and
+    ``deliver`` ask for the dispatch tick and for delivery (config.kicks)."""
     return Sweeper(sessions_for(settings), providers_for(settings), settings.sweep_intervals(),
-                   kick=_kick_for(settings), discover=settings.discover_plans(),
+                   kick=kick, discover=settings.discover_plans(),
                    discover_interval_s=settings.default_interval_seconds,
-                   store=build_service(settings).store_listed, deliver=_kick_for(settings, deliver=True))
+                   store=build_service(settings).store_listed, deliver=deliver)
 
 
 def retention_for(settings: Settings) -> RetentionService:
@@ -229,7 +220,7 @@ def retention_for(settings: Settings) -> RetentionService:
 
 def guard_for(settings: Settings) -> RedisGuard | None:
     """Rate limits and breakers live in the broker's Redis; without one there is nothing to share."""
-    url = _redis_broker(settings)
+    url = redis_broker(settings)
     if url is None:
         return None
     # Timeouts: a Redis that hangs must fail a chunk's admission (which then fails open), not hold it.
@@ -262,7 +253,7 @@ def subscriptions_for(settings: Settings, *, reads: sessionmaker[Session] | None
 
 
 def _fault_client(settings: Settings) -> Any:
-    url = _redis_broker(settings)
+    url = redis_broker(settings)
     if url is None:
         return None
     key = (os.getpid(), url)

@@ -8,6 +8,7 @@ from typing import Any
 from celery import shared_task
 
 from config.celery_app import SWEEP_TASK
+from config.kicks import kick_for
 from config.settings import get_settings
 from config.wiring import sweeper_for
 from worker.sweeps import LEASE_S, Sweeper
@@ -16,7 +17,8 @@ from worker.sweeps import LEASE_S, Sweeper
 @lru_cache(maxsize=1)
 def _sweeper() -> Sweeper:
     # One per process: its adapters keep their connections and tokens between ticks.
-    return sweeper_for(get_settings())
+    settings = get_settings()
+    return sweeper_for(settings, kick=kick_for(settings), deliver=kick_for(settings, deliver=True))
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, time_limit=LEASE_S, soft_time_limit=LEASE_S - 30)
