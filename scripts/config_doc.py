@@ -42,7 +42,8 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 OUTPUT = ROOT / "docs" / "configuration.md"
 
 #: Descriptions for fields that have no ``#:`` comment of their own, or whose comment introduces a
-#: group: ``(defining class, field)`` -> text. A test fails when an entry names no field.
+#: group: ``(class, field)`` -> text, the class being the model or any class of its MRO. A test
+#: fails when an entry names no field.
 DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("Settings", "home"): "Where the embedded defaults live: the SQLite file, the embedded Redis, "
                           "beat's state, `secret.key`, metrics directories.",
@@ -185,7 +186,11 @@ def _owner(model: type[BaseModel], name: str) -> type:
 def description(model: type[BaseModel], name: str, field: FieldInfo) -> str:
     """What a field does: its Field description, a DESCRIPTIONS entry, or its ``#:`` comment."""
     owner = _owner(model, name)
-    text = field.description or DESCRIPTIONS.get((owner.__name__, name)) or _comments(owner).get(name, "")
+    # Keyed by any class of the model's MRO: a model built at run time (create_model) keeps its
+    # class name, and its fields may be declared on a base.
+    listed = next((DESCRIPTIONS[cls.__name__, name] for cls in model.__mro__ if (cls.__name__, name) in DESCRIPTIONS),
+                  None)
+    text = field.description or listed or _comments(owner).get(name, "")
     # Code references in comments (``x``) read as `x` in Markdown.
     return " ".join(text.replace("``", "`").split())
 

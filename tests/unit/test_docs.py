@@ -78,8 +78,7 @@ def test_generator_descriptions_name_real_settings():
     fields: set[tuple[str, str]] = set()
 
     def walk(model: type[BaseModel]) -> None:
-        for cls in model.__mro__:
-            fields.update((cls.__name__, f) for f in cls.__dict__.get("__annotations__", {}))
+        fields.update((cls.__name__, f) for cls in model.__mro__ for f in model.model_fields)
         for field in model.model_fields.values():
             inner = [a for a in (field.annotation, *typing.get_args(field.annotation))
                      if isinstance(a, type) and issubclass(a, BaseModel)]
