@@ -254,7 +254,7 @@ def worker(
 
 @app.command()
 def beat() -> None:
-    """Run Celery beat: the one `dispatch_due` tick (exactly one beat per deployment)."""
+    """Run Celery beat, which sends the dispatch tick; run two or more for failover (a leader lease lets one send)."""
     settings = _require_broker()
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     from config import metrics

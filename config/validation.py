@@ -224,7 +224,7 @@ def unknown_variables(model: type[BaseModel], names: Iterable[str], prefix: str 
                 account = name[len(head):].split("__", 1)[0]
                 candidates = {f"{head}{account}__{n[len(base):]}" for n in inner}
         close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]}?" if close else "; see the settings table in the README"
+        hint = f"; did you mean {close[0]}?" if close else "; see docs/configuration.md"
         problems.append(f"{raw} is not a setting{hint}")
     return problems
 

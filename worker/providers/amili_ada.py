@@ -1,7 +1,8 @@
 """Amili Sweden (ADA) cases, found by case id or by the creditor's invoice number.
 
-Docs: seed 004 (invoice flow example), https://docs.amili.se/reference/common/authentication,
-/query and /pagination; PROVIDERS.md section 4. Auth: a JWT ``{"api_code", "exp"}`` signed with the
+Docs: https://docs-test.amili.se/reference/examples/case-status (the case's fields),
+https://docs.amili.se/reference/common/authentication, https://docs-sandbox.amili.se/reference/common/query
+and https://docs.amili.se/reference/common/pagination. Auth: a JWT ``{"api_code", "exp"}`` signed with the
 customer's private key is exchanged at ``GET /authenticates/api-code`` for an access token, sent
 as ``X-API-Key`` on every call. The exchange's response field names are not documented: the
 token is taken from the first of several likely keys.

@@ -1,8 +1,8 @@
 """Amili ARM (Accounts Receivable): the status of an asynchronous batch of documents.
 
-``GET /clients/{clientno}/batches/{batchuuid}`` (https://docs.amili.dev/get-one-batch-3942681e0;
-PROVIDERS.md section 3). The HTTP status carries the state: 202 still processing, 206 finished
-with some failures, 200 finished. The body's schema is not documented, so it is read tolerantly.
+``GET /clients/{clientno}/batches/{batchuuid}`` (https://docs.amili.dev/get-one-batch-3942681e0).
+The HTTP status carries the state: 202 still processing, 206 finished with some failures, 200
+finished. The body's schema is not documented, so it is read tolerantly.
 Auth: a JWT bearer token, either issued to you (``TOKEN``) or from a client-credentials token
 service (``AUTH_URL``, ``CLIENT_ID``, ``CLIENT_SECRET``); which service issues it is not documented.
 """

@@ -1,7 +1,9 @@
 """Amili Norway Debt.Collection: invoices, cases and batches under ``/orgs/{orgId}``.
 
-Docs: seed 001 (https://docs.amili.dev/getinvoicebyid-4148069e0), the AutoCollect pages and the
-example workflow (https://docs.amili.dev/example-workflow-359631m0); PROVIDERS.md section 2.
+Docs: https://docs.amili.dev/getinvoicebyid-4148069e0, the cases list
+(https://docs.amili.dev/getcasesbyorganization-4326442e0), batches
+(https://docs.amili.dev/getbatchbyid-4148060e0) and the example workflow
+(https://docs.amili.dev/example-workflow-359631m0).
 Auth: OAuth2 client credentials at ``{auth}/token``, bearer token cached until shortly before
 ``expires_on``, one forced refresh and retry on a 401.
 """

@@ -1,6 +1,6 @@
 """Amili Norway Distribution (Compello) invoice status: ``POST /send/pstatus``.
 
-Docs: seed 000 (https://docs.amili.dev/check-invoice-status-3939044e0); PROVIDERS.md section 1.
+Docs: "Check invoice status", https://docs.amili.dev/check-invoice-status-3939044e0.
 The request body's field names are not documented: they are settings, defaulting to the names
 the send call uses (``Identifier``, ``InvoiceNo``).
 """
@@ -20,9 +20,9 @@ from worker.providers.settings import ProviderSettings, secret
 
 NAME = "amili_distribution"
 
-#: Request status, top-level ``Status`` (seed 000).
+#: Request status, top-level ``Status`` (https://docs.amili.dev/check-invoice-status-3939044e0).
 REQUEST_STATUS = {1: "new", 2: "queued", 3: "completed"}
-#: Transaction status, ``Transaction.Status`` (seed 000).
+#: Transaction status, ``Transaction.Status`` (the same page).
 TRANSACTION_STATUS = {"OK": "ok", "Pending": "awaiting_response", "Failed": "failed", "Handled": "handled"}
 #: Transaction statuses that end the invoice's life (when the request is Completed).
 FINAL = {"OK", "Failed", "Handled"}

@@ -1,7 +1,8 @@
 """Billit order status: ``GET /v1/orders/{OrderID}`` with ``ApiKey`` and ``PartyID`` headers.
 
-Docs: seed 002 ("Get Status Info of a Sales Invoice"), https://docs.billit.be/docs/types,
-https://docs.billit.be/docs/header-values. See PROVIDERS.md section 5.
+Docs: "Get Status Info of a Sales Invoice" (https://docs.billit.be/docs/curl),
+https://docs.billit.be/docs/types, https://docs.billit.be/docs/header-values; the change list,
+https://docs.billit.be/docs/odata; OAuth2, https://docs.billit.be/docs/how-do-i-get-started-with-oauth.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ ORDER_STATUS = {
     "Delivered": "delivered", "PaymentFileGenerated": "payment_file_generated", **FINAL_ORDER_STATUS,
 }
 
-#: DocumentDeliveryStatus values (seed 002).
+#: DocumentDeliveryStatus values (https://docs.billit.be/docs/curl).
 DELIVERY_STATUS = {"Pending": "pending_delivery", "Delivered": "delivered", "Error": "refused"}
 
 #: Peppol invoice-response (IMR) codes. Billit's DocumentDeliveryInfo text depends on the account's
