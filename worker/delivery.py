@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import metrics
 from worker.clock import utcnow
 from worker.documents import NotStrictJSON
+from worker.domain import AttemptResult
 from worker.errors import InputError, TargetRefused
 from worker.ids import event_ids
 from worker.sinks.sql import SqlSink
@@ -29,7 +30,7 @@ from worker.store.deliveries import DeliveryClaim, DeliveryWork
 from worker.store.models import Subscription
 from worker.store.repo import add_system_event
 from worker.webhooks import payload
-from worker.webhooks.decision import SVIX_SCHEDULE, AttemptResult, decide, last_send_start, should_disable
+from worker.webhooks.decision import SVIX_SCHEDULE, decide, last_send_start, should_disable
 from worker.webhooks.sender import WebhookSender
 from worker.webhooks.urls import Resolver, check_url, resolve
 
