@@ -18,9 +18,10 @@ from typing import Any, ClassVar, Literal
 import jwt
 from pydantic import Field, SecretStr
 
+from worker.credentials import Token
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ConfigurationError, ItemGone, ProviderResponseInvalid
-from worker.providers.auth import CachedToken, Token, parse_time, token_from_response, with_token
+from worker.providers.auth import CachedToken, parse_time, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import naive_utc, number, obj, objects, rfc1123_to_iso
 from worker.providers.refs import check_ref, segment

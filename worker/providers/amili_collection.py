@@ -15,9 +15,10 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 
+from worker.credentials import Token
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ItemGone, ProviderResponseInvalid
-from worker.providers.auth import CachedToken, Token, client_credentials_token, with_token
+from worker.providers.auth import CachedToken, client_credentials_token, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import number, obj, objects, snake
 from worker.providers.refs import check_ref, segment
