@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, Need, needs_of
 from worker.clock import utcnow
+from worker.dates import iso_z
 from worker.faults import Fault
 from worker.store import tallies
 from worker.store.db import insert_for
@@ -74,23 +75,21 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat().replace("+00:00", "Z") if value else None
-
         return {
-            "now": iso(self.now), "items": self.items, "overdue": self.overdue,
+            "now": iso_z(self.now), "items": self.items, "overdue": self.overdue,
             "most_overdue_seconds": round(self.most_overdue_seconds, 3), "failing": self.failing,
             "retrying": self.retrying, "stuck": self.stuck, "auth_failed": self.auth_failed,
             "deliveries_pending": self.deliveries_pending,
             "oldest_pending_seconds": round(self.oldest_pending_seconds, 3), "subscriptions": self.subscriptions,
-            "last_tick": iso(self.last_tick),
+            "last_tick": iso_z(self.last_tick),
             "last_tick_seconds": self.last_tick_seconds,
             "capacity": [n.to_dict() for n in self.capacity],
             "store": None if self.store is None else {"bytes": self.store.bytes, "rows": self.store.rows,
                                                       "estimated": self.store.estimated},
-            "oldest_event": iso(self.oldest_event),
-            "last_prune": iso(self.last_prune),
-            "sweeps": [{**sw, "ok_at": iso(sw["ok_at"]), "degraded_at": iso(sw["degraded_at"])} for sw in self.sweeps],
+            "oldest_event": iso_z(self.oldest_event),
+            "last_prune": iso_z(self.last_prune),
+            "sweeps": [{**sw, "ok_at": iso_z(sw["ok_at"]), "degraded_at": iso_z(sw["degraded_at"])}
+                       for sw in self.sweeps],
         }
 
 

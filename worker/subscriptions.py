@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.catalog import check_labels, decode_cursor, encode_cursor
 from worker.clock import utcnow
+from worker.dates import iso_z
 from worker.delivery import redact
 from worker.domain import ALL_EVENT_TYPES
 from worker.errors import Conflict, InputError, NotFound, TargetRefused
@@ -21,7 +22,6 @@ from worker.ids import event_id as new_event_id
 from worker.store import deliveries as repo
 from worker.store import tallies
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
-from worker.views import iso
 from worker.webhooks import payload
 from worker.webhooks.sender import WebhookSender
 from worker.webhooks.urls import Resolver, check_url, resolve
@@ -351,9 +351,9 @@ def subscription_dict(sub: Subscription, counts: dict[str, int]) -> dict[str, An
     """A subscription as JSON, without its secrets."""
     return {"id": sub.id, "kind": sub.kind, "url": sub.url, "state": sub.state, "disabled_reason": sub.disabled_reason,
             "event_types": sub.event_types, "providers": sub.providers, "labels": sub.labels,
-            "last_success_at": iso(sub.last_success_at), "failing_since": iso(sub.failing_since),
-            "previous_secret_expires_at": iso(sub.previous_secret_expires_at),
-            "created_at": iso(sub.created_at), "updated_at": iso(sub.updated_at), "deliveries": counts}
+            "last_success_at": iso_z(sub.last_success_at), "failing_since": iso_z(sub.failing_since),
+            "previous_secret_expires_at": iso_z(sub.previous_secret_expires_at),
+            "created_at": iso_z(sub.created_at), "updated_at": iso_z(sub.updated_at), "deliveries": counts}
 
 
 def delivery_dict(view: DeliveryView) -> dict[str, Any]:
@@ -361,9 +361,9 @@ def delivery_dict(view: DeliveryView) -> dict[str, Any]:
     d = view.delivery
     return {"id": d.id, "event_id": view.event.id, "event_type": view.event.type,
             "subscription_id": d.subscription_id, "item_id": d.item_id, "state": d.state, "attempt_count": d.attempts,
-            "next_attempt_at": iso(d.next_attempt_at), "last_status_code": d.last_status_code,
-            "last_error": d.last_error, "created_at": iso(d.created_at), "updated_at": iso(d.updated_at),
-            "finished_at": iso(d.finished_at),
-            "attempts": [{"id": a.id, "attempted_at": iso(a.attempted_at), "status_code": a.status_code,
+            "next_attempt_at": iso_z(d.next_attempt_at), "last_status_code": d.last_status_code,
+            "last_error": d.last_error, "created_at": iso_z(d.created_at), "updated_at": iso_z(d.updated_at),
+            "finished_at": iso_z(d.finished_at),
+            "attempts": [{"id": a.id, "attempted_at": iso_z(a.attempted_at), "status_code": a.status_code,
                           "latency_ms": a.latency_ms, "outcome": a.outcome, "fault": a.fault,
                           "response_excerpt": a.response_excerpt, "error": a.error} for a in view.attempts]}

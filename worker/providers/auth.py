@@ -9,10 +9,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from worker.credentials import Token
+from worker.dates import parse_http_date, parse_iso
 from worker.errors import ProviderError, ProviderResponseInvalid
 from worker.providers.base import HttpClient
 
@@ -65,15 +65,9 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, str):
         text = value.strip()
         try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return parse_iso(text)
         except ValueError:
-            try:
-                parsed = parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
-                return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed
+            return parse_http_date(text)
     return None
 
 
