@@ -212,7 +212,8 @@ class ChunkPoller:
         except NotStrictJSON as err:
             poll.error = ProviderResponseInvalid(f"the normalized document cannot be stored: {err}",
                                                  provider=item.provider)
-        except ConfigurationError as err:
+        except ConfigurationError as err:  # our own settings: not the provider's fault
+            poll.internal = True
             poll.error = ProviderMisconfigured(str(err), provider=item.provider)
         except InputError as err:
             poll.error = ProviderResponseInvalid(str(err), provider=item.provider)
