@@ -5,12 +5,10 @@ The I/O shell around worker.webhooks.decision, like service.py is around policy.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import random
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -23,6 +21,7 @@ from worker.clock import utcnow
 from worker.documents import NotStrictJSON
 from worker.domain import AttemptResult
 from worker.errors import InputError, TargetRefused
+from worker.fanout import fan_out
 from worker.ids import event_ids
 from worker.sinks.sql import SqlSink
 from worker.store import deliveries
@@ -154,14 +153,7 @@ class DeliveryService:
                         held.extend(chain[n + 1:])  # an earlier event of this item failed: it goes first
                     return
 
-        if self.threads > 1 and len(chains) > 1:
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(chains)), thread_name_prefix="send") as pool:
-                futures = [pool.submit(contextvars.copy_context().run, run, chain) for chain in chains.values()]
-                for future in futures:
-                    future.result()
-        else:
-            for chain in chains.values():
-                run(chain)
+        fan_out(run, list(chains.values()), threads=self.threads, name="send")
         self._record(results, report, held)
         return report
 
