@@ -34,6 +34,14 @@ def rfc1123_to_iso(value: Any) -> Any:
     return value if parsed is None else iso_z(parsed.astimezone(UTC))
 
 
+def message_of(body: Any, *keys: str) -> str | None:
+    """The first non-empty value of ``keys`` in a JSON object error body, as text; None otherwise."""
+    if not isinstance(body, dict):
+        return None
+    text = next((body[k] for k in keys if body.get(k)), None)
+    return str(text) if text else None
+
+
 def obj(value: Any, what: str, provider: str) -> dict[str, Any]:
     """``value`` if it is a JSON object, else ProviderResponseInvalid naming ``what``."""
     if not isinstance(value, dict):
