@@ -97,50 +97,44 @@ def test_threads_share_one_fetch() -> None:
 
 # -- with_token -------------------------------------------------------------------------------
 
-def test_a_401_fetches_a_new_token_and_retries_once() -> None:
+@pytest.fixture
+def cache() -> CachedToken:
     clock = Clock()
-    fetch, _ = counting_fetch(clock)
-    cache = CachedToken(fetch, clock)
-    used: list[str] = []
+    return CachedToken(counting_fetch(clock)[0], clock)
 
+
+def failing_until(good: str | None, error: Exception, used: list[str]):
+    """A call that raises ``error`` for every token but ``good``."""
     def call(tok: str) -> str:
         used.append(tok)
-        if tok == "t1":
-            raise ProviderResponseInvalid("401", provider="p", status_code=401)
+        if tok != good:
+            raise error
         return "ok"
 
-    assert with_token(cache, call) == "ok"
+    return call
+
+
+def test_a_401_fetches_a_new_token_and_retries_once(cache: CachedToken) -> None:
+    used: list[str] = []
+    assert with_token(cache, failing_until("t2", ProviderResponseInvalid("401", provider="p", status_code=401),
+                                           used)) == "ok"
     assert used == ["t1", "t2"]
 
 
-def test_a_second_401_is_raised() -> None:
-    clock = Clock()
-    fetch, _ = counting_fetch(clock)
-    cache = CachedToken(fetch, clock)
-
-    def call(tok: str) -> str:
-        raise ProviderResponseInvalid("401", provider="p", status_code=401)
-
+def test_a_second_401_is_raised(cache: CachedToken) -> None:
+    used: list[str] = []
     with pytest.raises(ProviderResponseInvalid):
-        with_token(cache, call)
-    assert cache.fetches == 2
+        with_token(cache, failing_until(None, ProviderResponseInvalid("401", provider="p", status_code=401), used))
+    assert used == ["t1", "t2"] and cache.fetches == 2
 
 
 @pytest.mark.parametrize("error", [ProviderResponseInvalid("403", provider="p", status_code=403),
                                    ProviderUnavailable("503", provider="p", status_code=503)])
-def test_other_errors_are_not_retried(error: Exception) -> None:
-    clock = Clock()
-    fetch, _ = counting_fetch(clock)
-    cache = CachedToken(fetch, clock)
-    calls: list[str] = []
-
-    def call(tok: str) -> str:
-        calls.append(tok)
-        raise error
-
+def test_other_errors_are_not_retried(cache: CachedToken, error: Exception) -> None:
+    used: list[str] = []
     with pytest.raises(type(error)):
-        with_token(cache, call)
-    assert calls == ["t1"] and cache.fetches == 1
+        with_token(cache, failing_until(None, error, used))
+    assert used == ["t1"] and cache.fetches == 1
 
 
 # -- parse_time -------------------------------------------------------------------------------
