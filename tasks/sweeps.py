@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from celery import shared_task
 
 from config.celery_app import SWEEP_TASK
-from config.settings import get_settings
 from config.wiring import sweeper_for
-from worker.sweeps import LEASE_S, Sweeper
+from tasks import per_process
+from worker.sweeps import LEASE_S
 
-
-@lru_cache(maxsize=1)
-def _sweeper() -> Sweeper:
-    # One per process: its adapters keep their connections and tokens between ticks.
-    return sweeper_for(get_settings())
+_sweeper = per_process(sweeper_for)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, time_limit=LEASE_S, soft_time_limit=LEASE_S - 30)
