@@ -12,12 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.clock import utcnow
+from worker.dates import iso_z
 from worker.delivery import redact
 from worker.status import read_status
 from worker.store import deliveries as drepo
 from worker.store import tallies
 from worker.store.models import Event, Item
-from worker.views import event_dict, iso
+from worker.views import event_dict
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f6f7f9}
@@ -44,11 +45,11 @@ def page_data(sessions: sessionmaker[Session], tick_s: float, clock: Callable[[]
             "status": st.to_dict(),
             "failing": [{"id": i.id, "provider": i.provider, "account": i.account, "ref": i.ref,
                          "failures": i.consecutive_failures, "failing": i.failing, "last_error": i.last_error,
-                         "last_error_at": iso(i.last_error_at)} for i in failing],
+                         "last_error_at": iso_z(i.last_error_at)} for i in failing],
             "subscriptions": [{"id": x.id, "kind": x.kind, "url": redact(x.url) if x.kind == "webhook" else x.url,
                                "state": x.state, "reason": x.disabled_reason,
-                               "last_success_at": iso(x.last_success_at),
-                               "failing_since": iso(x.failing_since), "deliveries": counts.get(x.id, {})}
+                               "last_success_at": iso_z(x.last_success_at),
+                               "failing_since": iso_z(x.failing_since), "deliveries": counts.get(x.id, {})}
                               for x in subs],
             "events": [event_dict(e) for e in events],
         }

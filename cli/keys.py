@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from worker.apikeys import ApiKeys
+from worker.dates import iso_z
 from worker.store.models import ApiKey
-from worker.views import iso
 
 app = typer.Typer(help="API keys of the HTTP API (Authorization: Bearer KEY).", no_args_is_help=True)
 
@@ -26,8 +26,8 @@ def _keys() -> ApiKeys:
 def key_dict(row: ApiKey) -> dict[str, Any]:
     """A key as `poller keys list --json` shows it: never the key, only its first characters."""
     return {"id": row.id, "name": row.name, "prefix": row.prefix, "read_only": row.read_only,
-            "created_at": iso(row.created_at), "last_used_at": iso(row.last_used_at),
-            "revoked_at": iso(row.revoked_at)}
+            "created_at": iso_z(row.created_at), "last_used_at": iso_z(row.last_used_at),
+            "revoked_at": iso_z(row.revoked_at)}
 
 
 def _access(read_only: bool) -> str:

@@ -6,10 +6,11 @@ import json
 from datetime import datetime
 from typing import Any
 
+from worker.dates import iso_z
 from worker.store.models import Event, Item
-from worker.views import event_dict, iso, item_dict
+from worker.views import event_dict, item_dict
 
-__all__ = ["event_dict", "item_dict", "iso", "items_table", "event_json", "event_line"]
+__all__ = ["event_dict", "item_dict", "items_table", "event_json", "event_line"]
 
 
 def items_table(items: list[Item]) -> str:
@@ -55,7 +56,7 @@ def _brief(value: Any) -> str:
 
 def status_table(st: Any) -> str:
     """`poller status` as text."""
-    lines = [f"status at {iso(st.now)}", "", "items"]
+    lines = [f"status at {iso_z(st.now)}", "", "items"]
     states = sorted({state for by in st.items.values() for state in by})
     if st.items:
         head = ["PROVIDER", *[s.upper() for s in states]]
@@ -64,7 +65,7 @@ def status_table(st: Any) -> str:
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     else:
         lines.append("  none tracked")
-    tick = (f"{iso(st.last_tick)} (took {st.last_tick_seconds * 1000:.1f} ms)" if st.last_tick
+    tick = (f"{iso_z(st.last_tick)} (took {st.last_tick_seconds * 1000:.1f} ms)" if st.last_tick
             else "none yet (is beat running?)")
     lines += [
         "",
@@ -80,14 +81,14 @@ def status_table(st: Any) -> str:
         rows = ", ".join(f"{t} {'~' if t in st.store.estimated else ''}{n}" for t, n in st.store.rows.items())
         size = "unknown" if st.store.bytes is None else f"{st.store.bytes / 1e6:.1f} MB"
         lines += [f"database            {size}: {rows}",
-                  f"oldest event        {iso(st.oldest_event) if st.oldest_event else 'none'}",
-                  f"last prune          {iso(st.last_prune) if st.last_prune else 'never'}"]
+                  f"oldest event        {iso_z(st.oldest_event) if st.oldest_event else 'none'}",
+                  f"last prune          {iso_z(st.last_prune) if st.last_prune else 'never'}"]
     for sw in st.sweeps:
-        state = f"ok {iso(sw['ok_at'])}" if sw["ok_at"] else "not yet ok"
+        state = f"ok {iso_z(sw['ok_at'])}" if sw["ok_at"] else "not yet ok"
         if sw["failures"]:
             state += f"; failing {sw['failures']} times: {sw['error']}"
         if sw.get("degraded_at"):
-            state += f"; DEGRADED since {iso(sw['degraded_at'])} (items at their own intervals)"
+            state += f"; DEGRADED since {iso_z(sw['degraded_at'])} (items at their own intervals)"
         lines.append(f"sweep {sw['provider']}/{sw['account']}".ljust(20) + f"{state}; watermark {sw['watermark']}")
     if st.capacity:
         lines += ["", "capacity (polls per second the active items need, and the account's rate limit)"]

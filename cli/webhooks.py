@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 
-from cli import render
+from worker.dates import iso_z, parse_iso
 from worker.errors import InputError
 from worker.subscriptions import Subscriptions, subscription_dict
 
@@ -119,16 +119,16 @@ def register(main: typer.Typer) -> None:
         views = _subs().deliveries(event_id=event, subscription_id=subscription, failed=failed)
         for v in views:
             d = v.delivery
-            attempts = [{"at": render.iso(a.attempted_at), "status": a.status_code, "latency_ms": a.latency_ms,
+            attempts = [{"at": iso_z(a.attempted_at), "status": a.status_code, "latency_ms": a.latency_ms,
                          "outcome": a.outcome, "fault": a.fault, "error": a.error,
                          "response": a.response_excerpt} for a in v.attempts]
             if as_json:
                 typer.echo(json.dumps({"id": d.id, "event_id": v.event.id, "type": v.event.type,
                                        "subscription_id": d.subscription_id, "state": d.state,
-                                       "attempts": attempts, "next_attempt_at": render.iso(d.next_attempt_at)}))
+                                       "attempts": attempts, "next_attempt_at": iso_z(d.next_attempt_at)}))
                 continue
             typer.echo(f"delivery {d.id}  event {v.event.id} ({v.event.type})  subscription {d.subscription_id}  "
-                       f"{d.state}  next {render.iso(d.next_attempt_at) or '-'}")
+                       f"{d.state}  next {iso_z(d.next_attempt_at) or '-'}")
             for a in attempts:
                 detail = a["error"] or (a["response"] or "")[:80].replace("\n", " ")
                 typer.echo(f"    {a['at']}  {a['status'] or '---'}  {a['latency_ms']:.1f} ms  {a['outcome']}"
@@ -141,10 +141,9 @@ def register(main: typer.Typer) -> None:
     ) -> None:
         """Send every event since a time again, with the same webhook-id (receivers dedupe)."""
         try:
-            when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            when = parse_iso(since)
         except ValueError:
             raise InputError(f"--since must be an ISO 8601 time, got {since!r}") from None
-        when = when if when.tzinfo else when.replace(tzinfo=UTC)
         typer.echo(f"queued {_subs().replay(when, subscription)} deliveries")
 
     @main.command()

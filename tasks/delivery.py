@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import structlog
 from celery import shared_task
@@ -11,16 +10,14 @@ from celery import shared_task
 from config.celery_app import DELIVER_DUE_TASK, DELIVER_TASK
 from config.settings import get_settings
 from config.wiring import build_delivery
+from tasks import per_process
 from worker import metrics
-from worker.delivery import DeliveryService
 from worker.store.deliveries import DeliveryClaim
 
 log = structlog.get_logger(__name__)
 
 
-@lru_cache(maxsize=1)
-def _service() -> DeliveryService:
-    return build_delivery(get_settings())
+_service = per_process(build_delivery)
 
 
 @shared_task(name=DELIVER_DUE_TASK, ignore_result=True)

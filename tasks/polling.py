@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
 import structlog
 from celery import current_app, shared_task
@@ -11,16 +10,14 @@ from celery import current_app, shared_task
 from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, POLL_TASK
 from config.settings import get_settings
 from config.wiring import build_service, require_writable_database
+from tasks import per_process
 from worker import metrics
-from worker.service import PollerService
 from worker.store.repo import Claim
 
 log = structlog.get_logger(__name__)
 
 
-@lru_cache(maxsize=1)
-def _service() -> PollerService:
-    return build_service(get_settings())
+_service = per_process(build_service)
 
 
 @shared_task(name=DISPATCH_TASK, ignore_result=True)

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from celery import shared_task
 
 from config.celery_app import SWEEP_TASK
 from config.kicks import kick_for
-from config.settings import get_settings
+from config.settings import Settings
 from config.wiring import sweeper_for
+from tasks import per_process
 from worker.sweeps import LEASE_S, Sweeper
 
 
-@lru_cache(maxsize=1)
-def _sweeper() -> Sweeper:
-    # One per process: its adapters keep their connections and tokens between ticks.
-    settings = get_settings()
+def _build(settings: Settings) -> Sweeper:
     return sweeper_for(settings, kick=kick_for(settings), deliver=kick_for(settings, deliver=True))
+
+
+_sweeper = per_process(_build)
 
 
 @shared_task(name=SWEEP_TASK, ignore_result=True, time_limit=LEASE_S, soft_time_limit=LEASE_S - 30)

@@ -6,8 +6,9 @@ reproducible in a test.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
+
+from worker.dates import parse_http_date
 
 #: Retry-After values above this are treated as this (a broken header must not park an item for years).
 MAX_RETRY_AFTER_S = 24 * 3600.0
@@ -71,14 +72,9 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     # isascii(): str.isdigit() also takes "²" and "١", which float() refuses (a crashed batch).
     if value.isascii() and value.isdigit():
         return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
+    when = parse_http_date(value)
     if when is None:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
 
 

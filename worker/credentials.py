@@ -12,11 +12,27 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from worker.errors import ProviderUnavailable
-from worker.providers.auth import Token
+
+#: Refresh this long before expiry at most (a token is dropped at 90% of its life otherwise).
+MAX_MARGIN = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer credential and when it stops working."""
+
+    value: str
+    expires_at: datetime
+    issued_at: datetime
+
+    def usable(self, now: datetime) -> bool:
+        """True until shortly before expiry: a token must not die in flight."""
+        margin = min(MAX_MARGIN, (self.expires_at - self.issued_at) / 10)
+        return now < self.expires_at - margin
 
 
 @dataclass(frozen=True)

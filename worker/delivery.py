@@ -5,12 +5,10 @@ The I/O shell around worker.webhooks.decision, like service.py is around policy.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import random
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -21,15 +19,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import metrics
 from worker.clock import utcnow
 from worker.documents import NotStrictJSON
+from worker.domain import AttemptResult
 from worker.errors import InputError, TargetRefused
+from worker.fanout import fan_out
 from worker.ids import event_ids
 from worker.sinks.sql import SqlSink
-from worker.store import deliveries as repo
+from worker.store import deliveries
 from worker.store.deliveries import DeliveryClaim, DeliveryWork
 from worker.store.models import Subscription
 from worker.store.repo import add_system_event
 from worker.webhooks import payload
-from worker.webhooks.decision import SVIX_SCHEDULE, AttemptResult, decide, last_send_start, should_disable
+from worker.webhooks.decision import SVIX_SCHEDULE, decide, last_send_start, should_disable
 from worker.webhooks.sender import WebhookSender
 from worker.webhooks.urls import Resolver, check_url, resolve
 
@@ -110,7 +110,7 @@ class DeliveryService:
     ) -> int:
         """Claim due deliveries and hand them to ``enqueue`` in chunks. Returns how many."""
         with self.sessions.begin() as session:
-            claims = repo.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
+            claims = deliveries.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
         for chunk in chunk_by_chain(claims, chunk_size):
             enqueue(chunk)
         return len(claims)
@@ -118,7 +118,7 @@ class DeliveryService:
     def deliver(self, claims: Sequence[DeliveryClaim], *, deadline: datetime | None = None) -> DeliveryReport:
         """Attempt each claimed delivery once and record the results in one transaction."""
         with self.sessions.begin() as session:
-            work = repo.load_work(session, claims, now=self.clock())
+            work = deliveries.load_work(session, claims, now=self.clock())
         report = DeliveryReport()
         stop_at = None if deadline is None else last_send_start(deadline, self.clock(), self.sender.timeout_s)
         results: list[tuple[DeliveryWork, AttemptResult]] = []
@@ -153,14 +153,7 @@ class DeliveryService:
                         held.extend(chain[n + 1:])  # an earlier event of this item failed: it goes first
                     return
 
-        if self.threads > 1 and len(chains) > 1:
-            with ThreadPoolExecutor(max_workers=min(self.threads, len(chains)), thread_name_prefix="send") as pool:
-                futures = [pool.submit(contextvars.copy_context().run, run, chain) for chain in chains.values()]
-                for future in futures:
-                    future.result()
-        else:
-            for chain in chains.values():
-                run(chain)
+        fan_out(run, list(chains.values()), threads=self.threads, name="send")
         self._record(results, report, held)
         return report
 
@@ -211,7 +204,7 @@ class DeliveryService:
                                          jitter_ratio=self.policy.jitter_ratio, rand=self.rng.random()))
                    for unit, result in results]
         with self.sessions.begin() as session:
-            recorded = repo.record_batch(session, decided, now=now, excerpt_chars=self.policy.excerpt_chars)
+            recorded = deliveries.record_batch(session, decided, now=now, excerpt_chars=self.policy.excerpt_chars)
             report.lost_lease += len(decided) - len(recorded)
             for unit, result, decision in recorded:
                 metrics.delivery(unit.kind, decision.outcome, result.latency_ms / 1000)
@@ -230,7 +223,8 @@ class DeliveryService:
                              subscription_id=unit.subscription_id, status_code=result.status_code,
                              outcome=decision.outcome, error=result.error)
             for unit in held:
-                repo.release(session, unit, due=retry_at.get((unit.subscription_id, unit.item_id)) or now, now=now)
+                due = retry_at.get((unit.subscription_id, unit.item_id)) or now
+                deliveries.release(session, unit, due=due, now=now)
             for sub_id, ok in outcome_by_sub.items():
                 sub = session.get(Subscription, sub_id)
                 if sub is None or sub.state != "active":

@@ -111,3 +111,34 @@ class PollOutcome:
     events: list[NewEvent]
     snapshot: StatusDocument | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one HTTP attempt (or sink write) produced."""
+
+    status_code: int | None
+    latency_ms: float
+    excerpt: str | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    #: Our own policy refused to send (no request was made); the subscriber is not at fault.
+    refused: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """2xx is success; nothing else is."""
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The delivery's next state, and what happens to the subscription."""
+
+    state: str  # "succeeded", "pending" (retry at next_attempt_at) or "failed"
+    next_attempt_at: datetime | None
+    outcome: str  # "success", "retry", "failed", "gone", "refused"
+    fault: str | None  # "subscriber", "unavailable", "policy" or None
+    disable_reason: str | None = None
+    #: Whether the attempt uses up a step of the retry schedule (a refusal does not).
+    counts: bool = True

@@ -4,7 +4,8 @@
 - ProviderUnavailable: transient (timeout, connection, 5xx, 429); retry with backoff.
 - ProviderResponseInvalid: the provider answered something we cannot use (4xx, bad JSON,
   schema drift); retrying soon will not help, so retry slowly and alert.
-- ProviderMisconfigured: a setting of this provider account is missing or wrong; alert at once.
+- ProviderMisconfigured: a setting of this provider account is missing or wrong (our fault, not
+  the provider's); alert at once.
 - PollNotStored: the provider answered but its result could not be stored; back off, alert.
 - ItemGone: the provider says the item does not exist; stop polling it.
 - InputError: a user gave bad input (CLI, settings file); say what was wrong, store nothing.
@@ -106,8 +107,12 @@ class ProviderResponseInvalid(ProviderError):
     """Other 4xx, unparseable or schema-drifted body: a quick retry will not help."""
 
 
-class ProviderMisconfigured(ProviderResponseInvalid):
-    """A setting of the provider account is missing or invalid: nothing works until a person fixes it."""
+class ProviderMisconfigured(ProviderError):
+    """A setting of the provider account is missing or invalid: nothing works until a person fixes it.
+
+    Our fault, not the provider's (it is no ProviderResponseInvalid, and its poll counts as outcome
+    ``error``); like one, a quick retry will not help.
+    """
 
 
 class PollNotStored(ProviderError):

@@ -9,15 +9,15 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, needs_of
 from worker.clock import utcnow
 from worker.guard import KEY_PREFIX
-from worker.status import STUCK, STUCK_AFTER_CLAIMS, age_seconds, any_overdue
-from worker.store import tallies
-from worker.store.models import Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep, due_by
+from worker.status import STUCK_AFTER_CLAIMS, age_seconds
+from worker.store import health, tallies
+from worker.store.models import Heartbeat, Subscription
 from worker.store.repo import oldest_event_at
 
 VERSION = "0.1.0"
@@ -55,46 +55,34 @@ class StateCollector:
                 for state, n in sorted(by.items()):
                     items.add_metric([provider, state], n)
             yield items
-            cutoff = now - timedelta(seconds=self.tick_s)
             overdue = GaugeMetricFamily("poller_items_overdue", "Active items due more than one tick ago.",
                                         labels=["provider"])
-            oldest: datetime | None = None
-            # The overdue rows first (a range of the due index), grouped after: asked at once,
-            # SQLite would rather read every item in provider order than sort the few overdue ones.
-            late = (select(Item.provider, Item.next_poll_at).where(due_by(cutoff, strict=True))
-                    .cte("overdue").prefix_with("MATERIALIZED"))
-            for provider, n, first in s.execute(
-                    select(late.c.provider, func.count(), func.min(late.c.next_poll_at))
-                    .group_by(late.c.provider)) if any_overdue(s, cutoff) else ():
+            late = health.overdue(s, now - timedelta(seconds=self.tick_s))
+            for provider, (n, _) in late.items():
                 overdue.add_metric([provider], n)
-                oldest = first if oldest is None or (first and first < oldest) else oldest
             yield overdue
             yield GaugeMetricFamily("poller_items_overdue_max_age_seconds",
                                     "How long the most overdue item has been due.",
-                                    value=age_seconds(now, oldest))
+                                    value=age_seconds(now, health.earliest([first for _, first in late.values()])))
             failing = GaugeMetricFamily("poller_items_failing", "Items past POLLER_FAILING_AFTER failures.",
                                         labels=["provider"])
             failures = GaugeMetricFamily("poller_items_consecutive_failures",
                                          "Sum of consecutive failures over items now failing to poll.",
                                          labels=["provider"])
-            for provider, n_failing, total in s.execute(
-                    select(Item.provider, func.count().filter(Item.failing.is_(True)),
-                           func.sum(Item.consecutive_failures))
-                    .where(Item.consecutive_failures > 0).group_by(Item.provider)):
+            for provider, (n_failing, total) in health.failures(s).items():
                 failing.add_metric([provider], n_failing)
-                failures.add_metric([provider], total or 0)
+                failures.add_metric([provider], total)
             yield failing
             yield failures
             stuck = GaugeMetricFamily("poller_items_stuck", f"Active items claimed in {STUCK_AFTER_CLAIMS} or more "
                                       "leases in a row without a completed poll.", labels=["provider"])
-            for provider, n in s.execute(select(Item.provider, func.count()).where(STUCK).group_by(Item.provider)):
+            for provider, n in health.stuck(s).items():
                 stuck.add_metric([provider], n)
             yield stuck
             auth = GaugeMetricFamily("poller_provider_auth_failed",
                                      "1 while a provider account's credentials or settings are refused.",
                                      labels=["provider", "account"])
-            for provider, account in s.execute(select(ProviderAccount.provider, ProviderAccount.account)
-                                               .where(ProviderAccount.auth_failed_at.is_not(None))):
+            for provider, account, _ in health.auth_failures(s):
                 auth.add_metric([provider, account], 1)
             yield auth
             required = GaugeMetricFamily("poller_required_polls_per_second",
@@ -120,10 +108,9 @@ class StateCollector:
             for kind, n in sorted(by_kind.items()):
                 pending.add_metric([kind], n)
             yield pending
-            oldest_pending = s.scalar(select(func.min(Delivery.created_at)).where(Delivery.state == "pending"))
             yield GaugeMetricFamily("poller_deliveries_oldest_pending_age_seconds",
                                     "Age of the oldest delivery still pending.",
-                                    value=age_seconds(now, oldest_pending))
+                                    value=age_seconds(now, health.oldest_pending_delivery(s)))
             oldest_event = oldest_event_at(s)
             yield GaugeMetricFamily("poller_events_oldest_age_seconds",
                                     "Age of the oldest retained event (retention: POLLER_RETENTION_EVENTS).",
@@ -146,7 +133,7 @@ class StateCollector:
                                          "1 while a provider account's sweeps are degraded (provider.degraded: its "
                                          "items are polled at their own intervals, not the reconciliation one).",
                                          labels=["provider", "account"])
-            for row in s.scalars(select(Sweep)):
+            for row in health.sweeps(s):
                 swept.add_metric([row.provider, row.account],
                                  (now - row.ok_at).total_seconds() if row.ok_at else float("inf"))
                 failing.add_metric([row.provider, row.account], row.failures)
@@ -156,8 +143,7 @@ class StateCollector:
             yield degraded
             subs = GaugeMetricFamily("poller_subscriptions", "Subscriptions, by kind and state.",
                                      labels=["kind", "state"])
-            for kind, state, n in s.execute(select(Subscription.kind, Subscription.state, func.count())
-                                            .group_by(Subscription.kind, Subscription.state)):
+            for (kind, state), n in health.subscription_counts(s).items():
                 subs.add_metric([kind, state], n)
             yield subs
         if self.redis is not None:

@@ -10,13 +10,12 @@ own item only (see PollerService._store).
 
 from __future__ import annotations
 
-import contextvars
 import os
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ from worker.errors import (
     describe_exception,
     is_credential_failure,
 )
+from worker.fanout import fan_out
 from worker.ids import event_ids
 from worker.listed import storable
 from worker.store import items, repo
@@ -224,13 +224,7 @@ class ChunkPoller:
                 tally[key][poll.error is not None and poll.error.retryable] += 1
             return "done"
 
-        if svc.threads > 1 and len(polls) > 1:
-            pool = self._executor()
-            # Each poll runs in a copy of our context, so log lines keep the task's bound fields.
-            futures: list[Future[str]] = [pool.submit(contextvars.copy_context().run, run, p) for p in polls]
-            ran = [f.result() for f in futures]
-        else:
-            ran = [run(p) for p in polls]
+        ran = fan_out(run, polls, threads=svc.threads, pool=self._executor)
         report.skipped += ran.count("skipped")
         cooldown = policy.cooldown_s if policy is not None else 0.0
         held = [(p.unit, svc.clock() + timedelta(seconds=cooldown + svc.rng.random()))
@@ -254,7 +248,8 @@ class ChunkPoller:
         except NotStrictJSON as err:
             poll.error = ProviderResponseInvalid(f"the normalized document cannot be stored: {err}",
                                                  provider=item.provider)
-        except ConfigurationError as err:
+        except ConfigurationError as err:  # our own settings: not the provider's fault
+            poll.internal = True
             poll.error = ProviderMisconfigured(str(err), provider=item.provider)
         except InputError as err:
             poll.error = ProviderResponseInvalid(str(err), provider=item.provider)

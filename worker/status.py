@@ -7,37 +7,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, Need, needs_of
 from worker.clock import utcnow
+from worker.dates import iso_z
 from worker.faults import Fault
-from worker.store import tallies
+from worker.store import health, tallies
 from worker.store.db import insert_for
-from worker.store.models import DUE_KEY, Delivery, Heartbeat, Item, ProviderAccount, Subscription, Sweep, due_by
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface
+from worker.store.models import Heartbeat, Item
 from worker.store.repo import oldest_event_at
 from worker.store.sizes import StoreSize, store_size
-
-#: The rows `poller status`, `poller health` and the ``poller_items_stuck`` gauge count as stuck
-#: (the partial index ``ix_items_stuck`` holds them).
-STUCK = and_(Item.claims_since_poll >= STUCK_AFTER_CLAIMS, Item.state == "active")
 
 
 def age_seconds(now: datetime, since: datetime | None) -> float:
     """Seconds from ``since`` to ``now``; 0 for none or for a time in the future."""
     return max(0.0, (now - since).total_seconds()) if since else 0.0
-
-
-def any_overdue(session: Session, cutoff: datetime) -> bool:
-    """Whether an item was due before ``cutoff``: the first entry of the due index, read at once.
-
-    Asked first because counting the overdue items is a range the planner can misjudge: PostgreSQL,
-    its statistics taken while the due range was elsewhere, expected a third of a million overdue
-    items and read every row (60-130 ms) to count none. Usually none is, and then nothing is counted.
-    """
-    return session.scalar(select(Item.id).where(due_by(cutoff, strict=True)).order_by(DUE_KEY).limit(1)) is not None
 
 
 def record_heartbeat(session: Session, name: str, *, at: datetime, seconds: float, claimed: int) -> None:
@@ -74,23 +61,21 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat().replace("+00:00", "Z") if value else None
-
         return {
-            "now": iso(self.now), "items": self.items, "overdue": self.overdue,
+            "now": iso_z(self.now), "items": self.items, "overdue": self.overdue,
             "most_overdue_seconds": round(self.most_overdue_seconds, 3), "failing": self.failing,
             "retrying": self.retrying, "stuck": self.stuck, "auth_failed": self.auth_failed,
             "deliveries_pending": self.deliveries_pending,
             "oldest_pending_seconds": round(self.oldest_pending_seconds, 3), "subscriptions": self.subscriptions,
-            "last_tick": iso(self.last_tick),
+            "last_tick": iso_z(self.last_tick),
             "last_tick_seconds": self.last_tick_seconds,
             "capacity": [n.to_dict() for n in self.capacity],
             "store": None if self.store is None else {"bytes": self.store.bytes, "rows": self.store.rows,
                                                       "estimated": self.store.estimated},
-            "oldest_event": iso(self.oldest_event),
-            "last_prune": iso(self.last_prune),
-            "sweeps": [{**sw, "ok_at": iso(sw["ok_at"]), "degraded_at": iso(sw["degraded_at"])} for sw in self.sweeps],
+            "oldest_event": iso_z(self.oldest_event),
+            "last_prune": iso_z(self.last_prune),
+            "sweeps": [{**sw, "ok_at": iso_z(sw["ok_at"]), "degraded_at": iso_z(sw["degraded_at"])}
+                       for sw in self.sweeps],
         }
 
 
@@ -102,37 +87,30 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
     with sessions.begin() as s:
         counts = tallies.item_counts(s)
         st.items = tallies.items_by_provider(counts)
-        cutoff = now - timedelta(seconds=tick_s)
-        if any_overdue(s, cutoff):
-            n, oldest = s.execute(select(func.count(), func.min(Item.next_poll_at))
-                                  .where(due_by(cutoff, strict=True))).one()
-            st.overdue, st.most_overdue_seconds = n, age_seconds(now, oldest)
-        # Every failing item has failures counted (Item's invariant): so said, the count reads
-        # the partial index ix_items_failures instead of every item.
-        st.failing = s.scalar(select(func.count()).where(Item.consecutive_failures > 0,
-                                                         Item.failing.is_(True))) or 0
+        late = health.overdue(s, now - timedelta(seconds=tick_s))
+        st.overdue = sum(n for n, _ in late.values())
+        st.most_overdue_seconds = age_seconds(now, health.earliest([first for _, first in late.values()]))
+        st.failing = sum(n for n, _ in health.failures(s).values())
         st.retrying = s.scalar(select(func.count()).where(Item.failing.is_(False), Item.consecutive_failures > 0,
                                                           Item.state == "active")) or 0
-        st.stuck = s.scalar(select(func.count()).where(STUCK)) or 0
-        st.auth_failed = [f"{p}/{a}: {e}" for p, a, e in s.execute(
-            select(ProviderAccount.provider, ProviderAccount.account, ProviderAccount.auth_error)
-            .where(ProviderAccount.auth_failed_at.is_not(None)).order_by(ProviderAccount.provider))]
+        st.stuck = sum(health.stuck(s).values())
+        st.auth_failed = [f"{p}/{a}: {e}" for p, a, e in health.auth_failures(s)]
         st.deliveries_pending = sum(by.get("pending", 0) for by in tallies.delivery_counts(s).values())
-        st.oldest_pending_seconds = age_seconds(now, s.scalar(select(func.min(Delivery.created_at))
-                                                              .where(Delivery.state == "pending")))
-        for state, n in s.execute(select(Subscription.state, func.count()).group_by(Subscription.state)):
-            st.subscriptions[state] = n
+        st.oldest_pending_seconds = age_seconds(now, health.oldest_pending_delivery(s))
+        for (_, state), n in sorted(health.subscription_counts(s).items(), key=lambda kv: kv[0][1]):
+            st.subscriptions[state] = st.subscriptions.get(state, 0) + n
         st.capacity = needs_of(counts, limit_of)
         tick = s.get(Heartbeat, "dispatch")
         if tick:
             st.last_tick, st.last_tick_seconds = tick.at, tick.seconds
         st.store = store_size(s)
         st.oldest_event = oldest_event_at(s)
-        st.last_prune = s.scalar(select(Heartbeat.at).where(Heartbeat.name == "prune"))
+        pruned = s.get(Heartbeat, "prune")
+        st.last_prune = pruned.at if pruned else None
         st.sweeps = [{"provider": row.provider, "account": row.account, "ok_at": row.ok_at,
                       "failures": row.failures, "error": row.error, "watermark": row.watermark,
                       "degraded_at": row.degraded_at}
-                     for row in s.scalars(select(Sweep).order_by(Sweep.provider, Sweep.account))]
+                     for row in health.sweeps(s)]
     return st
 
 

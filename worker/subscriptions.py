@@ -14,14 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.catalog import check_labels, decode_cursor, encode_cursor
 from worker.clock import utcnow
+from worker.dates import iso_z
 from worker.delivery import redact
 from worker.domain import ALL_EVENT_TYPES
 from worker.errors import Conflict, InputError, NotFound, TargetRefused
 from worker.ids import event_id as new_event_id
-from worker.store import deliveries as repo
-from worker.store import tallies
+from worker.store import deliveries, tallies
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
-from worker.views import iso
 from worker.webhooks import payload
 from worker.webhooks.sender import WebhookSender
 from worker.webhooks.urls import Resolver, check_url, resolve
@@ -137,10 +136,11 @@ class Subscriptions:
         types, providers, labels = self.check_filters(types, providers, labels)
         secret = payload.new_secret()
         with self.sessions.begin() as session:
-            same = repo.find_same_subscription(session, url, event_types=types, providers=providers, labels=labels)
+            same = deliveries.find_same_subscription(session, url, event_types=types, providers=providers,
+                                                     labels=labels)
             if same is not None:
                 raise _duplicate(same, labelled=bool(labels))
-            sub = repo.add_subscription(session, kind="webhook", url=url, secret=secret, event_types=types,
+            sub = deliveries.add_subscription(session, kind="webhook", url=url, secret=secret, event_types=types,
                                         providers=providers, labels=labels, now=self.clock())
         return sub, secret
 
@@ -149,7 +149,7 @@ class Subscriptions:
         with self.sessions.begin() as session:
             sub = session.scalar(select(Subscription).where(Subscription.kind == "sql"))
             if sub is None:
-                sub = repo.add_subscription(session, kind="sql", url=SINK_URL, secret=None, event_types=None,
+                sub = deliveries.add_subscription(session, kind="sql", url=SINK_URL, secret=None, event_types=None,
                                             providers=None, now=self.clock())
             return sub
 
@@ -157,7 +157,7 @@ class Subscriptions:
         """Every subscription with its deliveries counted by state."""
         with self.reads.begin() as session:
             counts = tallies.delivery_counts(session)
-            return [(s, counts.get(s.id, {})) for s in repo.list_subscriptions(session)]
+            return [(s, counts.get(s.id, {})) for s in deliveries.list_subscriptions(session)]
 
     def get(self, sub_id: int) -> tuple[Subscription, dict[str, int]]:
         """One subscription with its deliveries counted by state (NotFound when none has the id)."""
@@ -191,8 +191,9 @@ class Subscriptions:
             new_providers = sub.providers if isinstance(providers, _Keep) else given[1]
             new_labels = sub.labels if isinstance(labels, _Keep) else given[2]
             if sub.kind == "webhook":
-                same = repo.find_same_subscription(session, new_url, event_types=new_types, providers=new_providers,
-                                                   labels=new_labels, other_than=sub.id)
+                same = deliveries.find_same_subscription(session, new_url, event_types=new_types,
+                                                         providers=new_providers, labels=new_labels,
+                                                         other_than=sub.id)
                 if same is not None:
                     raise _duplicate(same, labelled=bool(new_labels))
             sub.url, sub.event_types, sub.providers, sub.labels = new_url, new_types, new_providers, new_labels
@@ -252,7 +253,7 @@ class Subscriptions:
             sub = _get(session, sub_id)
             if sub.kind != "webhook":
                 raise Conflict(f"subscription {sub_id} is the SQL sink; only webhooks can be tested")
-            url, secrets = sub.url, repo.active_secrets(sub, now)
+            url, secrets = sub.url, deliveries.active_secrets(sub, now)
         webhook_id = new_event_id(now, self.entropy(10))
         try:
             addresses = self.check_url(url)
@@ -284,13 +285,13 @@ class Subscriptions:
             events = session.scalars(select(Event).where(
                 Event.created_at >= since, Event.position.in_(mine.where(Delivery.state == "failed")),
                 Event.position.not_in(mine.where(Delivery.state == "succeeded"))).order_by(Event.position)).all()
-            return repo.redeliver(session, events, subscription_id=sub_id, now=self.clock())
+            return deliveries.redeliver(session, events, subscription_id=sub_id, now=self.clock())
 
     def replay(self, since: datetime, subscription_id: int | None = None) -> int:
         """Send again every event created since ``since`` (same ``webhook-id``)."""
         with self.sessions.begin() as session:
             events = session.scalars(select(Event).where(Event.created_at >= since).order_by(Event.position)).all()
-            return repo.redeliver(session, events, subscription_id=subscription_id, now=self.clock())
+            return deliveries.redeliver(session, events, subscription_id=subscription_id, now=self.clock())
 
     def redeliver(self, event_id: str, subscription_id: int | None = None) -> int:
         """Send one event again."""
@@ -298,7 +299,7 @@ class Subscriptions:
             event = session.scalar(select(Event).where(Event.id == event_id))
             if event is None:
                 raise InputError(f"no event has id {event_id!r}")
-            return repo.redeliver(session, [event], subscription_id=subscription_id, now=self.clock())
+            return deliveries.redeliver(session, [event], subscription_id=subscription_id, now=self.clock())
 
     def deliveries(self, *, event_id: str | None = None, subscription_id: int | None = None,
                    failed: bool = False, limit: int = 200) -> list[DeliveryView]:
@@ -312,8 +313,8 @@ class Subscriptions:
         """A page of deliveries, newest first, with their attempts, and the cursor of the next
         (older) page. Filters are named as the API's query parameters in errors."""
         before = decode_cursor("deliveries", cursor) if cursor else None
-        if status is not None and status not in repo.DELIVERY_STATES:
-            raise InputError(f"status must be one of {', '.join(repo.DELIVERY_STATES)}, got {status!r}",
+        if status is not None and status not in deliveries.DELIVERY_STATES:
+            raise InputError(f"status must be one of {', '.join(deliveries.DELIVERY_STATES)}, got {status!r}",
                              field="status")
         with self.reads.begin() as session:
             q = select(Delivery, Event).join(Event, Event.position == Delivery.event_position)
@@ -351,9 +352,9 @@ def subscription_dict(sub: Subscription, counts: dict[str, int]) -> dict[str, An
     """A subscription as JSON, without its secrets."""
     return {"id": sub.id, "kind": sub.kind, "url": sub.url, "state": sub.state, "disabled_reason": sub.disabled_reason,
             "event_types": sub.event_types, "providers": sub.providers, "labels": sub.labels,
-            "last_success_at": iso(sub.last_success_at), "failing_since": iso(sub.failing_since),
-            "previous_secret_expires_at": iso(sub.previous_secret_expires_at),
-            "created_at": iso(sub.created_at), "updated_at": iso(sub.updated_at), "deliveries": counts}
+            "last_success_at": iso_z(sub.last_success_at), "failing_since": iso_z(sub.failing_since),
+            "previous_secret_expires_at": iso_z(sub.previous_secret_expires_at),
+            "created_at": iso_z(sub.created_at), "updated_at": iso_z(sub.updated_at), "deliveries": counts}
 
 
 def delivery_dict(view: DeliveryView) -> dict[str, Any]:
@@ -361,9 +362,9 @@ def delivery_dict(view: DeliveryView) -> dict[str, Any]:
     d = view.delivery
     return {"id": d.id, "event_id": view.event.id, "event_type": view.event.type,
             "subscription_id": d.subscription_id, "item_id": d.item_id, "state": d.state, "attempt_count": d.attempts,
-            "next_attempt_at": iso(d.next_attempt_at), "last_status_code": d.last_status_code,
-            "last_error": d.last_error, "created_at": iso(d.created_at), "updated_at": iso(d.updated_at),
-            "finished_at": iso(d.finished_at),
-            "attempts": [{"id": a.id, "attempted_at": iso(a.attempted_at), "status_code": a.status_code,
+            "next_attempt_at": iso_z(d.next_attempt_at), "last_status_code": d.last_status_code,
+            "last_error": d.last_error, "created_at": iso_z(d.created_at), "updated_at": iso_z(d.updated_at),
+            "finished_at": iso_z(d.finished_at),
+            "attempts": [{"id": a.id, "attempted_at": iso_z(a.attempted_at), "status_code": a.status_code,
                           "latency_ms": a.latency_ms, "outcome": a.outcome, "fault": a.fault,
                           "response_excerpt": a.response_excerpt, "error": a.error} for a in view.attempts]}

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from worker.dates import iso_z
 from worker.store.models import Event, Item, Snapshot
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a Z, or None."""
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def item_dict(item: Item) -> dict[str, Any]:
@@ -19,21 +14,21 @@ def item_dict(item: Item) -> dict[str, Any]:
         "id": item.id, "provider": item.provider, "account": item.account, "kind": item.kind,
         "ref": item.ref, "interval_seconds": item.interval_s, "state": item.state,
         "labels": dict(item.labels or {}), "external_id": item.external_id,
-        "last_status": item.last_status, "last_poll_at": iso(item.last_polled_at),
-        "last_success_at": iso(item.last_success_at), "next_poll_at": iso(item.next_poll_at),
+        "last_status": item.last_status, "last_poll_at": iso_z(item.last_polled_at),
+        "last_success_at": iso_z(item.last_success_at), "next_poll_at": iso_z(item.next_poll_at),
         "consecutive_failures": item.consecutive_failures, "failing": item.failing,
-        "last_error": item.last_error, "last_error_at": iso(item.last_error_at),
-        "created_at": iso(item.created_at), "updated_at": iso(item.updated_at),
+        "last_error": item.last_error, "last_error_at": iso_z(item.last_error_at),
+        "created_at": iso_z(item.created_at), "updated_at": iso_z(item.updated_at),
     }
 
 
 def snapshot_dict(snap: Snapshot) -> dict[str, Any]:
     """A stored snapshot: the normalized document, and the provider's body as it came."""
-    return {"id": snap.id, "item_id": snap.item_id, "taken_at": iso(snap.taken_at), "status": snap.status,
+    return {"id": snap.id, "item_id": snap.item_id, "taken_at": iso_z(snap.taken_at), "status": snap.status,
             "terminal": snap.terminal, "fields": snap.fields, "raw": snap.raw}
 
 
 def event_dict(event: Event) -> dict[str, Any]:
     """An event: ``id``, ``type``, ``created_at``, ``item_id``, ``seq``, ``data``."""
-    return {"id": event.id, "type": event.type, "created_at": iso(event.created_at),
+    return {"id": event.id, "type": event.type, "created_at": iso_z(event.created_at),
             "item_id": event.item_id, "seq": event.seq, "data": event.data}

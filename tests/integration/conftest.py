@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import random
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
+from tests.conftest import Clock
 from worker.policy import PollPolicy
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import ProviderSet
 from worker.service import PollerService
+from worker.store.credentials import DbCredentialStore
+from worker.store.db import make_sessionmaker
 from worker.store.models import Event, Sweep
 from worker.sweeps import Sweeper
 
 #: Seconds between the `sweeper` fixture's sweeps.
 SWEEP_INTERVAL_S = 10.0
+#: Fast backoff for `provider_service`: a failure is retried within seconds of the test's clock.
+PROVIDER_POLICY = PollPolicy(backoff_base_s=1, backoff_max_s=5, failing_after=3)
 
 
 @pytest.fixture
@@ -59,3 +65,35 @@ def sweep_row(stack, provider: str) -> Sweep:
         row = s.get(Sweep, (provider, "default"))
         s.expunge(row)
         return row
+
+
+# -- providers with their auth flows (test_providers, test_secrets_at_rest) -------------------
+
+@pytest.fixture
+def wall() -> Clock:
+    """A clock at the real wall time: the simulator's token services stamp expiry in wall time."""
+    return Clock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def oauth_sim(wall):
+    """A simulator whose Billit wants OAuth2 with rotating refresh tokens, its wall clock ours."""
+    from simulator.server import Simulator, SimulatorConfig
+
+    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, options={"billit_oauth": True})).start() as s:
+        s.billit.oauth.wall_time = lambda: wall().timestamp()
+        yield s
+
+
+def provider_service(engine, wall, settings: dict, *, seed: int = 1) -> PollerService:
+    """A poller of ``settings`` on ``engine``, its rotating credentials stored in the database."""
+    sessions = make_sessionmaker(engine)
+    ctx = ProviderContext(http=HttpOptions(timeout_s=2), clock=wall, credentials=DbCredentialStore(sessions))
+    return PollerService(sessions, ProviderSet(settings, ctx), PROVIDER_POLICY, clock=wall, rng=random.Random(seed))
+
+
+def billit_oauth_settings(sim) -> dict:
+    """Billit's default account over OAuth2 against ``sim``, seeded with the simulator's first refresh token."""
+    return {"billit": BillitSettings(base_url=sim.url, party_id="1234", client_id="sim-billit-client",
+                                     client_secret=SecretStr("sim-billit-secret"),
+                                     refresh_token=SecretStr("sim-billit-refresh-0"))}

@@ -256,6 +256,25 @@ def test_a_missing_setting_alerts_at_once(engine, sim, clock):
     assert sorted(types(service)) == ["poll.failing", "provider.auth_failed"]
 
 
+def test_a_missing_setting_is_our_error_not_the_providers(engine, sim, clock):
+    """Issue 15 #6: our own ConfigurationError was recorded as the provider's ProviderResponseInvalid
+    (poll outcome "failed"); it is ours: outcome "error", and a ProviderMisconfigured that is no
+    ProviderResponseInvalid."""
+    from worker.errors import ProviderMisconfigured, ProviderResponseInvalid
+
+    assert not issubclass(ProviderMisconfigured, ProviderResponseInvalid)
+    service = make_service(engine, sim, clock, api_key=None)
+    sim.billit.create_order(1001)
+    with engine.begin() as conn:
+        repo.add_item(make_sessionmaker(engine)(bind=conn), provider="billit", account="default", kind="order",
+                      ref="1001", interval_s=5, now=clock())
+    errors, failed = polls("error"), polls("failed")
+    poll_round(service)
+    assert (polls("error"), polls("failed")) == (errors + 1, failed)
+    (it,) = service.items()
+    assert "billit account 'default' is not configured" in it.last_error and it.failing
+
+
 # -- 12. fair deferral -------------------------------------------------------------------------
 
 def test_a_deferred_item_keeps_its_place(engine, clock):

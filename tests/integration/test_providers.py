@@ -6,41 +6,20 @@ time because the simulator's token services stamp expiry in wall time.
 
 from __future__ import annotations
 
-import random
 import threading
-from datetime import UTC, datetime
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.conftest import Clock
-from worker.policy import PollPolicy
+from tests.integration.conftest import billit_oauth_settings, provider_service
 from worker.providers.amili_ada import AmiliAdaSettings
 from worker.providers.amili_distribution import AmiliDistributionSettings
-from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
-from worker.providers.registry import ProviderSet
-from worker.service import PollerService
-from worker.store.credentials import DbCredentialStore
 from worker.store.db import make_sessionmaker
 from worker.store.models import Credential
 
 STAGE = 10.0
-POLICY = PollPolicy(backoff_base_s=1, backoff_max_s=5, failing_after=3)
-
-
-@pytest.fixture
-def wall() -> Clock:
-    return Clock(datetime.now(UTC).replace(microsecond=0))
-
-
-def make_service(engine, wall, settings: dict, *, seed: int = 1) -> PollerService:
-    sessions = make_sessionmaker(engine)
-    ctx = ProviderContext(http=HttpOptions(timeout_s=2), clock=wall, credentials=DbCredentialStore(sessions))
-    return PollerService(sessions, ProviderSet(settings, ctx), POLICY, clock=wall, rng=random.Random(seed))
-
-
 def poll_round(service) -> int:
     return service.dispatch_due(service.poll_claims, lease_s=30, limit=1000, chunk_size=10)
 
@@ -73,7 +52,7 @@ def dist_settings(sim, **kw) -> dict:
 ])
 def test_distribution_life(engine, sim, wall, scenario, life):
     """pstatus from New to a final transaction status, by identifier and by invoice number."""
-    service = make_service(engine, wall, dist_settings(sim))
+    service = provider_service(engine, wall, dist_settings(sim))
     ident = sim.amili_distribution.create_invoice(identifier="INV-ID-1", invoice_no="70001", scenario=scenario)
     by_id = service.track("amili_distribution", ident, interval_s=5).id
     by_no = service.track("amili_distribution", "70001", interval_s=5, kind="invoice_number").id
@@ -89,11 +68,11 @@ def test_distribution_bearer_token_when_configured(engine, tmp_path, wall):
     cfg = SimulatorConfig(port=0, speed=0, seed_orders=0, options={"amili_distribution_token": "t0k"})
     with Simulator(cfg).start() as sim:
         sim.amili_distribution.create_invoice(identifier="A")
-        good = make_service(engine, wall, dist_settings(sim, token=SecretStr("t0k")))
+        good = provider_service(engine, wall, dist_settings(sim, token=SecretStr("t0k")))
         good.track("amili_distribution", "A", interval_s=5)
         poll_round(good)
         assert statuses(good, 1) == changed("new")
-        bad = make_service(engine, wall, {"amili_distribution": AmiliDistributionSettings(
+        bad = provider_service(engine, wall, {"amili_distribution": AmiliDistributionSettings(
             base_url=sim.url, token=SecretStr("nope"), accounts={"other": {}})})
         bad.track("amili_distribution", "A", interval_s=5, account="other")
         poll_round(bad)
@@ -103,7 +82,7 @@ def test_distribution_bearer_token_when_configured(engine, tmp_path, wall):
 
 def test_distribution_unknown_invoice_is_gone(engine, sim, wall):
     """404 from pstatus marks the item gone."""
-    service = make_service(engine, wall, dist_settings(sim))
+    service = provider_service(engine, wall, dist_settings(sim))
     service.track("amili_distribution", "NO-SUCH", interval_s=5)
     poll_round(service)
     assert [e.type for e in service.events_after(0)] == ["item.gone"]
@@ -128,7 +107,7 @@ def test_ada_case_life_by_id_and_by_invoice_number(engine, ada_sim, wall):
     """A case from initializing to closed, found by id and by creditor invoice number; one
     access token serves every poll."""
     sim = ada_sim
-    service = make_service(engine, wall, ada_settings(sim))
+    service = provider_service(engine, wall, ada_settings(sim))
     case_id = sim.amili_ada.create_case(invoice_number="INV-77", scenario="paid")
     by_id = service.track("amili_ada", case_id, interval_s=5).id
     by_no = service.track("amili_ada", "INV-77", interval_s=5, kind="invoice").id
@@ -145,7 +124,7 @@ def test_ada_case_life_by_id_and_by_invoice_number(engine, ada_sim, wall):
 def test_ada_reauthenticates_on_expiry_and_on_401(engine, ada_sim, wall):
     """An expired token is replaced before use; a revoked one costs one retry, not a failure."""
     sim = ada_sim
-    service = make_service(engine, wall, ada_settings(sim))
+    service = provider_service(engine, wall, ada_settings(sim))
     service.track("amili_ada", sim.amili_ada.create_case(), interval_s=5)
     poll_round(service)
     assert sim.amili_ada.tokens_issued == 1
@@ -169,7 +148,7 @@ def test_ada_wrong_key_is_a_clear_error_without_the_key(engine, ada_sim, wall, t
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     settings = {"amili_ada": AmiliAdaSettings(base_url=ada_sim.url, api_code=SecretStr("sim-ada-api-code"),
                                               private_key=SecretStr(other))}
-    service = make_service(engine, wall, settings)
+    service = provider_service(engine, wall, settings)
     service.track("amili_ada", ada_sim.amili_ada.create_case(), interval_s=5)
     poll_round(service)
     (item,) = service.items()
@@ -179,26 +158,11 @@ def test_ada_wrong_key_is_a_clear_error_without_the_key(engine, ada_sim, wall, t
 
 # -- Billit OAuth2 with a rotating refresh token -----------------------------------------------
 
-@pytest.fixture
-def oauth_sim(wall):
-    from simulator.server import Simulator, SimulatorConfig
-
-    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, options={"billit_oauth": True})).start() as s:
-        s.billit.oauth.wall_time = lambda: wall().timestamp()
-        yield s
-
-
-def oauth_settings(sim) -> dict:
-    return {"billit": BillitSettings(base_url=sim.url, party_id="1234", client_id="sim-billit-client",
-                                     client_secret=SecretStr("sim-billit-secret"),
-                                     refresh_token=SecretStr("sim-billit-refresh-0"))}
-
-
 def test_billit_oauth_life_token_reused_and_rotation_persisted(engine, oauth_sim, wall):
     """An order's life over bearer auth: one refresh for many polls, the rotated refresh token
     stored in the database (not the seed), and used again after a restart."""
     sim = oauth_sim
-    service = make_service(engine, wall, oauth_settings(sim))
+    service = provider_service(engine, wall, billit_oauth_settings(sim))
     sim.billit.create_order(1001)
     item = service.track("billit", "1001", interval_s=5).id
     live(service, sim, wall, 6)
@@ -208,7 +172,7 @@ def test_billit_oauth_life_token_reused_and_rotation_persisted(engine, oauth_sim
         stored = s.scalar(select(Credential).where(Credential.key == "billit:default"))
         assert stored.refresh_token == sim.billit.current_refresh_token != "sim-billit-refresh-0"
     # A restarted worker (new adapters, same database and seed setting) refreshes with the stored token.
-    restarted = make_service(engine, wall, oauth_settings(sim))
+    restarted = provider_service(engine, wall, billit_oauth_settings(sim))
     sim.billit.create_order(1002)
     sim.billit.expire_tokens()
     restarted.track("billit", "1002", interval_s=5)
@@ -221,7 +185,7 @@ def test_billit_two_workers_refreshing_at_once_spend_the_token_once(engine, oaut
     """Two workers whose token was revoked at the same moment: exactly one refresh, nobody gets
     InvalidRefreshToken, and both poll successfully."""
     sim = oauth_sim
-    workers = [make_service(engine, wall, oauth_settings(sim), seed=n) for n in range(2)]
+    workers = [provider_service(engine, wall, billit_oauth_settings(sim), seed=n) for n in range(2)]
     for ref in (1001, 1002):
         sim.billit.create_order(ref)
         workers[0].track("billit", str(ref), interval_s=5)
@@ -248,9 +212,9 @@ def test_billit_two_workers_refreshing_at_once_spend_the_token_once(engine, oaut
 
 def test_billit_spent_refresh_token_names_the_setting(engine, oauth_sim, wall):
     """A refresh token the provider refuses: a clear error naming the variable to set."""
-    settings = oauth_settings(oauth_sim)
+    settings = billit_oauth_settings(oauth_sim)
     settings["billit"] = settings["billit"].model_copy(update={"refresh_token": SecretStr("spent-long-ago")})
-    service = make_service(engine, wall, settings)
+    service = provider_service(engine, wall, settings)
     oauth_sim.billit.create_order(1001)
     service.track("billit", "1001", interval_s=5)
     poll_round(service)
@@ -279,7 +243,7 @@ def test_collection_invoice_case_and_batch_lives(engine, coll_sim, wall):
     """Invoice (new and legacy spellings alike), its case by case number, and a batch, to terminal;
     one client-credentials token for all of it."""
     sim, coll = coll_sim, coll_sim.amili_collection
-    service = make_service(engine, wall, collection_settings(sim))
+    service = provider_service(engine, wall, collection_settings(sim))
     new = coll.create_invoice(scenario="paid")
     legacy = coll.create_invoice(scenario="paid", legacy=True)
     case_number = coll.invoice_body(new)["collectionCaseNumber"]
@@ -303,7 +267,7 @@ def test_collection_token_refresh_before_expiry_and_once_on_401(engine, coll_sim
     """The token is renewed shortly before expires_on, and a rejected token costs exactly one
     refresh and retry, never a failure."""
     sim, coll = coll_sim, coll_sim.amili_collection
-    service = make_service(engine, wall, collection_settings(sim))
+    service = provider_service(engine, wall, collection_settings(sim))
     service.track("amili_collection", coll.create_invoice(), interval_s=5)
     poll_round(service)
     wall.advance(sim.config.token_ttl_seconds - 30)  # inside the refresh margin
@@ -320,7 +284,7 @@ def test_collection_token_refresh_before_expiry_and_once_on_401(engine, coll_sim
 def test_collection_token_service_down_is_retryable(engine, coll_sim, wall):
     """When the token service fails, the poll fails retryably and says which call failed."""
     sim = coll_sim
-    service = make_service(engine, wall, collection_settings(sim))
+    service = provider_service(engine, wall, collection_settings(sim))
     service.track("amili_collection", sim.amili_collection.create_invoice(), interval_s=5)
     sim.faults.add("amili_collection", "503", ref="token")
     poll_round(service)
@@ -340,7 +304,8 @@ def test_arm_batch_life(engine, sim, wall, auth, scenario, life):
 
     creds = ({"auth_url": sim.url, "client_id": "sim-arm-client", "client_secret": SecretStr("sim-arm-secret")}
              if auth == "client_credentials" else {"token": SecretStr("sim-arm-static-token")})
-    service = make_service(engine, wall, {"amili_arm": AmiliArmSettings(base_url=sim.url, client_no="10001", **creds)})
+    settings = {"amili_arm": AmiliArmSettings(base_url=sim.url, client_no="10001", **creds)}
+    service = provider_service(engine, wall, settings)
     item = service.track("amili_arm", sim.amili_arm.create_batch(scenario=scenario, documents=3), interval_s=5).id
     live(service, sim, wall, 4)
     got = [s for _, s in statuses(service, item)]
@@ -383,7 +348,7 @@ def test_schema_drift_over_http(engine, sim, wall, provider):
     make_settings, make_item, unknown, expected, missing, error = DRIFTS[provider]
     if provider == "amili_ada":
         sim.amili_ada.wall_time = lambda: wall().timestamp()
-    service = make_service(engine, wall, make_settings(sim))
+    service = provider_service(engine, wall, make_settings(sim))
     ref, kind = make_item(sim)
     service.track(provider, ref, interval_s=5, kind=kind)
     sim.faults.add(provider, "drift", set=unknown, count=1)

@@ -15,9 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select, text
 
-from tests.integration.test_providers import make_service, oauth_settings, poll_round
-from tests.integration.test_providers import oauth_sim as oauth_sim  # noqa: F401 - a fixture used here
-from tests.integration.test_providers import wall as wall  # noqa: F401 - a fixture used here
+from tests.integration.conftest import billit_oauth_settings, poll_due, provider_service
 from tests.stack import Stack
 from worker.errors import ConfigurationError
 from worker.store import crypto
@@ -69,21 +67,21 @@ def test_webhook_secrets_are_encrypted_and_still_sign(engine, sim, clock, receiv
     assert got.verified_with == [0, 1]
 
 
-def test_billit_tokens_are_encrypted_and_still_used(engine, oauth_sim, wall):  # noqa: F811
+def test_billit_tokens_are_encrypted_and_still_used(engine, oauth_sim, wall):
     """Issue 9 #15: the rotated refresh token and the access token are stored encrypted, and a
     restarted worker reads them back (no second refresh while the access token is valid)."""
-    service = make_service(engine, wall, oauth_settings(oauth_sim))
+    service = provider_service(engine, wall, billit_oauth_settings(oauth_sim))
     oauth_sim.billit.create_order(1001)
     service.track("billit", "1001", interval_s=5)
-    poll_round(service)
+    poll_due(service)
     stored = DbCredentialStore(make_sessionmaker(engine)).load("billit:default")
     assert stored is not None and stored.access_token and stored.refresh_token == oauth_sim.billit.current_refresh_token
     [(refresh, access)] = raw(engine, "SELECT refresh_token, access_token FROM credentials")
     for value, plain in ((refresh, stored.refresh_token), (access, stored.access_token)):
         assert value.startswith(crypto.PREFIX) and plain not in value
     wall.advance(6)
-    restarted = make_service(engine, wall, oauth_settings(oauth_sim))
-    poll_round(restarted)
+    restarted = provider_service(engine, wall, billit_oauth_settings(oauth_sim))
+    poll_due(restarted)
     assert oauth_sim.billit.refreshes_ok == 1 and [i.last_error for i in restarted.items()] == [None]
 
 

@@ -19,11 +19,12 @@ from typing import Any, ClassVar, Literal
 import jwt
 from pydantic import Field, SecretStr
 
+from worker.credentials import Token
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ConfigurationError, ItemGone, ProviderResponseInvalid
-from worker.providers.auth import CachedToken, Token, parse_time, token_from_response, with_token
+from worker.providers.auth import CachedToken, parse_time, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
-from worker.providers.common import naive_utc, number, obj, objects, rfc1123_to_iso
+from worker.providers.common import message_of, naive_utc, number, obj, objects, rfc1123_to_iso
 from worker.providers.refs import check_ref, segment
 from worker.providers.settings import SweepingSettings, secret
 from worker.sweep_marks import Mark, SweepEntry
@@ -209,9 +210,7 @@ def describe_error(body: Any) -> str | None:
             return str(err.get("message") or err.get("code"))
         if isinstance(err, str):
             return err
-        text = body.get("message") or body.get("error")
-        return str(text) if text else None
-    return None
+    return message_of(body, "message", "error")
 
 
 def normalize(raw: Any) -> StatusDocument:

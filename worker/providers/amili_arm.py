@@ -14,11 +14,12 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from worker.credentials import Token
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ConfigurationError, ProviderResponseInvalid
-from worker.providers.auth import CachedToken, Token, client_credentials_token, with_token
+from worker.providers.auth import CachedToken, client_credentials_token, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
-from worker.providers.common import number, obj, objects, optional_obj, snake
+from worker.providers.common import message_of, number, obj, objects, optional_obj, snake
 from worker.providers.refs import check_ref, segment
 from worker.providers.settings import ProviderSettings, secret
 
@@ -101,10 +102,7 @@ class AmiliArmProvider:
 
 def describe_error(body: Any) -> str | None:
     """ARM errors carry a ``message`` (and sometimes ``errors``)."""
-    if isinstance(body, dict):
-        text = body.get("message") or body.get("Message") or body.get("error")
-        return str(text) if text else None
-    return None
+    return message_of(body, "message", "Message", "error")
 
 
 def _first(body: dict[str, Any], *keys: str) -> Any:

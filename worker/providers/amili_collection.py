@@ -17,11 +17,12 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 
+from worker.credentials import Token
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ItemGone, ProviderResponseInvalid
-from worker.providers.auth import CachedToken, Token, client_credentials_token, with_token
+from worker.providers.auth import CachedToken, client_credentials_token, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
-from worker.providers.common import number, obj, objects, snake
+from worker.providers.common import message_of, number, obj, objects, snake
 from worker.providers.refs import check_ref, segment
 from worker.providers.settings import SweepingSettings, secret
 
@@ -151,8 +152,7 @@ def describe_error(body: Any) -> str | None:
         return "; ".join(parts) or None
     if body.get("error"):
         return f"{body['error']}: {body.get('error_description', '')}".rstrip(": ")
-    text = body.get("message") or body.get("Message")
-    return str(text) if text else None
+    return message_of(body, "message", "Message")
 
 
 def _data(raw: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ProviderResponseInvalid
 from worker.providers.base import Fetched, HttpClient, ProviderContext
-from worker.providers.common import obj, optional_obj
+from worker.providers.common import message_of, obj, optional_obj
 from worker.providers.refs import check_ref
 from worker.providers.settings import ProviderSettings, secret
 
@@ -85,10 +85,7 @@ class AmiliDistributionProvider:
 
 def describe_error(body: Any) -> str | None:
     """Compello errors are ``{"Message": ...}`` (ASP.NET style)."""
-    if isinstance(body, dict):
-        text = body.get("Message") or body.get("message") or body.get("error")
-        return str(text) if text else None
-    return None
+    return message_of(body, "Message", "message", "error")
 
 
 def normalize(raw: Any) -> StatusDocument:

@@ -1,4 +1,4 @@
-"""Access tokens: cached until shortly before they expire, refreshed once on a 401.
+"""Access tokens (``worker.credentials.Token``): cached until shortly before they expire, refreshed once on a 401.
 
 Never a token request per poll: an adapter keeps one ``CachedToken`` per account for the life of
 the worker process.
@@ -8,32 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
+from worker.credentials import Token
+from worker.dates import parse_http_date, parse_iso
 from worker.errors import ProviderError, ProviderResponseInvalid
 from worker.providers.base import HttpClient
 
 T = TypeVar("T")
-
-#: Refresh this long before expiry at most (a token is dropped at 90% of its life otherwise).
-MAX_MARGIN = timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class Token:
-    """A bearer credential and when it stops working."""
-
-    value: str
-    expires_at: datetime
-    issued_at: datetime
-
-    def usable(self, now: datetime) -> bool:
-        """True until shortly before expiry: a token must not die in flight."""
-        margin = min(MAX_MARGIN, (self.expires_at - self.issued_at) / 10)
-        return now < self.expires_at - margin
 
 
 class CachedToken:
@@ -82,15 +65,9 @@ def parse_time(value: Any) -> datetime | None:
     if isinstance(value, str):
         text = value.strip()
         try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return parse_iso(text)
         except ValueError:
-            try:
-                parsed = parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
-                return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed
+            return parse_http_date(text)
     return None
 
 

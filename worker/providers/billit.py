@@ -16,10 +16,10 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from pydantic import SecretStr
 
-from worker.credentials import SharedRefresh
+from worker.credentials import SharedRefresh, Token
 from worker.domain import ItemRef, StatusDocument
 from worker.errors import ConfigurationError, ItemGone, ProviderResponseInvalid
-from worker.providers.auth import CachedToken, Token, token_from_response, with_token
+from worker.providers.auth import CachedToken, token_from_response, with_token
 from worker.providers.base import Fetched, HttpClient, ProviderContext
 from worker.providers.common import naive_utc
 from worker.providers.refs import check_ref, segment

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
+from worker.dates import iso_z, parse_http_date
 from worker.errors import ProviderResponseInvalid
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -30,13 +30,16 @@ def rfc1123_to_iso(value: Any) -> Any:
     """``"Tue, 07 Oct 2025 07:41:01 GMT"`` -> ``"2025-10-07T07:41:01Z"``; anything else unchanged."""
     if not isinstance(value, str):
         return value
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return value
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    parsed = parse_http_date(value)
+    return value if parsed is None else iso_z(parsed.astimezone(UTC))
+
+
+def message_of(body: Any, *keys: str) -> str | None:
+    """The first non-empty value of ``keys`` in a JSON object error body, as text; None otherwise."""
+    if not isinstance(body, dict):
+        return None
+    text = next((body[k] for k in keys if body.get(k)), None)
+    return str(text) if text else None
 
 
 def obj(value: Any, what: str, provider: str) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from sqlalchemy import and_, bindparam, func, insert, literal_column, or_, selec
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from worker.domain import AttemptResult, Decision
 from worker.errors import Conflict, InputError
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
-from worker.webhooks.decision import AttemptResult, Decision
 
 #: "pending" spelled out in the SQL, as the partial index ix_deliveries_pending_chain needs.
 PENDING: ColumnElement[str] = literal_column("'pending'")

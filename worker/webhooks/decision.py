@@ -2,47 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from worker.backoff import schedule_delay
+from worker.domain import AttemptResult, Decision
 
 #: Svix's retry schedule, in seconds after each failure: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 SVIX_SCHEDULE: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
 #: How soon a delivery our own policy refused is tried again: it goes out as soon as the policy
 #: (a setting, DNS) allows, and a refusal costs nothing from the subscriber's retry schedule.
 REFUSED_RETRY_S = 60.0
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What one HTTP attempt (or sink write) produced."""
-
-    status_code: int | None
-    latency_ms: float
-    excerpt: str | None = None
-    error: str | None = None
-    retry_after: float | None = None
-    #: Our own policy refused to send (no request was made); the subscriber is not at fault.
-    refused: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """2xx is success; nothing else is."""
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The delivery's next state, and what happens to the subscription."""
-
-    state: str  # "succeeded", "pending" (retry at next_attempt_at) or "failed"
-    next_attempt_at: datetime | None
-    outcome: str  # "success", "retry", "failed", "gone", "refused"
-    fault: str | None  # "subscriber", "unavailable", "policy" or None
-    disable_reason: str | None = None
-    #: Whether the attempt uses up a step of the retry schedule (a refusal does not).
-    counts: bool = True
 
 
 def classify(result: AttemptResult) -> str | None:

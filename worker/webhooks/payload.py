@@ -10,6 +10,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from worker.dates import iso_z
 from worker.documents import NotStrictJSON
 
 #: The body's contract version (docs/event.schema.json). Additions bump the minor number and
@@ -37,7 +38,7 @@ def body(event_id: str, event_type: str, created_at: datetime, data: dict[str, A
     Raises:
         NotStrictJSON: ``data`` holds NaN or Infinity, or nests too deeply to encode.
     """
-    timestamp = created_at.isoformat().replace("+00:00", "Z")
+    timestamp = iso_z(created_at)
     envelope = {"id": event_id, "version": SCHEMA_VERSION, "type": event_type, "timestamp": timestamp,
                 "item_id": item_id, "seq": seq, "data": data}
     try:

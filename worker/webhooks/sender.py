@@ -13,8 +13,8 @@ import urllib3.exceptions
 
 from worker.backoff import parse_retry_after
 from worker.clock import utcnow
+from worker.domain import AttemptResult
 from worker.http_transport import deadline, new_session
-from worker.webhooks.decision import AttemptResult
 
 
 class WebhookSender:

@@ -1,7 +1,5 @@
 """Tracked items, snapshots and change events.
 
-Revision ID: 0001
-Revises:
 Create Date: 2026-11-23
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import BigId, JSONDoc, UTCDateTime
 
-revision = "0001"
-down_revision = None
-branch_labels = None
-depends_on = None
+revision, down_revision = "0001", None
 
 
 def upgrade() -> None:

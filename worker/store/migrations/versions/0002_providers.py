@@ -1,7 +1,5 @@
 """Item versions (ETags), rotating credentials, provider-level events.
 
-Revision ID: 0002
-Revises: 0001
 Create Date: 2026-11-23
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import UTCDateTime
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0002", "0001"
 
 
 def upgrade() -> None:

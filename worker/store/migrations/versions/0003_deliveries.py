@@ -1,7 +1,5 @@
 """Subscriptions, deliveries (the outbox) and delivery attempts.
 
-Revision ID: 0003
-Revises: 0002
 Create Date: 2026-11-23
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import BigId, JSONDoc, UTCDateTime
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0003", "0002"
 
 
 def upgrade() -> None:

@@ -1,7 +1,5 @@
 """Heartbeats of the recurring jobs (the dispatch tick).
 
-Revision ID: 0004
-Revises: 0003
 Create Date: 2026-11-23
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import UTCDateTime
 
-revision = "0004"
-down_revision = "0003"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0004", "0003"
 
 
 def upgrade() -> None:

@@ -9,8 +9,6 @@
   ``items.due_since`` keeps when an item first came due, so a deferred item keeps its place.
 - ``provider_accounts`` remembers a credential failure, so ``provider.auth_failed`` is raised once.
 
-Revision ID: 0005
-Revises: 0004
 Create Date: 2026-12-01
 """
 
@@ -21,10 +19,7 @@ from alembic import op
 
 from worker.store.types import UTCDateTime
 
-revision = "0005"
-down_revision = "0004"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0005", "0004"
 
 #: Tables whose integer ids are public (items, subscriptions) or order a stream (events, deliveries).
 AUTOINCREMENT_TABLES = ("items", "snapshots", "events", "subscriptions", "deliveries", "delivery_attempts")

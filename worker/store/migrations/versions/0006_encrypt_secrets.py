@@ -4,8 +4,6 @@ The columns stay Text; their values become ``fernet:...`` (worker.store.crypto).
 raw, so values already encrypted are left alone and running this twice changes nothing. The keys
 are the process's (POLLER_SECRET_KEYS, or the generated key file); an empty database needs none.
 
-Revision ID: 0006
-Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -15,10 +13,7 @@ from alembic import op
 
 from worker.store.crypto import rewrite_secrets
 
-revision = "0006"
-down_revision = "0005"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0006", "0005"
 
 #: The secret columns as of this revision (frozen here: later models may move them).
 COLUMNS = {

@@ -1,7 +1,5 @@
 """The HTTP API: API keys, item labels and external ids, subscription label filters.
 
-Revision ID: 0007
-Revises: 0006
 Create Date: 2026-12-01
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import JSONDoc, UTCDateTime
 
-revision = "0007"
-down_revision = "0006"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0007", "0006"
 
 
 def upgrade() -> None:

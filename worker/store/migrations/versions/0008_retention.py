@@ -1,7 +1,5 @@
 """Retention: where the events prune has reached, and an index for pruning delivery attempts.
 
-Revision ID: 0008
-Revises: 0007
 Create Date: 2026-12-01
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import BigId, UTCDateTime
 
-revision = "0008"
-down_revision = "0007"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0008", "0007"
 
 
 def upgrade() -> None:

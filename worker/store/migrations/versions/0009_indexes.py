@@ -5,8 +5,6 @@ The partial indexes hold only the rows their condition admits (failing, stuck an
 so a poll of a healthy item writes none of them. Their conditions are spelled here as they were at
 this revision (``STUCK_AFTER_CLAIMS`` = 3; finished = terminal or gone), not imported.
 
-Revision ID: 0009
-Revises: 0008
 Create Date: 2026-12-02
 """
 
@@ -17,10 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0009", "0008"
 
 
 def _partial(condition: str) -> dict[str, Any]:

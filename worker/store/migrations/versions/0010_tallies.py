@@ -13,8 +13,6 @@ which the counts used to read, goes; the due index gains due_since (the claim's 
 A later migration that rebuilds ``items`` or ``deliveries`` on SQLite (Alembic's batch mode copies
 the table) drops their triggers with the old table: it must make them again.
 
-Revision ID: 0010
-Revises: 0009
 Create Date: 2026-12-02
 """
 
@@ -25,10 +23,7 @@ from alembic import op
 
 from worker.store.types import BigId
 
-revision = "0010"
-down_revision = "0009"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0010", "0009"
 
 #: table -> (tally table, counted columns)
 COUNTED = {"items": ("item_tallies", ("provider", "account", "state", "interval_s")),

@@ -1,7 +1,5 @@
 """Incremental sweeps (issue 14): one row per provider account that sweeps, with its watermark.
 
-Revision ID: 0011
-Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import UTCDateTime
 
-revision = "0011"
-down_revision = "0010"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0011", "0010"
 
 
 def upgrade() -> None:

@@ -1,7 +1,5 @@
 """Reconciliation intervals (issue 14): when an account's sweeps were declared degraded.
 
-Revision ID: 0012
-Revises: 0011
 Create Date: 2026-12-02
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import UTCDateTime
 
-revision = "0012"
-down_revision = "0011"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0012", "0011"
 
 
 def upgrade() -> None:

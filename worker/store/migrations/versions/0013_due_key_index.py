@@ -5,8 +5,6 @@ The old index (next_poll_at, due_since) gave the claim its range but not its ord
 due rows in 12,400 heap pages, 45 ms warm and 137 ms cold). In claim order it reads the first 200
 entries, and skips the items under a lease within the index (next_poll_at beside the key).
 
-Revision ID: 0013
-Revises: 0012
 Create Date: 2026-12-02
 """
 
@@ -15,10 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0013", "0012"
 
 
 def upgrade() -> None:

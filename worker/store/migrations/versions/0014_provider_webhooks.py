@@ -1,7 +1,5 @@
 """Provider webhooks the poller registers (issue 14): `poller providers webhooks sync`.
 
-Revision ID: 0014
-Revises: 0013
 Create Date: 2026-12-02
 """
 
@@ -12,10 +10,7 @@ from alembic import op
 
 from worker.store.types import UTCDateTime
 
-revision = "0014"
-down_revision = "0013"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0014", "0013"
 
 
 def upgrade() -> None:
