@@ -28,7 +28,8 @@ def _m() -> Any:
 
             _metrics = SimpleNamespace(
                 polls=Counter("poller_polls_total", "Polls, by provider and outcome "
-                              "(changed, unchanged, failed, gone, deferred, lost_lease).", ["provider", "outcome"]),
+                              "(changed, unchanged, failed, gone, deferred, lost_lease; error: our own fault, "
+                              "such as a missing setting).", ["provider", "outcome"]),
                 poll_seconds=Histogram("poller_poll_duration_seconds", "Time of one poll: fetch and normalize.",
                                        ["provider"], buckets=LATENCY_BUCKETS),
                 events=Counter("poller_events_total", "Events written, by type.", ["type"]),
