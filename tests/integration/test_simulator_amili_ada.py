@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from simulator import Simulator, SimulatorConfig
-from simulator.amili_ada import AmiliAdaProvider
+from simulator.amili_ada import FakeAmiliAda
 
 TIMEOUT = 5
 STAGE = 10.0
@@ -57,8 +57,8 @@ def sim(tmp_path: Path) -> Iterator[Simulator]:
         simulator.stop()
 
 
-def ada(sim: Simulator) -> AmiliAdaProvider:
-    provider: AmiliAdaProvider = sim.amili_ada
+def ada(sim: Simulator) -> FakeAmiliAda:
+    provider: FakeAmiliAda = sim.amili_ada
     return provider
 
 
@@ -135,7 +135,7 @@ def test_login_with_api_code_body(sim: Simulator) -> None:
     assert_eve_error(empty, 400)
 
 
-def _bad_login_jwts(provider: AmiliAdaProvider) -> dict[str, tuple[str | None, int]]:
+def _bad_login_jwts(provider: FakeAmiliAda) -> dict[str, tuple[str | None, int]]:
     now = int(time.time())
     other = ec.generate_private_key(ec.SECP521R1())
     key = provider.private_key_pem

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from simulator import Simulator, SimulatorConfig
-from simulator.amili_distribution import AmiliDistributionProvider
+from simulator.amili_distribution import FakeAmiliDistribution
 
 TIMEOUT = 5
 STAGE = 10.0
@@ -53,8 +53,8 @@ def token_sim() -> Iterator[Simulator]:
         simulator.stop()
 
 
-def dist(sim: Simulator) -> AmiliDistributionProvider:
-    provider: AmiliDistributionProvider = sim.amili_distribution
+def dist(sim: Simulator) -> FakeAmiliDistribution:
+    provider: FakeAmiliDistribution = sim.amili_distribution
     return provider
 
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from simulator import Simulator, SimulatorConfig
-from simulator.billit import billit_timestamp
+from simulator.billit_order import billit_timestamp
 
 AUTH = {"ApiKey": "sim-billit-key", "PartyID": "1234"}
 TIMEOUT = 10
