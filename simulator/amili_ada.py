@@ -18,16 +18,7 @@ from simulator.amili_ada_case import FIRST_INVOICE_NUMBER, SCENARIOS, Case, Case
 from simulator.amili_ada_login import AdaLogin
 from simulator.config import SimulatorConfig
 from simulator.eve import BadQuery, answer_document, answer_list, eve_error, json_param, safe_matches
-from simulator.fake import (
-    AdminItems,
-    FakeProvider,
-    admin_create,
-    admin_fields,
-    admin_text,
-    check_scenario,
-    delegated,
-    seed_count,
-)
+from simulator.fake import AdminItems, FakeProvider, delegated
 from simulator.router import HttpError, Request, Response, Router, json_response
 
 NAME = "amili_ada"
@@ -59,7 +50,7 @@ class FakeAmiliAda(FakeProvider[Case]):
         self._next_seq = 0
         self._next_number = FIRST_INVOICE_NUMBER
         scenarios = tuple(SCENARIOS)
-        for index in range(seed_count(self.options, "amili_ada_seed")):
+        for index in range(self._seed("amili_ada_seed")):
             self.create_case(scenario=scenarios[index % len(scenarios)])
 
     def error(self, status: int, *args: Any) -> Response:
@@ -90,7 +81,7 @@ class FakeAmiliAda(FakeProvider[Case]):
 
     def create_case(self, invoice_number: str | None = None, scenario: str = "paid") -> str:
         """Create a case at stage 0 now; return its ``_id`` (auto invoice numbers start at INV-2025-015)."""
-        check_scenario(scenario, SCENARIOS)
+        self._check_scenario(scenario, SCENARIOS)
         if invoice_number is not None and (not isinstance(invoice_number, str) or not invoice_number.strip()):
             raise ValueError(f"invoice_number must be a non-empty string, got {invoice_number!r}")
         born = self.clock.now()
@@ -265,8 +256,9 @@ class FakeAmiliAda(FakeProvider[Case]):
     # ---- admin handlers ---------------------------------------------------------
 
     def _admin_create(self, request: Request) -> Response:
-        data = admin_fields(request, {"invoice_number", "scenario"})
-        case_id = admin_create(self.create_case, data.get("invoice_number"), admin_text(data, "scenario", "paid"))
+        data = self._admin_fields(request, {"invoice_number", "scenario"})
+        scenario = self._admin_text(data, "scenario", "paid")
+        case_id = self._try_create(self.create_case, data.get("invoice_number"), scenario)
         case = self._get(case_id)
         return json_response(201, {"_id": case_id, "invoice_number": case.invoice_number, "scenario": case.scenario})
 

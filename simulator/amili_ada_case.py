@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from simulator.clock import SimClock
 from simulator.eve import rfc1123
+from simulator.fake import Bodies, Item
 
 # Last stage of each scenario; after it nothing changes.
 SCENARIOS: dict[str, int] = {"paid": 4, "cancelled": 2}
@@ -52,30 +52,22 @@ def object_id(moment: datetime, kind: str, seq: int) -> str:
 
 
 @dataclass
-class Case:
+class Case(Item):
+    """A case of the simulated creditor; ``seq`` numbers cases in creation order."""
+
     case_id: str
     invoice_id: str
     customer_id: str
     invoice_number: str
-    scenario: str
     seq: int
-    # Simulated instant the case was at stage 0; stage k starts at born + k * stage_seconds.
-    born: float
 
 
-class CaseBodies:
-    """Renders cases as ``GET /cases/{id}`` answers them, on ``clock``."""
-
-    def __init__(self, clock: SimClock, stage_seconds: float) -> None:
-        self.clock = clock
-        self.stage_seconds = stage_seconds
-
-    def _moment(self, case: Case, stage: int) -> datetime:
-        return self.clock.wall(case.born + stage * self.stage_seconds)
+class CaseBodies(Bodies):
+    """Renders cases as ``GET /cases/{id}`` answers them."""
 
     def render(self, case: Case, stage: int) -> dict[str, Any]:
         """Build the case object for ``case`` at ``stage`` (seed 004's field set plus ``closed``)."""
-        stamps = [rfc1123(self._moment(case, k)) for k in range(stage + 1)]
+        stamps = [rfc1123(self.moment(case, k)) for k in range(stage + 1)]
         life = _LIVES[case.scenario]
         state, status = life[stage]
 
@@ -159,7 +151,7 @@ class CaseBodies:
         return body
 
     def _transaction(self, case: Case, stage: int, origin: str, kind: str, tag: str, amount: int) -> dict[str, Any]:
-        moment = self._moment(case, stage)
+        moment = self.moment(case, stage)
         return {
             "bank_transaction_date": rfc1123(moment.replace(hour=0, minute=0, second=0, microsecond=0)),
             "registration_date": rfc1123(moment),

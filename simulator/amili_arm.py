@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from simulator.config import SimulatorConfig
-from simulator.fake import AdminItems, admin_create, admin_fields, admin_text, check_scenario, seed_count
+from simulator.fake import AdminItems, Item
 from simulator.identity import TokenClientFake, bearer_token, challenge
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -74,13 +74,10 @@ def accepts_json(accept: str | None) -> bool:
 
 
 @dataclass
-class _Batch:
+class _Batch(Item):
     batch_uuid: str
     seq: int
-    scenario: str
     documents: int
-    # Simulated instant the batch was at stage 0; stage k starts at born + k * stage_seconds.
-    born: float
 
 
 class FakeAmiliArm(TokenClientFake[_Batch]):
@@ -104,7 +101,7 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
         self.client_no = str(self.options.get("amili_arm_client_no", DEFAULT_CLIENT_NO))
         self._batches: dict[str, _Batch] = {}
         self._seq = 0
-        for index in range(seed_count(self.options, "amili_arm_seed")):
+        for index in range(self._seed("amili_arm_seed")):
             # Alternate so the demo shows both a clean and a partial batch.
             self.create_batch(scenario="ok" if index % 2 == 0 else "partial")
 
@@ -116,7 +113,7 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
 
     def create_batch(self, batch_uuid: str | None = None, scenario: str = "ok", documents: int = 3) -> str:
         """Create a batch of ``documents`` documents, processing from now; return its batchUuid."""
-        check_scenario(scenario, OUTCOMES)
+        self._check_scenario(scenario, OUTCOMES)
         if not isinstance(documents, int) or isinstance(documents, bool) or not 1 <= documents <= MAX_DOCUMENTS:
             raise ValueError(f"documents must be an integer 1..{MAX_DOCUMENTS}, got {documents!r}")
         if scenario == "partial" and documents < 2:
@@ -131,7 +128,7 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
             elif batch_uuid.lower() in self._batches:
                 raise ValueError(f"batch {batch_uuid} already exists")
             self._seq = seq
-            self._batches[batch_uuid.lower()] = _Batch(batch_uuid, seq, scenario, documents, born)
+            self._batches[batch_uuid.lower()] = _Batch(scenario, born, batch_uuid, seq, documents)
         return batch_uuid
 
     def batches(self) -> list[dict[str, Any]]:
@@ -169,8 +166,7 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
         """Human lines: client number, token client and the batches' progress."""
         header = [
             f"Amili ARM, client {self.client_no} ({self.stage_seconds:g} sim-seconds per stage):",
-            f"  token: POST /token client_id={self.client_id} ({self.tokens_issued} issued)"
-            + (" or the static bearer token" if self.static_token else ""),
+            self._token_line() + (" or the static bearer token" if self.static_token else ""),
         ]
         rows = [
             f"batch {info['id']}  scenario={info['scenario']:<7} documents={info['documents']}"
@@ -180,14 +176,8 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
         return self._describe(header, rows, "batches")
 
     def env(self, base_url: str) -> dict[str, str]:
-        """The poller settings that point it at this fake (the token URL is ``{AUTH_URL}/token``)."""
-        return {
-            "POLLER_AMILI_ARM__BASE_URL": base_url,
-            "POLLER_AMILI_ARM__AUTH_URL": base_url,
-            "POLLER_AMILI_ARM__CLIENT_ID": self.client_id,
-            "POLLER_AMILI_ARM__CLIENT_SECRET": self.client_secret,
-            "POLLER_AMILI_ARM__CLIENT_NO": self.client_no,
-        }
+        """The token client's settings and the client number."""
+        return {**super().env(base_url), "POLLER_AMILI_ARM__CLIENT_NO": self.client_no}
 
     # ---- HTTP handlers ----------------------------------------------------------
 
@@ -237,12 +227,12 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
     # ---- admin handlers ---------------------------------------------------------
 
     def _admin_create(self, request: Request) -> Response:
-        data = admin_fields(request, {"id", "batchUuid", "scenario", "documents"})
+        data = self._admin_fields(request, {"id", "batchUuid", "scenario", "documents"})
         if "id" in data and "batchUuid" in data and data["id"] != data["batchUuid"]:
             raise HttpError(400, "give the batch id as either id or batchUuid, not two different ones")
-        batch_uuid = admin_text({"batchUuid": data.get("batchUuid", data.get("id"))}, "batchUuid")
-        scenario = admin_text(data, "scenario", "ok")
-        new_id = admin_create(self.create_batch, batch_uuid, scenario, data.get("documents", 3))
+        batch_uuid = self._admin_text({"batchUuid": data.get("batchUuid", data.get("id"))}, "batchUuid")
+        scenario = self._admin_text(data, "scenario", "ok")
+        new_id = self._try_create(self.create_batch, batch_uuid, scenario, data.get("documents", 3))
         return json_response(201, {"batchUuid": new_id})
 
     # ---- batch life -------------------------------------------------------------

@@ -29,7 +29,7 @@ from simulator.amili_collection_bodies import (
 from simulator.amili_collection_list import InvoiceList
 from simulator.amili_query import CaseQuery, encode_cursor
 from simulator.config import SimulatorConfig
-from simulator.fake import AdminItems, admin_create, admin_fields, admin_text, check_scenario, seed_count
+from simulator.fake import AdminItems
 from simulator.identity import TokenClientFake, challenge
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -77,7 +77,7 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
         self._invoices: dict[str, Invoice] = {}
         self._batches: dict[str, Batch] = {}
         self._seq = 0
-        seed = seed_count(self.options, "amili_collection_seed")
+        seed = self._seed("amili_collection_seed")
         for index in range(seed):
             # Alternate spellings so the demo shows both API generations.
             self.create_invoice(legacy=index % 2 == 1)
@@ -92,23 +92,23 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
 
     def create_invoice(self, invoice_id: str | None = None, scenario: str = "paid", legacy: bool = False) -> str:
         """Create an invoice (and its case) at stage 0 now; return its id (uuid-like when auto)."""
-        check_scenario(scenario, INVOICE_LIVES)
+        self._check_scenario(scenario, INVOICE_LIVES)
         if not isinstance(legacy, bool):
             raise ValueError(f"legacy must be true or false, got {legacy!r}")
         born = self.clock.now()
         with self._lock:
             new_id, seq = self._new_id("invoice", invoice_id)
-            self._invoices[new_id.lower()] = Invoice(new_id, seq, scenario, legacy, born)
+            self._invoices[new_id.lower()] = Invoice(scenario, born, new_id, seq, legacy)
         self._changed(new_id, 0)
         return new_id
 
     def create_batch(self, batch_id: str | None = None, scenario: str = "success") -> str:
         """Create an INVOICE batch, QUEUED now; return its id."""
-        check_scenario(scenario, BATCH_OUTCOMES)
+        self._check_scenario(scenario, BATCH_OUTCOMES)
         born = self.clock.now()
         with self._lock:
             new_id, seq = self._new_id("batch", batch_id)
-            self._batches[new_id.lower()] = Batch(new_id, seq, scenario, born)
+            self._batches[new_id.lower()] = Batch(scenario, born, new_id, seq)
         self._changed(new_id, 0)
         return new_id
 
@@ -187,7 +187,7 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
         """Human lines: token client, invoices and batches and where they are in their life."""
         header = [
             f"Amili Debt.Collection, org {self.org_id} ({self.stage_seconds:g} sim-seconds per stage):",
-            f"  token: POST /token client_id={self.client_id} ({self.tokens_issued} issued)",
+            self._token_line(),
             f"  list: GET /orgs/{self.org_id}/invoices?Status=&Type=&From=&To=&PageSize=&PageToken=",
         ]
         rows = [
@@ -203,14 +203,8 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
         return self._describe(header, rows, "invoices")
 
     def env(self, base_url: str) -> dict[str, str]:
-        """The poller settings that point it at this fake (the token URL is ``{AUTH_URL}/token``)."""
-        return {
-            "POLLER_AMILI_COLLECTION__BASE_URL": base_url,
-            "POLLER_AMILI_COLLECTION__AUTH_URL": base_url,
-            "POLLER_AMILI_COLLECTION__CLIENT_ID": self.client_id,
-            "POLLER_AMILI_COLLECTION__CLIENT_SECRET": self.client_secret,
-            "POLLER_AMILI_COLLECTION__ORG_ID": self.org_id,
-        }
+        """The token client's settings and the organisation."""
+        return {**super().env(base_url), "POLLER_AMILI_COLLECTION__ORG_ID": self.org_id}
 
     # ---- HTTP handlers ----------------------------------------------------------
 
@@ -270,16 +264,18 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
     # ---- admin handlers ---------------------------------------------------------
 
     def _admin_create_invoice(self, request: Request) -> Response:
-        data = admin_fields(request, {"id", "scenario", "legacy"})
+        data = self._admin_fields(request, {"id", "scenario", "legacy"})
         legacy = data.get("legacy", False)
         if not isinstance(legacy, bool):
             raise HttpError(400, "legacy must be true or false")
-        new_id = admin_create(self.create_invoice, admin_text(data, "id"), admin_text(data, "scenario", "paid"), legacy)
+        scenario = self._admin_text(data, "scenario", "paid")
+        new_id = self._try_create(self.create_invoice, self._admin_text(data, "id"), scenario, legacy)
         return json_response(201, {"id": new_id})
 
     def _admin_create_batch(self, request: Request) -> Response:
-        data = admin_fields(request, {"id", "scenario"})
-        new_id = admin_create(self.create_batch, admin_text(data, "id"), admin_text(data, "scenario", "success"))
+        data = self._admin_fields(request, {"id", "scenario"})
+        scenario = self._admin_text(data, "scenario", "success")
+        new_id = self._try_create(self.create_batch, self._admin_text(data, "id"), scenario)
         return json_response(201, {"id": new_id})
 
     # ---- item lives -------------------------------------------------------------

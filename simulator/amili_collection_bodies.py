@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from simulator.clock import SimClock
+from simulator.fake import Bodies, Item
 
 CURRENCY = "NOK"
 PRINCIPAL = 1000
@@ -105,34 +106,32 @@ def claims_for(step: Step) -> list[dict[str, Any]]:
 
 
 @dataclass
-class Invoice:
+class Invoice(Item):
+    """An invoice and its collection case; ``seq`` numbers invoices and batches together."""
+
     invoice_id: str
     seq: int
-    scenario: str
     legacy: bool
-    # Simulated instant the item was at stage 0; stage k starts at born + k * stage_seconds.
-    born: float
 
 
 @dataclass
-class Batch:
+class Batch(Item):
+    """An INVOICE batch."""
+
     batch_id: str
     seq: int
-    scenario: str
-    born: float
 
 
-class CollectionBodies:
+class CollectionBodies(Bodies):
     """Renders one org's invoices, cases and batches, as the API client ``client_id`` sees them."""
 
     def __init__(self, clock: SimClock, stage_seconds: float, org_id: str, client_id: str) -> None:
-        self.clock = clock
-        self.stage_seconds = stage_seconds
+        super().__init__(clock, stage_seconds)
         self.org_id = org_id
         self.client_id = client_id
 
     def _stamp(self, item: Invoice | Batch, stage: int) -> str:
-        return amili_timestamp(self.clock.wall(item.born + stage * self.stage_seconds))
+        return amili_timestamp(self.moment(item, stage))
 
     def debtor_name(self, invoice: Invoice) -> str:
         first, last = DEBTORS[(invoice.seq - 1) % len(DEBTORS)]

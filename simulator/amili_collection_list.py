@@ -41,6 +41,8 @@ from simulator.amili_collection_bodies import CUSTOM_ID, CollectionBodies, Invoi
 from simulator.amili_query import (
     DEFAULT_PAGE_SIZE,
     MAX_PAGE_SIZE,
+    fields_match,
+    in_range,
     parse_instant,
     query_many,
     query_one,
@@ -157,22 +159,15 @@ class InvoiceQuery:
 
     def matches(self, body: dict[str, Any]) -> bool:
         """True when the rendered invoice ``body`` passes every given filter."""
-        if self.statuses and body["status"].upper() not in self.statuses:
-            return False
-        if self.types and body["type"].upper() not in self.types:
-            return False
-        if self.invoice_number is not None and body["invoiceNumber"] != self.invoice_number:
-            return False
-        if self.source_id is not None and body["uniqueSourceInvoiceId"] != self.source_id:
+        equal = {"invoiceNumber": self.invoice_number, "uniqueSourceInvoiceId": self.source_id}
+        if not fields_match(body, equal, {"status": self.statuses, "type": self.types}):
             return False
         if self.customer_number is not None and all(
             d["customerNumber"] != self.customer_number for d in body["debtors"]
         ):
             return False
         created = datetime.strptime(body["createdAt"], _STAMP_FORMAT)
-        if self.created_from is not None and created < self.created_from:
-            return False
-        return not (self.created_before is not None and created >= self.created_before)
+        return in_range(created, self.created_from, self.created_before)
 
 
 class Invoices(Protocol):

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from simulator.config import SimulatorConfig
-from simulator.fake import AdminItems, FakeProvider, admin_create, admin_fields, admin_text, check_scenario, seed_count
+from simulator.fake import AdminItems, FakeProvider, Item
 from simulator.router import HttpError, Request, Response, Router, json_response
 
 NAME = "amili_distribution"
@@ -77,13 +77,10 @@ def kid_number(base: str) -> str:
 
 
 @dataclass
-class _Invoice:
+class _Invoice(Item):
     identifier: str
     invoice_no: str
-    scenario: str
     seq: int
-    # Simulated instant the invoice was at stage 0; stage k starts at born + k * stage_seconds.
-    born: float
 
 
 class FakeAmiliDistribution(FakeProvider[_Invoice]):
@@ -104,7 +101,7 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
         self._by_number: dict[str, str] = {}
         self._next_seq = 0
         scenarios = tuple(SCENARIOS)
-        for index in range(seed_count(self.options, "amili_distribution_seed")):
+        for index in range(self._seed("amili_distribution_seed")):
             self.create_invoice(scenario=scenarios[index % len(scenarios)])
 
     def error(self, status: int, *args: Any) -> Response:
@@ -115,7 +112,7 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
 
     def create_invoice(self, identifier: str | None = None, invoice_no: str | None = None, scenario: str = "ok") -> str:
         """Create an invoice at stage 0 now; return its identifier (both it and the number find it)."""
-        check_scenario(scenario, SCENARIOS)
+        self._check_scenario(scenario, SCENARIOS)
         for label, value in (("identifier", identifier), ("invoice_no", invoice_no)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"{label} must be a non-empty string, got {value!r}")
@@ -131,7 +128,7 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
             elif invoice_no in self._by_number:
                 raise ValueError(f"invoice with InvoiceNo {invoice_no!r} already exists")
             self._next_seq += 1
-            self._invoices[identifier] = _Invoice(identifier, invoice_no, scenario, seq, born)
+            self._invoices[identifier] = _Invoice(scenario, born, identifier, invoice_no, seq)
             self._by_number[invoice_no] = identifier
         return identifier
 
@@ -243,14 +240,14 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
 
     def _admin_create(self, request: Request) -> Response:
         # The Python names and the API's names are both accepted.
-        data = admin_fields(request, {"identifier", "Identifier", "invoice_no", "InvoiceNo", "scenario"})
+        data = self._admin_fields(request, {"identifier", "Identifier", "invoice_no", "InvoiceNo", "scenario"})
         aliases = {"Identifier": "identifier", "InvoiceNo": "invoice_no"}
         values: dict[str, Any] = {aliases.get(key, key): value for key, value in data.items()}
-        scenario = admin_text(values, "scenario", "ok")
+        scenario = self._admin_text(values, "scenario", "ok")
         invoice_no: Any = values.get("invoice_no")
         if isinstance(invoice_no, int) and not isinstance(invoice_no, bool):
             invoice_no = str(invoice_no)
-        identifier = admin_create(self.create_invoice, values.get("identifier"), invoice_no, scenario)
+        identifier = self._try_create(self.create_invoice, values.get("identifier"), invoice_no, scenario)
         invoice = self._get(identifier)
         return json_response(
             201, {"Identifier": identifier, "InvoiceNo": invoice.invoice_no, "scenario": invoice.scenario}

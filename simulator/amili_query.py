@@ -93,32 +93,31 @@ class CaseQuery:
 
     def matches(self, case: dict[str, Any], debtor_name: str, created: datetime) -> bool:
         """True when ``case`` passes every given filter."""
-        if self.statuses and case["status"].upper() not in self.statuses:
-            return False
-        if self.types and case["type"].upper() not in self.types:
-            return False
-        if self.case_number is not None and case["caseNumber"] != self.case_number:
-            return False
-        if self.customer_number is not None and case["customerNumber"] != self.customer_number:
-            return False
-        if self.source_id is not None and case["uniqueSourceInvoiceId"] != self.source_id:
+        equal = {
+            "caseNumber": self.case_number,
+            "customerNumber": self.customer_number,
+            "uniqueSourceInvoiceId": self.source_id,
+        }
+        if not fields_match(case, equal, {"status": self.statuses, "type": self.types}):
             return False
         if self.search is not None:
-            haystack = " ".join(
-                [
-                    case["caseNumber"],
-                    case["invoiceNumber"],
-                    case["uniqueSourceInvoiceId"],
-                    case["customerNumber"],
-                    debtor_name,
-                ]
-            ).lower()
-            if self.search not in haystack:
+            keys = ("caseNumber", "invoiceNumber", "uniqueSourceInvoiceId", "customerNumber")
+            if self.search not in " ".join([*(case[key] for key in keys), debtor_name]).lower():
                 return False
-        created = created.replace(microsecond=0)
-        if self.created_from is not None and created < self.created_from:
-            return False
-        return not (self.created_before is not None and created >= self.created_before)
+        return in_range(created.replace(microsecond=0), self.created_from, self.created_before)
+
+
+def fields_match(body: dict[str, Any], equal: dict[str, str | None], one_of: dict[str, frozenset[str]]) -> bool:
+    """Whether ``body`` has every given value of ``equal``, and one of each given set of ``one_of``
+    (upper-cased, so ``OPEN`` finds ``Open``); None and empty sets filter nothing."""
+    if any(values and body[key].upper() not in values for key, values in one_of.items()):
+        return False
+    return all(value is None or body[key] == value for key, value in equal.items())
+
+
+def in_range(moment: datetime, start: datetime | None, end: datetime | None) -> bool:
+    """``start <= moment < end``, either bound optional."""
+    return (start is None or moment >= start) and (end is None or moment < end)
 
 
 def parse_instant(name: str, text: str) -> datetime:

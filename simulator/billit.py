@@ -25,15 +25,7 @@ from simulator.billit_oauth import (
 )
 from simulator.billit_order import SCENARIOS, Order, OrderBodies, error_response
 from simulator.config import SimulatorConfig
-from simulator.fake import (
-    AdminItems,
-    FakeProvider,
-    admin_create,
-    admin_fields,
-    admin_text,
-    check_scenario,
-    delegated,
-)
+from simulator.fake import AdminItems, FakeProvider, delegated
 from simulator.faults import render_fault
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -71,7 +63,7 @@ class FakeBillit(FakeProvider[Order]):
 
     def create_order(self, order_id: int | None = None, scenario: str = "paid") -> int:
         """Create an order at stage 0 now; return its OrderID (auto ids start at 1001)."""
-        check_scenario(scenario, SCENARIOS)
+        self._check_scenario(scenario, SCENARIOS)
         if order_id is not None and (
             not isinstance(order_id, int) or isinstance(order_id, bool) or order_id < 1
         ):
@@ -85,7 +77,7 @@ class FakeBillit(FakeProvider[Order]):
                 self._next_id += 1
             elif order_id in self._orders:
                 raise ValueError(f"order {order_id} already exists")
-            self._orders[order_id] = Order(order_id, scenario, born)
+            self._orders[order_id] = Order(scenario, born, order_id)
         self._changed(order_id, 0)
         return order_id
 
@@ -254,8 +246,8 @@ class FakeBillit(FakeProvider[Order]):
         return json_response(200, {"revoked": self.expire_tokens()})
 
     def _admin_create(self, request: Request) -> Response:
-        data = admin_fields(request, {"OrderID", "scenario"})
-        order_id = admin_create(self.create_order, data.get("OrderID"), admin_text(data, "scenario", "paid"))
+        data = self._admin_fields(request, {"OrderID", "scenario"})
+        order_id = self._try_create(self.create_order, data.get("OrderID"), self._admin_text(data, "scenario", "paid"))
         return json_response(201, {"OrderID": order_id})
 
     def _admin_key(self, item_id: str) -> Any:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simulator.billit_order import error_response
+from simulator.fake import error_from
 from simulator.router import Response, json_response
 
 # OAuth2 defaults, overridable through SimulatorConfig.options.
@@ -219,9 +220,8 @@ TOKEN_FAULT_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def token_fault_error(status: int) -> Response:
-    """What a fault on the token endpoint answers with ``status``."""
-    return error_response(status, *TOKEN_FAULT_ERRORS[status])
+#: What a fault on the token endpoint answers with a status.
+token_fault_error = error_from(TOKEN_FAULT_ERRORS, error_response)
 
 
 def oauth_from_options(options: dict[str, Any], token_ttl_seconds: float) -> BillitOAuth:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from simulator.clock import SimClock
+from simulator.fake import Bodies, Item
 from simulator.router import Response, json_response
 
 # Last stage of each scenario; after it nothing changes.
@@ -46,19 +46,14 @@ def error_response(status: int, code: str, description: str) -> Response:
 
 
 @dataclass
-class Order:
+class Order(Item):
+    """An order; its OrderID also orders the list."""
+
     order_id: int
-    scenario: str
-    # Simulated instant the order was at stage 0; stage k starts at born + k * stage_seconds.
-    born: float
 
 
-class OrderBodies:
-    """Renders orders as ``GET /v1/orders/{id}`` answers them, on ``clock``."""
-
-    def __init__(self, clock: SimClock, stage_seconds: float) -> None:
-        self.clock = clock
-        self.stage_seconds = stage_seconds
+class OrderBodies(Bodies):
+    """Renders orders as ``GET /v1/orders/{id}`` answers them."""
 
     def _stamp(self, order: Order, stage: int) -> str:
         """Timestamp of the moment ``order`` reached ``stage``.

@@ -236,38 +236,27 @@ def project(doc: dict[str, Any], projection: dict[str, Any] | None) -> dict[str,
     if including:
         for meta in META_FIELDS:
             tree[meta] = True
-        included: dict[str, Any] = _include(doc, tree)
-        return included
-    excluded: dict[str, Any] = _exclude(doc, tree)
-    return excluded
+    picked: dict[str, Any] = _pick(doc, tree, including)
+    return picked
 
 
-def _include(doc: Any, tree: dict[str, Any]) -> Any:
+def _pick(doc: Any, tree: dict[str, Any], including: bool) -> Any:
+    """``doc`` with the paths marked in ``tree`` kept (``including``) or dropped."""
     if isinstance(doc, list):
-        return [_include(item, tree) for item in doc if isinstance(item, dict)]
+        # Inclusion keeps only sub-documents, as Mongo does; exclusion keeps every element.
+        return [_pick(item, tree, including) for item in doc if not including or isinstance(item, dict)]
     if not isinstance(doc, dict):
         return doc
     kept = {}
     for key, value in doc.items():
-        wanted = tree.get(key)
-        if wanted is True:
+        node = tree.get(key)
+        if node is True:
+            if including:
+                kept[key] = value
+        elif isinstance(node, dict) and (not including or isinstance(value, (dict, list))):
+            kept[key] = _pick(value, node, including)
+        elif not including:
             kept[key] = value
-        elif isinstance(wanted, dict) and isinstance(value, (dict, list)):
-            kept[key] = _include(value, wanted)
-    return kept
-
-
-def _exclude(doc: Any, tree: dict[str, Any]) -> Any:
-    if isinstance(doc, list):
-        return [_exclude(item, tree) for item in doc]
-    if not isinstance(doc, dict):
-        return doc
-    kept = {}
-    for key, value in doc.items():
-        unwanted = tree.get(key)
-        if unwanted is True:
-            continue
-        kept[key] = _exclude(value, unwanted) if isinstance(unwanted, dict) else value
     return kept
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from simulator.clock import SimClock, born_for_stage, next_stage_at, stage_reached
 from simulator.config import SimulatorConfig
@@ -22,10 +22,27 @@ from simulator.faults import Fault, FaultPlan, render_fault
 from simulator.router import HttpError, Request, Response, Router, json_response
 
 
-class Item(Protocol):
-    """An item with a life: the simulated instant it was at stage 0."""
+@dataclass
+class Item:
+    """An item with a life: its scenario, and the simulated instant it was at stage 0.
 
+    Stage k starts at ``born + k * stage_seconds``; ``set_stage`` moves ``born``.
+    """
+
+    scenario: str
     born: float
+
+
+class Bodies:
+    """Renders a fake's items at a stage: a pure function of the item, the stage and the clock."""
+
+    def __init__(self, clock: SimClock, stage_seconds: float) -> None:
+        self.clock = clock
+        self.stage_seconds = stage_seconds
+
+    def moment(self, item: Item, stage: int) -> datetime:
+        """The wall-clock instant ``item`` reached ``stage``."""
+        return self.clock.wall(item.born + stage * self.stage_seconds)
 
 
 ItemT = TypeVar("ItemT", bound=Item)
@@ -134,8 +151,7 @@ class FakeProvider(Generic[ItemT]):
 
     def _stage_what(self, item: ItemT) -> str:
         """How a bad stage's error names the item's kind of life."""
-        scenario = getattr(item, "scenario", None)
-        return "" if scenario is None else f"scenario {scenario!r}"
+        return f"scenario {item.scenario!r}"
 
     def _changed(self, item_id: Any, stage: int | None) -> None:
         if self.on_change is not None:
@@ -161,7 +177,7 @@ class FakeProvider(Generic[ItemT]):
         now = self.clock.now()
         with self._lock:
             # Copies, because set_stage moves an item's birth under this lock.
-            snapshot = [replace(item) for item in items()]  # type: ignore[type-var]
+            snapshot = [replace(item) for item in items()]
         return [(item, self._stage(item, now)) for item in snapshot]
 
     # ---- requests -----------------------------------------------------------------
@@ -191,7 +207,7 @@ class FakeProvider(Generic[ItemT]):
         return answer()
 
     def _fault_error(self, status: int) -> Response:
-        return self.error(status, *self.fault_errors[status])
+        return error_from(self.fault_errors, self.error)(status)
 
     # ---- admin routes -------------------------------------------------------------
 
@@ -212,7 +228,7 @@ class FakeProvider(Generic[ItemT]):
         return item_id
 
     def _admin_set_stage(self, request: Request, item_id: str) -> Response:
-        data = admin_fields(request, {"stage"})
+        data = self._admin_fields(request, {"stage"})
         key = self._admin_key(item_id)
         try:
             self.set_stage(key, data.get("stage"))  # type: ignore[arg-type]
@@ -224,6 +240,46 @@ class FakeProvider(Generic[ItemT]):
 
     def _admin_expire_tokens(self, request: Request) -> Response:
         return json_response(200, {"expired": self.expire_tokens(), "tokens_issued": self.tokens_issued})
+
+    def _seed(self, key: str, default: int = 2) -> int:
+        """How many items to create at start (option ``key``)."""
+        seed = self.options.get(key, default)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"{key} must be a non-negative integer, got {seed!r}")
+        return seed
+
+    @staticmethod
+    def _check_scenario(scenario: str, allowed: Iterable[str]) -> None:
+        """Raise ValueError unless ``scenario`` is one of ``allowed``."""
+        if scenario not in allowed:
+            raise ValueError(f"unknown scenario {scenario!r}; allowed: {', '.join(allowed)}")
+
+    @staticmethod
+    def _admin_fields(request: Request, allowed: set[str]) -> dict[str, Any]:
+        """An admin request's JSON object; 400 naming any field not in ``allowed``."""
+        data = request.json_object()
+        unknown = set(data) - allowed
+        if unknown:
+            raise HttpError(
+                400, f"unknown field(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}"
+            )
+        return data
+
+    @staticmethod
+    def _admin_text(data: dict[str, Any], key: str, default: str | None = None) -> Any:
+        """``data[key]`` (or ``default``), which must be a string or absent; 400 otherwise."""
+        value = data.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise HttpError(400, f"{key} must be a string")
+        return value
+
+    @staticmethod
+    def _try_create(create: Callable[..., Any], *args: Any) -> Any:
+        """``create(*args)``, its ValueError answered as 400."""
+        try:
+            return create(*args)
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from exc
 
     def _describe(self, header: list[str], rows: Iterable[str], plural: str) -> list[str]:
         """``header``, then one line per item, or how to add the first one."""
@@ -250,40 +306,6 @@ def delegated(path: str, doc: str, *, settable: bool = False) -> Any:
     return property(get, put if settable else None, doc=doc)
 
 
-def admin_fields(request: Request, allowed: set[str]) -> dict[str, Any]:
-    """An admin request's JSON object; 400 naming any field not in ``allowed``."""
-    data = request.json_object()
-    unknown = set(data) - allowed
-    if unknown:
-        raise HttpError(400, f"unknown field(s): {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
-    return data
-
-
-def admin_text(data: dict[str, Any], key: str, default: str | None = None) -> Any:
-    """``data[key]`` (or ``default``), which must be a string or absent; 400 otherwise."""
-    value = data.get(key, default)
-    if value is not None and not isinstance(value, str):
-        raise HttpError(400, f"{key} must be a string")
-    return value
-
-
-def admin_create(create: Callable[..., Any], *args: Any) -> Any:
-    """``create(*args)``, its ValueError answered as 400."""
-    try:
-        return create(*args)
-    except ValueError as exc:
-        raise HttpError(400, str(exc)) from exc
-
-
-def check_scenario(scenario: str, allowed: Iterable[str]) -> None:
-    """Raise ValueError unless ``scenario`` is one of ``allowed``."""
-    if scenario not in allowed:
-        raise ValueError(f"unknown scenario {scenario!r}; allowed: {', '.join(allowed)}")
-
-
-def seed_count(options: dict[str, Any], key: str, default: int = 2) -> int:
-    """How many items a fake creates at start (option ``key``)."""
-    seed = options.get(key, default)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"{key} must be a non-negative integer, got {seed!r}")
-    return seed
+def error_from(table: dict[int, tuple[Any, ...]], error: Callable[..., Response]) -> Callable[[int], Response]:
+    """``error(status, *table[status])``: a provider's own error body for a fault that borrows one."""
+    return lambda status: error(status, *table[status])

@@ -22,7 +22,7 @@ from typing import ClassVar
 from urllib.parse import parse_qs
 
 from simulator.config import SimulatorConfig
-from simulator.fake import FakeProvider, ItemT
+from simulator.fake import FakeProvider, ItemT, error_from
 from simulator.faults import Fault, FaultPlan, render_fault
 from simulator.router import Request, Response, Router, json_response
 
@@ -301,8 +301,7 @@ _TOKEN_FAULT_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
-def _token_fault_error(status: int) -> Response:
-    return oauth_error(status, *_TOKEN_FAULT_ERRORS[status])
+_token_fault_error = error_from(_TOKEN_FAULT_ERRORS, oauth_error)
 
 
 class TokenClientFake(FakeProvider[ItemT]):
@@ -328,6 +327,20 @@ class TokenClientFake(FakeProvider[ItemT]):
     def expire_tokens(self) -> int:
         """Expire every token issued so far (next API call with one gets 401); return how many."""
         return self.token_service.expire_all()
+
+    def env(self, base_url: str) -> dict[str, str]:
+        """The poller settings that point it at this fake (the token URL is ``{AUTH_URL}/token``)."""
+        prefix = f"POLLER_{self.name.upper()}__"
+        return {
+            f"{prefix}BASE_URL": base_url,
+            f"{prefix}AUTH_URL": base_url,
+            f"{prefix}CLIENT_ID": self.client_id,
+            f"{prefix}CLIENT_SECRET": self.client_secret,
+        }
+
+    def _token_line(self) -> str:
+        """A line of ``describe_lines`` about the token client."""
+        return f"  token: POST /token client_id={self.client_id} ({self.tokens_issued} issued)"
 
     def register(self, router: Router) -> None:
         """Add the shared ``POST /token``, the API routes and the admin routes (``tokens`` too)."""
