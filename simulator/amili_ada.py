@@ -37,6 +37,7 @@ class FakeAmiliAda(FakeProvider[Case]):
     name = NAME
     noun = "case"
     id_field = "_id"
+    described = {"cases": ("_id", "invoice_number", "state", "status")}
     fault_errors = {
         401: ("Invalid access token",),
         404: (_EVE_404,),
@@ -114,17 +115,8 @@ class FakeAmiliAda(FakeProvider[Case]):
         result = []
         for case, stage in self._staged(self._cases.values):
             body = self.bodies.render(case, stage)
-            result.append(
-                {
-                    "_id": case.case_id,
-                    "invoice_number": case.invoice_number,
-                    "scenario": case.scenario,
-                    "stage": stage,
-                    "final_stage": SCENARIOS[case.scenario],
-                    "state": body["state"],
-                    "status": body["status"],
-                }
-            )
+            ids = {"_id": case.case_id, "invoice_number": case.invoice_number}
+            result.append(self._entry(ids, case, stage, state=body["state"], status=body["status"]))
         return result
 
     def case_body(self, case_id: str) -> dict[str, Any]:
@@ -148,19 +140,12 @@ class FakeAmiliAda(FakeProvider[Case]):
     def _admin_items(self) -> AdminItems:
         return {"cases": (self.cases, self._admin_create)}
 
-    def describe_lines(self) -> list[str]:
-        """Human lines: how to log in, and the cases with where they are in their life."""
+    def _describe_header(self) -> list[str]:
         if self.login.private_key_path is not None:
             key = f"sign the login JWT {self.login.algorithm} with {self.login.private_key_path}"
         else:
             key = "sign the login JWT with the private key matching amili_ada_public_key_pem"
-        header = [f"Amili ADA cases ({self.stage_seconds:g} sim-seconds per stage; api_code={self.api_code}, {key}):"]
-        rows = [
-            f"{info['_id']}  {info['invoice_number']}  scenario={info['scenario']:<9} "
-            f"stage {info['stage']}/{info['final_stage']}  state={info['state']} status={info['status']}"
-            for info in self.cases()
-        ]
-        return self._describe(header, rows, "cases")
+        return [f"Amili ADA cases ({self.stage_seconds:g} sim-seconds per stage; api_code={self.api_code}, {key}):"]
 
     def env(self, base_url: str) -> dict[str, str]:
         """The poller settings that point it at this fake (key settings only for a generated key)."""

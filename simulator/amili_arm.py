@@ -86,6 +86,7 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
     name = NAME
     noun = "batch"
     id_field = "batchUuid"
+    described = {"batches": ("id", "documents", "http_status", "status")}
     resource = RESOURCE
     default_client = (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
     fault_errors = {
@@ -136,17 +137,9 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
         result = []
         for batch, stage in self._staged(lambda: sorted(self._batches.values(), key=lambda b: b.seq)):
             http_status, body = self._render(batch, stage)
-            result.append(
-                {
-                    "id": batch.batch_uuid,
-                    "scenario": batch.scenario,
-                    "documents": batch.documents,
-                    "stage": stage,
-                    "final_stage": FINAL_STAGE,
-                    "status": body["status"],
-                    "http_status": http_status,
-                }
-            )
+            ids = {"id": batch.batch_uuid}
+            fields = {"documents": batch.documents, "status": body["status"], "http_status": http_status}
+            result.append(self._entry(ids, batch, stage, **fields))
         return result
 
     def batch_body(self, batch_uuid: str) -> tuple[int, dict[str, Any]]:
@@ -162,18 +155,11 @@ class FakeAmiliArm(TokenClientFake[_Batch]):
     def _admin_items(self) -> AdminItems:
         return {"batches": (self.batches, self._admin_create)}
 
-    def describe_lines(self) -> list[str]:
-        """Human lines: client number, token client and the batches' progress."""
-        header = [
+    def _describe_header(self) -> list[str]:
+        return [
             f"Amili ARM, client {self.client_no} ({self.stage_seconds:g} sim-seconds per stage):",
             self._token_line() + (" or the static bearer token" if self.static_token else ""),
         ]
-        rows = [
-            f"batch {info['id']}  scenario={info['scenario']:<7} documents={info['documents']}"
-            f"  stage {info['stage']}/{info['final_stage']}  {info['http_status']} {info['status']}"
-            for info in self.batches()
-        ]
-        return self._describe(header, rows, "batches")
 
     def env(self, base_url: str) -> dict[str, str]:
         """The token client's settings and the client number."""

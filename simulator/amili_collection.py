@@ -62,6 +62,7 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
 
     name = NAME
     noun = "invoice or batch"
+    described = {"invoices": ("id", "legacy", "status", "type"), "batches": ("id", "status")}
     resource = RESOURCE
     default_client = (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
     fault_errors = {
@@ -117,29 +118,14 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
         result = []
         for invoice, stage in self.staged_invoices():
             body = self.bodies.invoice(invoice, stage)
-            result.append(
-                {
-                    "id": invoice.invoice_id,
-                    "scenario": invoice.scenario,
-                    "legacy": invoice.legacy,
-                    "stage": stage,
-                    "final_stage": self._final_stage(invoice),
-                    "status": body["status"],
-                    "type": body["type"],
-                }
-            )
+            fields = {"legacy": invoice.legacy, "status": body["status"], "type": body["type"]}
+            result.append(self._entry({"id": invoice.invoice_id}, invoice, stage, **fields))
         return result
 
     def batches(self) -> list[dict[str, Any]]:
         """List batches as ``{"id", "scenario", "stage", "final_stage", "status"}``."""
         return [
-            {
-                "id": batch.batch_id,
-                "scenario": batch.scenario,
-                "stage": stage,
-                "final_stage": BATCH_FINAL_STAGE,
-                "status": self.bodies.batch(batch, stage)["status"],
-            }
+            self._entry({"id": batch.batch_id}, batch, stage, status=self.bodies.batch(batch, stage)["status"])
             for batch, stage in self._staged(lambda: sorted(self._batches.values(), key=lambda b: b.seq))
             if isinstance(batch, Batch)
         ]
@@ -183,24 +169,12 @@ class FakeAmiliCollection(TokenClientFake[Invoice | Batch]):
             "batches": (self.batches, self._admin_create_batch),
         }
 
-    def describe_lines(self) -> list[str]:
-        """Human lines: token client, invoices and batches and where they are in their life."""
-        header = [
+    def _describe_header(self) -> list[str]:
+        return [
             f"Amili Debt.Collection, org {self.org_id} ({self.stage_seconds:g} sim-seconds per stage):",
             self._token_line(),
             f"  list: GET /orgs/{self.org_id}/invoices?Status=&Type=&From=&To=&PageSize=&PageToken=",
         ]
-        rows = [
-            f"invoice {info['id']}  scenario={info['scenario']}{' legacy' if info['legacy'] else ''}"
-            f"  stage {info['stage']}/{info['final_stage']}  status={info['status']} type={info['type']}"
-            for info in self.invoices()
-        ]
-        rows += [
-            f"batch {info['id']}  scenario={info['scenario']}"
-            f"  stage {info['stage']}/{info['final_stage']}  status={info['status']}"
-            for info in self.batches()
-        ]
-        return self._describe(header, rows, "invoices")
 
     def env(self, base_url: str) -> dict[str, str]:
         """The token client's settings and the organisation."""

@@ -89,6 +89,7 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
     name = NAME
     noun = "invoice"
     id_field = "Identifier"
+    described = {"invoices": ("Identifier", "InvoiceNo", "Status", "TransactionStatus")}
     fault_errors = {401: (DENIED,), 404: (NOT_FOUND,), 429: ("Too many requests, retry later",)}
 
     def _configure(self, config: SimulatorConfig) -> None:
@@ -138,17 +139,9 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
         for invoice, stage in self._staged(self._invoices.values):
             body = self._render(invoice, stage)
             transaction = body["Transaction"]
-            result.append(
-                {
-                    "Identifier": invoice.identifier,
-                    "InvoiceNo": invoice.invoice_no,
-                    "scenario": invoice.scenario,
-                    "stage": stage,
-                    "final_stage": SCENARIOS[invoice.scenario],
-                    "Status": body["Status"],
-                    "TransactionStatus": None if transaction is None else transaction["Status"],
-                }
-            )
+            ids = {"Identifier": invoice.identifier, "InvoiceNo": invoice.invoice_no}
+            status = None if transaction is None else transaction["Status"]
+            result.append(self._entry(ids, invoice, stage, Status=body["Status"], TransactionStatus=status))
         return result
 
     def status_body(self, identifier: str) -> dict[str, Any]:
@@ -164,17 +157,9 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
     def _admin_items(self) -> AdminItems:
         return {"invoices": (self.invoices, self._admin_create)}
 
-    def describe_lines(self) -> list[str]:
-        """Human lines listing the invoices and where they are in their life."""
+    def _describe_header(self) -> list[str]:
         auth = "Bearer token required" if self.token else "no auth"
-        rows = [
-            f"{info['Identifier']}  InvoiceNo={info['InvoiceNo']}  scenario={info['scenario']:<7} "
-            f"stage {info['stage']}/{info['final_stage']}  Status={info['Status']}"
-            f"  Transaction.Status={info['TransactionStatus']}"
-            for info in self.invoices()
-        ]
-        return self._describe([f"Amili Distribution invoices ({self.stage_seconds:g} sim-seconds per stage; {auth}):"],
-                              rows, "invoices")
+        return [f"Amili Distribution invoices ({self.stage_seconds:g} sim-seconds per stage; {auth}):"]
 
     def env(self, base_url: str) -> dict[str, str]:
         """The poller settings that point it at this fake."""

@@ -39,6 +39,7 @@ class FakeBillit(FakeProvider[Order]):
     name = NAME
     noun = "order"
     id_field = "OrderID"
+    described = {"orders": ("id", "OrderStatus")}
     fault_errors = {
         401: ("Unauthorized", "Invalid ApiKey"),
         404: ("NotFound", "Order not found"),
@@ -84,13 +85,8 @@ class FakeBillit(FakeProvider[Order]):
     def orders(self) -> list[dict[str, Any]]:
         """List orders as ``{"id", "scenario", "stage", "final_stage", "OrderStatus"}``."""
         return [
-            {
-                "id": order.order_id,
-                "scenario": order.scenario,
-                "stage": stage,
-                "final_stage": SCENARIOS[order.scenario],
-                "OrderStatus": self.bodies.render(order, stage)["OrderStatus"],
-            }
+            self._entry({"id": order.order_id}, order, stage,
+                        OrderStatus=self.bodies.render(order, stage)["OrderStatus"])
             for order, stage in self.staged_orders()
         ]
 
@@ -133,14 +129,8 @@ class FakeBillit(FakeProvider[Order]):
     def _admin_items(self) -> AdminItems:
         return {"orders": (self.orders, self._admin_create)}
 
-    def describe_lines(self) -> list[str]:
-        """Human lines listing the orders and where they are in their life."""
-        rows = [
-            f"{info['id']}  scenario={info['scenario']:<8} stage {info['stage']}/{info['final_stage']}"
-            f"  OrderStatus={info['OrderStatus']}"
-            for info in self.orders()
-        ]
-        lines = self._describe([f"Billit orders ({self.stage_seconds:g} sim-seconds per stage):"], rows, "orders")
+    def _describe_header(self) -> list[str]:
+        lines = [f"Billit orders ({self.stage_seconds:g} sim-seconds per stage):"]
         if self.oauth_enabled:
             info = self.oauth.snapshot()
             lines.append(

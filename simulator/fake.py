@@ -64,6 +64,8 @@ class FakeProvider(Generic[ItemT]):
     noun: ClassVar[str] = "item"
     #: The field naming the item in the admin stage answer (``{"OrderID": 1001, "stage": 2}``).
     id_field: ClassVar[str] = "id"
+    #: What ``describe_lines`` shows of each kind of item: plural -> (id key, detail keys...) of its entries.
+    described: ClassVar[dict[str, tuple[str, ...]]]
     #: The provider's error body for a fault that borrows one: status -> ``error`` arguments.
     fault_errors: ClassVar[dict[int, tuple[Any, ...]]]
 
@@ -112,8 +114,8 @@ class FakeProvider(Generic[ItemT]):
         """The admin list and create handlers per kind of item, by plural noun."""
         raise NotImplementedError
 
-    def describe_lines(self) -> list[str]:
-        """Human lines about the provider's current fake data."""
+    def _describe_header(self) -> list[str]:
+        """The first lines of ``describe_lines``: what the fake serves and how to authenticate."""
         raise NotImplementedError
 
     def env(self, base_url: str) -> dict[str, str]:
@@ -281,10 +283,23 @@ class FakeProvider(Generic[ItemT]):
         except ValueError as exc:
             raise HttpError(400, str(exc)) from exc
 
-    def _describe(self, header: list[str], rows: Iterable[str], plural: str) -> list[str]:
-        """``header``, then one line per item, or how to add the first one."""
-        lines = header + [f"  {row}" for row in rows]
+    def _entry(self, ids: dict[str, Any], item: ItemT, stage: int, **fields: Any) -> dict[str, Any]:
+        """One item of an admin list: its ids, scenario, stage and final stage, then ``fields``."""
+        return {**ids, "scenario": item.scenario, "stage": stage, "final_stage": self._final_stage(item), **fields}
+
+    def describe_lines(self) -> list[str]:
+        """Human lines: the header, then every item of each kind, or how to add the first one."""
+        header = self._describe_header()
+        lines = list(header)
+        for plural, (lister, _) in self._admin_items().items():
+            id_key, *details = self.described[plural]
+            lines += [
+                f"  {info[id_key]}  scenario={info['scenario']}  stage {info['stage']}/{info['final_stage']}  "
+                + "  ".join(f"{key}={info[key]}" for key in details)
+                for info in lister()
+            ]
         if len(lines) == len(header):
+            plural = next(iter(self.described))
             lines.append(f"  (no {plural} yet; POST /_sim/{self.name}/{plural} to add one)")
         return lines
 
