@@ -1,91 +1,28 @@
-"""The Amili Distribution (Compello) pstatus fake over real loopback HTTP: body forms, auth, lives, faults, admin."""
+"""The fake Amili Distribution pstatus API over real loopback HTTP: request bodies, auth and invoice lives."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from simulator import Simulator, SimulatorConfig
-from simulator.amili_distribution import FakeAmiliDistribution
+from tests.sim.common import TIMEOUT, sim_fixture
+from tests.sim.distribution import (
+    STAGE,
+    TIMESTAMP,
+    TOKEN,
+    TOP_KEYS,
+    TRANSACTION_KEYS,
+    assert_message,
+    dist,
+    pstatus,
+    status_of,
+)
 
-TIMEOUT = 5
-STAGE = 10.0
-TOKEN = "sim-partner-token"
-TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
-# Seed 000's response shape, key for key and in order.
-TOP_KEYS = ["ReceiptId", "Filename", "InvoiceData", "Received", "Status", "Transaction", "InvoiceLink"]
-TRANSACTION_KEYS = [
-    "TransactionRid", "LogTime", "DeliveryTime", "Status", "Company", "Channel", "RequestedChannel",
-    "ActualChannel", "Direction", "InvoiceType", "InvoiceNumber", "Filename", "LogText", "InvoiceeName",
-    "InvoiceDate", "DueDate", "Amount", "AmountExVat", "KID", "ChannelStatus", "ChannelUpdateTime",
-    "CorrelationStatus",
-]  # fmt: skip
-
-
-def make_sim(**options: Any) -> Simulator:
-    opts: dict[str, Any] = {"amili_distribution_seed": 0}
-    opts.update(options)
-    return Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, stage_seconds=STAGE, options=opts)).start()
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    """A frozen-clock simulator with no Distribution invoices and no auth."""
-    simulator = make_sim()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-
-
-@pytest.fixture
-def token_sim() -> Iterator[Simulator]:
-    """A simulator whose Distribution API requires a bearer token."""
-    simulator = make_sim(amili_distribution_token=TOKEN)
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-
-
-def dist(sim: Simulator) -> FakeAmiliDistribution:
-    provider: FakeAmiliDistribution = sim.amili_distribution
-    return provider
-
-
-def pstatus(
-    sim: Simulator, body: Any = None, *, data: bytes | None = None, headers: dict[str, str] | None = None, **kw: Any
-) -> requests.Response:
-    return requests.post(
-        f"{sim.url}/send/pstatus",
-        json=body if data is None else None,
-        data=data,
-        headers=headers,
-        timeout=kw.pop("timeout", TIMEOUT),
-    )
-
-
-def status_of(sim: Simulator, identifier: str) -> dict[str, Any]:
-    response = pstatus(sim, {"Identifier": identifier})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def assert_message(response: requests.Response, status: int, message: str | None = None) -> None:
-    assert response.status_code == status
-    body = response.json()
-    assert list(body) == ["Message"] and isinstance(body["Message"], str) and body["Message"]
-    if message is not None:
-        assert body["Message"] == message
-
-
-# ---- request body and lookup ---------------------------------------------------
+sim = sim_fixture(stage_seconds=STAGE, options={"amili_distribution_seed": 0})
+token_sim = sim_fixture(stage_seconds=STAGE, options={"amili_distribution_seed": 0, "amili_distribution_token": TOKEN})
 
 
 @pytest.mark.parametrize(
@@ -138,9 +75,6 @@ def test_unknown_invoice_is_404(sim: Simulator) -> None:
     assert_message(pstatus(sim, {"InvoiceNo": "0"}), 404, "Invoice not found")
 
 
-# ---- auth ---------------------------------------------------------------------
-
-
 def test_no_auth_by_default(sim: Simulator) -> None:
     """Without amili_distribution_token the endpoint needs no Authorization; env has only the base URL."""
     identifier = dist(sim).create_invoice()
@@ -182,9 +116,6 @@ def test_faults_apply_after_auth(token_sim: Simulator) -> None:
     assert pstatus(token_sim, {"Identifier": identifier}).status_code == 401
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert pstatus(token_sim, {"Identifier": identifier}, headers=auth).status_code == 500
-
-
-# ---- invoice lives --------------------------------------------------------------
 
 
 def _walk(sim: Simulator, identifier: str, stages: int) -> list[dict[str, Any]]:
@@ -283,120 +214,3 @@ def test_seeded_invoices_and_describe() -> None:
         assert "POLLER_AMILI_DISTRIBUTION__BASE_URL" in simulator.describe()
     finally:
         simulator.stop()
-
-
-# ---- faults ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["500", "503"])
-def test_fault_5xx_is_html(sim: Simulator, kind: str) -> None:
-    """ "500"/"503" faults answer that status with an HTML page, once."""
-    identifier = dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", kind, count=1)
-    response = pstatus(sim, {"Identifier": identifier})
-    assert response.status_code == int(kind) and response.headers["Content-Type"].startswith("text/html")
-    assert pstatus(sim, {"Identifier": identifier}).status_code == 200
-
-
-def test_fault_429_has_retry_after(sim: Simulator) -> None:
-    """A "429" fault answers {"Message"} with Retry-After."""
-    identifier = dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", "429", count=1)
-    response = pstatus(sim, {"Identifier": identifier})
-    assert_message(response, 429)
-    assert response.headers["Retry-After"] == "1"
-
-
-def test_fault_slow_trips_client_timeout(sim: Simulator) -> None:
-    """A "slow" fault delays the answer past a short client timeout."""
-    identifier = dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", "slow", delay=0.5, count=1)
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        pstatus(sim, {"Identifier": identifier}, timeout=0.2)
-    assert pstatus(sim, {"Identifier": identifier}, timeout=0.2).status_code == 200
-
-
-def test_fault_malformed_and_html(sim: Simulator) -> None:
-    """ "malformed" gives 200 JSON that does not parse; "html" gives a 200 HTML page."""
-    identifier = dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", "malformed", count=1)
-    response = pstatus(sim, {"Identifier": identifier})
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json")
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(response.text)
-    sim.faults.add("amili_distribution", "html", count=1)
-    response = pstatus(sim, {"Identifier": identifier})
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/html")
-
-
-def test_fault_404_and_401_use_message_bodies(sim: Simulator) -> None:
-    """ "404" and "401" faults answer {"Message"} bodies even for a known invoice without auth."""
-    identifier = dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", "404", count=1)
-    sim.faults.add("amili_distribution", "401", count=1)
-    assert_message(pstatus(sim, {"Identifier": identifier}), 404, "Invoice not found")
-    assert_message(pstatus(sim, {"Identifier": identifier}), 401, "Authorization has been denied for this request.")
-    assert pstatus(sim, {"Identifier": identifier}).status_code == 200
-
-
-def test_fault_scoped_to_one_invoice_hits_it_by_either_key(sim: Simulator) -> None:
-    """A fault scoped to an invoice's number hits it when asked by Identifier too, and spares others."""
-    first = dist(sim).create_invoice("INV-A", "9001")
-    other = dist(sim).create_invoice("INV-B", "9002")
-    sim.faults.add("amili_distribution", "503", ref="9001")
-    assert pstatus(sim, {"Identifier": first}).status_code == 503
-    assert pstatus(sim, {"Invoice": {"InvoiceNo": "9001"}}).status_code == 503
-    assert pstatus(sim, {"Identifier": other}).status_code == 200
-
-
-# ---- admin ----------------------------------------------------------------------
-
-
-def test_admin_create_list_and_stage(sim: Simulator) -> None:
-    """The admin routes create and list invoices and jump a stage."""
-    created = requests.post(
-        f"{sim.url}/_sim/amili_distribution/invoices",
-        json={"Identifier": "X-1", "InvoiceNo": 42, "scenario": "handled"},
-        timeout=TIMEOUT,
-    )
-    assert created.status_code == 201
-    assert created.json() == {"Identifier": "X-1", "InvoiceNo": "42", "scenario": "handled"}
-    auto = requests.post(f"{sim.url}/_sim/amili_distribution/invoices", json={}, timeout=TIMEOUT)
-    assert auto.status_code == 201 and auto.json()["scenario"] == "ok"
-    staged = requests.post(f"{sim.url}/_sim/amili_distribution/invoices/X-1/stage", json={"stage": 3}, timeout=TIMEOUT)
-    assert staged.json() == {"Identifier": "X-1", "stage": 3}
-    listed = requests.get(f"{sim.url}/_sim/amili_distribution/invoices", timeout=TIMEOUT).json()["invoices"]
-    assert [(i["Identifier"], i["stage"], i["TransactionStatus"]) for i in listed] == [
-        ("X-1", 3, "Handled"),
-        (auto.json()["Identifier"], 0, None),
-    ]
-    assert status_of(sim, "X-1")["Transaction"]["Status"] == "Handled"
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        {"scenario": "lost"},
-        {"Identifier": 5},
-        {"identifier": ""},
-        {"InvoiceNo": ["1"]},
-        {"colour": "red"},
-        [1, 2],
-    ],
-)
-def test_admin_bad_input_is_400(sim: Simulator, payload: Any) -> None:
-    """Invalid admin requests answer 400 with an error message."""
-    response = requests.post(f"{sim.url}/_sim/amili_distribution/invoices", json=payload, timeout=TIMEOUT)
-    assert response.status_code == 400
-    assert response.json()["error"]
-
-
-def test_admin_duplicates_and_bad_stage(sim: Simulator) -> None:
-    """A duplicate Identifier or InvoiceNo, or a bad stage, answers 400; an unknown invoice 404."""
-    dist(sim).create_invoice("DUP", "100")
-    url = f"{sim.url}/_sim/amili_distribution/invoices"
-    for payload in ({"Identifier": "DUP"}, {"InvoiceNo": "100"}):
-        response = requests.post(url, json=payload, timeout=TIMEOUT)
-        assert response.status_code == 400 and "already exists" in response.json()["error"]
-    assert requests.post(f"{url}/DUP/stage", json={"stage": 4}, timeout=TIMEOUT).status_code == 400
-    assert requests.post(f"{url}/nope/stage", json={"stage": 1}, timeout=TIMEOUT).status_code == 404

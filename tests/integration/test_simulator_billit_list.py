@@ -2,40 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 import requests
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from simulator.billit_order import billit_timestamp
+from tests.sim.billit import AUTH, BAD_CREDENTIALS, assert_billit_error
+from tests.sim.common import sim_fixture
 
-AUTH = {"ApiKey": "sim-billit-key", "PartyID": "1234"}
 TIMEOUT = 10
 LIST = "GET /v1/orders"
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    """A frozen-clock simulator with no orders, on a free port."""
-    simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-
-
-@pytest.fixture
-def tie_sim() -> Iterator[Simulator]:
-    """Stages so short that every order created at one frozen instant has the same LastModified."""
-    # The per-order sub-second jitter of a stamp is at most stage_seconds / 2, here under a millisecond.
-    simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, stage_seconds=0.0002)).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
+sim = sim_fixture()
+# Stages so short that every order created at one frozen instant has the same LastModified: the
+# per-order sub-second jitter of a stamp is at most stage_seconds / 2, here under a millisecond.
+tie_sim = sim_fixture(stage_seconds=0.0002)
 
 
 def list_orders(
@@ -70,16 +55,6 @@ def list_requests(sim: Simulator) -> int:
 
 def stamp(body: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(body["LastModified"])
-
-
-def assert_billit_error(response: requests.Response, status: int, code: str) -> str:
-    assert response.status_code == status
-    body = response.json()
-    assert list(body) == ["errors"] and len(body["errors"]) == 1
-    assert body["errors"][0]["Code"] == code
-    description: str = body["errors"][0]["Description"]
-    assert description
-    return description
 
 
 # ---- paging ---------------------------------------------------------------------
@@ -245,17 +220,7 @@ def test_malformed_query_is_400(sim: Simulator, params: dict[str, str]) -> None:
 # ---- auth and faults ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {"ApiKey": "wrong", "PartyID": "1234"},
-        {"ApiKey": "sim-billit-key"},
-        {"ApiKey": "sim-billit-key", "PartyID": "9999"},
-        {"PartyID": "1234"},
-        {"Authorization": "Bearer not-a-token", "PartyID": "1234"},
-    ],
-    ids=["wrong-apikey", "missing-partyid", "wrong-partyid", "missing-apikey", "bearer"],
-)
+@pytest.mark.parametrize("headers", BAD_CREDENTIALS.values(), ids=BAD_CREDENTIALS.keys())
 def test_auth_answers_like_the_item_route(sim: Simulator, headers: dict[str, str]) -> None:
     """Bad or missing credentials get the item route's 401 body, before any query checking."""
     order_id = sim.billit.create_order()

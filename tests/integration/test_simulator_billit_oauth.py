@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import requests
 
 from simulator import Simulator, SimulatorConfig
+from tests.sim.billit import AUTH, assert_billit_error, get_order
+from tests.sim.common import TIMEOUT, sim_fixture
 
 CLIENT = {"client_id": "sim-billit-client", "client_secret": "sim-billit-secret"}
-API_KEY_AUTH = {"ApiKey": "sim-billit-key", "PartyID": "1234"}
 TTL = 120
-TIMEOUT = 5
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    """A frozen-clock simulator with Billit OAuth2 on and no orders, on a free port."""
-    simulator = Simulator(
-        SimulatorConfig(port=0, speed=0, seed_orders=0, token_ttl_seconds=TTL, options={"billit_oauth": True})
-    ).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
+sim = sim_fixture(token_ttl_seconds=TTL, options={"billit_oauth": True})
 
 
 def post_token(sim: Simulator, payload: Any, timeout: float = TIMEOUT) -> requests.Response:
@@ -46,21 +36,8 @@ def new_access_token(sim: Simulator) -> str:
     return token
 
 
-def get_order(sim: Simulator, order_id: int, headers: dict[str, str]) -> requests.Response:
-    return requests.get(f"{sim.url}/v1/orders/{order_id}", headers=headers, timeout=TIMEOUT)
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}", "PartyID": "1234"}
-
-
-def assert_billit_error(response: requests.Response, status: int, code: str) -> None:
-    assert response.status_code == status
-    body = response.json()
-    assert list(body) == ["errors"]
-    assert len(body["errors"]) == 1
-    assert body["errors"][0]["Code"] == code
-    assert isinstance(body["errors"][0]["Description"], str) and body["errors"][0]["Description"]
 
 
 # ---- token endpoint -------------------------------------------------------------
@@ -190,7 +167,7 @@ def test_bearer_token_reads_orders_like_the_api_key(sim: Simulator) -> None:
     order_id = sim.billit.create_order()
     token = new_access_token(sim)
     with_bearer = get_order(sim, order_id, bearer(token))
-    with_key = get_order(sim, order_id, API_KEY_AUTH)
+    with_key = get_order(sim, order_id, AUTH)
     assert with_bearer.status_code == with_key.status_code == 200
     assert with_bearer.content == with_key.content
     assert with_bearer.json()["OrderID"] == order_id
@@ -202,8 +179,8 @@ def test_bearer_token_reads_orders_like_the_api_key(sim: Simulator) -> None:
 def test_api_key_still_works_with_oauth_on(sim: Simulator) -> None:
     """The ApiKey header keeps working next to OAuth2, and a wrong key is still 401 Unauthorized."""
     order_id = sim.billit.create_order()
-    assert get_order(sim, order_id, API_KEY_AUTH).status_code == 200
-    assert_billit_error(get_order(sim, order_id, {**API_KEY_AUTH, "ApiKey": "wrong"}), 401, "Unauthorized")
+    assert get_order(sim, order_id, AUTH).status_code == 200
+    assert_billit_error(get_order(sim, order_id, {**AUTH, "ApiKey": "wrong"}), 401, "Unauthorized")
     assert sim.billit.tokens_issued == 0
 
 
