@@ -13,21 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from simulator import Simulator, SimulatorConfig
 from simulator.amili_ada import FakeAmiliAda
-from tests.sim.ada import (
-    RFC1123,
-    STAGE,
-    ada,
-    ada_options,
-    assert_eve_error,
-    get,
-    login,
-    make_sim,
-    sign,
-    token,
-)
-from tests.sim.common import TIMEOUT, sim_fixture
+from tests.sim import ada, common
 
-sim = sim_fixture(stage_seconds=STAGE, options=ada_options)
+sim = common.sim_fixture(stage_seconds=ada.STAGE, options=ada.ada_options)
 
 
 def test_login_with_signed_jwt_returns_token_and_rfc1123_expiry(tmp_path: Path) -> None:
@@ -39,15 +27,15 @@ def test_login_with_signed_jwt_returns_token_and_rfc1123_expiry(tmp_path: Path) 
     ).start()
     try:
         before = time.time()
-        response = login(simulator, ada(simulator).make_login_jwt())
+        response = ada.login(simulator, ada.fake(simulator).make_login_jwt())
         assert response.status_code == 200
         body = response.json()
         assert list(body) == ["token", "expires"]
         assert isinstance(body["token"], str) and len(body["token"]) >= 32
-        assert RFC1123.match(body["expires"])
+        assert ada.RFC1123.match(body["expires"])
         expires = parsedate_to_datetime(body["expires"]).timestamp()
         assert before + 120 - 2 <= expires <= time.time() + 120 + 1
-        assert ada(simulator).tokens_issued == 1
+        assert ada.fake(simulator).tokens_issued == 1
     finally:
         simulator.stop()
 
@@ -55,14 +43,14 @@ def test_login_with_signed_jwt_returns_token_and_rfc1123_expiry(tmp_path: Path) 
 def test_login_with_api_code_body(sim: Simulator) -> None:
     """POST /authenticates/api-code with {"api_code"} (static-IP method) returns a working token."""
     response = requests.post(
-        f"{sim.url}/authenticates/api-code", json={"api_code": "sim-ada-api-code"}, timeout=TIMEOUT
+        f"{sim.url}/authenticates/api-code", json={"api_code": "sim-ada-api-code"}, timeout=common.TIMEOUT
     )
     assert response.status_code == 200
-    assert get(sim, "/cases", response.json()["token"]).status_code == 200
-    wrong = requests.post(f"{sim.url}/authenticates/api-code", json={"api_code": "nope"}, timeout=TIMEOUT)
-    assert_eve_error(wrong, 401)
-    empty = requests.post(f"{sim.url}/authenticates/api-code", json={}, timeout=TIMEOUT)
-    assert_eve_error(empty, 400)
+    assert ada.get(sim, "/cases", response.json()["token"]).status_code == 200
+    wrong = requests.post(f"{sim.url}/authenticates/api-code", json={"api_code": "nope"}, timeout=common.TIMEOUT)
+    ada.assert_eve_error(wrong, 401)
+    empty = requests.post(f"{sim.url}/authenticates/api-code", json={}, timeout=common.TIMEOUT)
+    ada.assert_eve_error(empty, 400)
 
 
 def _bad_login_jwts(provider: FakeAmiliAda) -> dict[str, tuple[str | None, int]]:
@@ -73,12 +61,12 @@ def _bad_login_jwts(provider: FakeAmiliAda) -> dict[str, tuple[str | None, int]]
     return {
         "missing": (None, 401),
         "garbage": ("not-a-jwt", 401),
-        "wrong-key": (sign({"api_code": provider.api_code, "exp": now + 600}, other, "ES512"), 401),
-        "hs256": (sign({"api_code": provider.api_code, "exp": now + 600}, "s" * 32, "HS256"), 401),
-        "wrong-api-code": (sign({"api_code": "other", "exp": now + 600}, key, "ES512"), 401),
-        "expired": (sign({"api_code": provider.api_code, "exp": now - 5}, key, "ES512"), 401),
-        "too-far-ahead": (sign({"api_code": provider.api_code, "exp": now + 16 * 60}, key, "ES512"), 400),
-        "no-exp": (sign({"api_code": provider.api_code}, key, "ES512"), 400),
+        "wrong-key": (ada.sign({"api_code": provider.api_code, "exp": now + 600}, other, "ES512"), 401),
+        "hs256": (ada.sign({"api_code": provider.api_code, "exp": now + 600}, "s" * 32, "HS256"), 401),
+        "wrong-api-code": (ada.sign({"api_code": "other", "exp": now + 600}, key, "ES512"), 401),
+        "expired": (ada.sign({"api_code": provider.api_code, "exp": now - 5}, key, "ES512"), 401),
+        "too-far-ahead": (ada.sign({"api_code": provider.api_code, "exp": now + 16 * 60}, key, "ES512"), 400),
+        "no-exp": (ada.sign({"api_code": provider.api_code}, key, "ES512"), 400),
     }  # fmt: skip
 
 
@@ -87,14 +75,14 @@ def _bad_login_jwts(provider: FakeAmiliAda) -> dict[str, tuple[str | None, int]]
 )
 def test_login_rejections(sim: Simulator, case: str) -> None:
     """Bad login JWTs get Eve errors: 401 for bad credentials or expired, 400 for a malformed exp."""
-    signed, status = _bad_login_jwts(ada(sim))[case]
-    assert_eve_error(login(sim, signed), status)
-    assert ada(sim).tokens_issued == 0
+    signed, status = _bad_login_jwts(ada.fake(sim))[case]
+    ada.assert_eve_error(ada.login(sim, signed), status)
+    assert ada.fake(sim).tokens_issued == 0
 
 
 def test_env_points_at_a_usable_private_key_file(sim: Simulator) -> None:
     """env() names the key file and algorithm; a JWT signed from that file logs in."""
-    env = ada(sim).env(sim.url)
+    env = ada.fake(sim).env(sim.url)
     assert set(env) == {
         "POLLER_AMILI_ADA__BASE_URL",
         "POLLER_AMILI_ADA__API_CODE",
@@ -104,10 +92,10 @@ def test_env_points_at_a_usable_private_key_file(sim: Simulator) -> None:
     assert env["POLLER_AMILI_ADA__BASE_URL"] == sim.url
     assert env["POLLER_AMILI_ADA__ALGORITHM"] == "ES512"
     pem = Path(env["POLLER_AMILI_ADA__PRIVATE_KEY_FILE"]).read_text()
-    assert pem == ada(sim).private_key_pem
-    assert ada(sim).public_key_pem.startswith("-----BEGIN PUBLIC KEY-----")
-    signed = sign({"api_code": env["POLLER_AMILI_ADA__API_CODE"], "exp": int(time.time()) + 600}, pem, "ES512")
-    assert login(sim, signed).status_code == 200
+    assert pem == ada.fake(sim).private_key_pem
+    assert ada.fake(sim).public_key_pem.startswith("-----BEGIN PUBLIC KEY-----")
+    signed = ada.sign({"api_code": env["POLLER_AMILI_ADA__API_CODE"], "exp": int(time.time()) + 600}, pem, "ES512")
+    assert ada.login(sim, signed).status_code == 200
     assert sim.env()["POLLER_AMILI_ADA__PRIVATE_KEY_FILE"] == env["POLLER_AMILI_ADA__PRIVATE_KEY_FILE"]
 
 
@@ -115,8 +103,8 @@ def test_generated_key_goes_to_a_temp_dir_by_default() -> None:
     """Without amili_ada_key_dir the generated key is written to a fresh temp dir."""
     simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start()
     try:
-        path = ada(simulator).private_key_path
-        assert path is not None and Path(path).read_text() == ada(simulator).private_key_pem
+        path = ada.fake(simulator).private_key_path
+        assert path is not None and Path(path).read_text() == ada.fake(simulator).private_key_pem
         assert Path(path).stat().st_mode & 0o077 == 0
     finally:
         simulator.stop()
@@ -130,16 +118,16 @@ def test_configured_rsa_public_key(tmp_path: Path) -> None:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    simulator = make_sim(tmp_path, amili_ada_public_key_pem=public_pem, amili_ada_api_code="my-code")
+    simulator = ada.make_sim(tmp_path, amili_ada_public_key_pem=public_pem, amili_ada_api_code="my-code")
     try:
-        provider = ada(simulator)
+        provider = ada.fake(simulator)
         assert provider.private_key_pem is None and provider.private_key_path is None
         assert provider.env(simulator.url) == {
             "POLLER_AMILI_ADA__BASE_URL": simulator.url,
             "POLLER_AMILI_ADA__API_CODE": "my-code",
         }
-        signed = sign({"api_code": "my-code", "exp": int(time.time()) + 600}, private, "RS256")
-        assert login(simulator, signed).status_code == 200
+        signed = ada.sign({"api_code": "my-code", "exp": int(time.time()) + 600}, private, "RS256")
+        assert ada.login(simulator, signed).status_code == 200
         assert not (tmp_path / "keys").exists()
     finally:
         simulator.stop()
@@ -147,32 +135,32 @@ def test_configured_rsa_public_key(tmp_path: Path) -> None:
 
 def test_cases_need_a_valid_access_token(sim: Simulator) -> None:
     """Missing or unknown X-API-Key on /cases gets 401; the login JWT itself is not an access token."""
-    case_id = ada(sim).create_case()
-    assert_eve_error(get(sim, "/cases", None), 401)
-    assert_eve_error(get(sim, f"/cases/{case_id}", "made-up"), 401)
-    assert_eve_error(get(sim, "/cases", ada(sim).make_login_jwt()), 401)
+    case_id = ada.fake(sim).create_case()
+    ada.assert_eve_error(ada.get(sim, "/cases", None), 401)
+    ada.assert_eve_error(ada.get(sim, f"/cases/{case_id}", "made-up"), 401)
+    ada.assert_eve_error(ada.get(sim, "/cases", ada.fake(sim).make_login_jwt()), 401)
 
 
 def test_token_is_reused_across_calls(sim: Simulator) -> None:
     """One access token serves many calls; only one was issued."""
-    case_id = ada(sim).create_case()
-    tok = token(sim)
+    case_id = ada.fake(sim).create_case()
+    tok = ada.token(sim)
     for _ in range(3):
-        assert get(sim, f"/cases/{case_id}", tok).status_code == 200
-    assert ada(sim).tokens_issued == 1
+        assert ada.get(sim, f"/cases/{case_id}", tok).status_code == 200
+    assert ada.fake(sim).tokens_issued == 1
 
 
 def test_expire_tokens_makes_calls_401_until_new_login(sim: Simulator) -> None:
     """expire_tokens() (and the admin route) turn live tokens into 401; a fresh login works."""
-    case_id = ada(sim).create_case()
-    tok = token(sim)
-    assert ada(sim).expire_tokens() == 1
-    assert_eve_error(get(sim, f"/cases/{case_id}", tok), 401)
-    fresh = token(sim)
-    assert get(sim, f"/cases/{case_id}", fresh).status_code == 200
-    expired = requests.post(f"{sim.url}/_sim/amili_ada/tokens/expire", timeout=TIMEOUT)
+    case_id = ada.fake(sim).create_case()
+    tok = ada.token(sim)
+    assert ada.fake(sim).expire_tokens() == 1
+    ada.assert_eve_error(ada.get(sim, f"/cases/{case_id}", tok), 401)
+    fresh = ada.token(sim)
+    assert ada.get(sim, f"/cases/{case_id}", fresh).status_code == 200
+    expired = requests.post(f"{sim.url}/_sim/amili_ada/tokens/expire", timeout=common.TIMEOUT)
     assert expired.status_code == 200 and expired.json() == {"expired": 1, "tokens_issued": 2}
-    assert_eve_error(get(sim, f"/cases/{case_id}", fresh), 401)
+    ada.assert_eve_error(ada.get(sim, f"/cases/{case_id}", fresh), 401)
 
 
 def test_token_expires_after_ttl_in_real_time(tmp_path: Path) -> None:
@@ -183,11 +171,11 @@ def test_token_expires_after_ttl_in_real_time(tmp_path: Path) -> None:
         )
     ).start()
     try:
-        tok = token(simulator)
-        assert get(simulator, "/cases", tok).status_code == 200
-        ada(simulator).wall_time = lambda: time.time() + 31
-        response = get(simulator, "/cases", tok)
-        assert_eve_error(response, 401)
+        tok = ada.token(simulator)
+        assert ada.get(simulator, "/cases", tok).status_code == 200
+        ada.fake(simulator).wall_time = lambda: time.time() + 31
+        response = ada.get(simulator, "/cases", tok)
+        ada.assert_eve_error(response, 401)
         assert "expired" in response.json()["_error"]["message"]
     finally:
         simulator.stop()

@@ -9,24 +9,9 @@ from typing import Any
 import pytest
 
 from simulator import Simulator, SimulatorConfig
-from tests.sim.ada import (
-    DEBT_FIELDS,
-    OBJECT_ID,
-    RFC1123,
-    SEED_FIELDS,
-    STAGE,
-    ada,
-    ada_options,
-    assert_eve_error,
-    case_at,
-    find,
-    get,
-    make_sim,
-    token,
-)
-from tests.sim.common import sim_fixture
+from tests.sim import ada, common
 
-sim = sim_fixture(stage_seconds=STAGE, options=ada_options)
+sim = common.sim_fixture(stage_seconds=ada.STAGE, options=ada.ada_options)
 
 
 def test_seeded_cases_and_describe(tmp_path: Path) -> None:
@@ -35,13 +20,13 @@ def test_seeded_cases_and_describe(tmp_path: Path) -> None:
         SimulatorConfig(port=0, speed=0, seed_orders=0, options={"amili_ada_key_dir": str(tmp_path)})
     ).start()
     try:
-        cases = ada(simulator).cases()
+        cases = ada.fake(simulator).cases()
         assert [(c["invoice_number"], c["scenario"]) for c in cases] == [
             ("INV-2025-015", "paid"),
             ("INV-2025-016", "cancelled"),
         ]
-        text = "\n".join(ada(simulator).describe_lines())
-        assert "INV-2025-015" in text and ada(simulator).private_key_path in text  # type: ignore[operator]
+        text = "\n".join(ada.fake(simulator).describe_lines())
+        assert "INV-2025-015" in text and ada.fake(simulator).private_key_path in text  # type: ignore[operator]
         assert "POLLER_AMILI_ADA__PRIVATE_KEY_FILE" in simulator.describe()
     finally:
         simulator.stop()
@@ -49,16 +34,16 @@ def test_seeded_cases_and_describe(tmp_path: Path) -> None:
 
 def test_where_on_dotted_invoice_number(sim: Simulator) -> None:
     """where={"debt.invoice_number": ...} finds exactly that case, with Eve's _items/_meta envelope."""
-    first = ada(sim).create_case()
-    ada(sim).create_case()
-    tok = token(sim)
-    response = find(sim, tok, {"debt.invoice_number": "INV-2025-015"})
+    first = ada.fake(sim).create_case()
+    ada.fake(sim).create_case()
+    tok = ada.token(sim)
+    response = ada.find(sim, tok, {"debt.invoice_number": "INV-2025-015"})
     assert response.status_code == 200
     body = response.json()
     assert list(body) == ["_items", "_meta"]
     assert body["_meta"] == {"page": 1, "max_results": 25, "total": 1}
     assert [item["_id"] for item in body["_items"]] == [first]
-    assert find(sim, tok, {"debt.invoice_number": "INV-1999-001"}).json() == {
+    assert ada.find(sim, tok, {"debt.invoice_number": "INV-1999-001"}).json() == {
         "_items": [],
         "_meta": {"page": 1, "max_results": 25, "total": 0},
     }
@@ -66,13 +51,13 @@ def test_where_on_dotted_invoice_number(sim: Simulator) -> None:
 
 def test_where_on_top_level_fields_and_operators(sim: Simulator) -> None:
     """where matches top-level fields by equality, null, list members and $gt on RFC 1123 dates."""
-    first = ada(sim).create_case()
-    sim.clock.advance(STAGE)
-    second = ada(sim).create_case(scenario="cancelled")
-    tok = token(sim)
+    first = ada.fake(sim).create_case()
+    sim.clock.advance(ada.STAGE)
+    second = ada.fake(sim).create_case(scenario="cancelled")
+    tok = ada.token(sim)
 
     def ids(where: dict[str, Any]) -> list[str]:
-        response = find(sim, tok, where)
+        response = ada.find(sim, tok, where)
         assert response.status_code == 200, response.text
         return [item["_id"] for item in response.json()["_items"]]
 
@@ -98,64 +83,64 @@ def test_where_on_top_level_fields_and_operators(sim: Simulator) -> None:
 )
 def test_bad_query_parameters_are_400(sim: Simulator, params: dict[str, str]) -> None:
     """Unparsable where/sort/projection or bad paging answer 400 with Eve's error body."""
-    ada(sim).create_case()
-    assert_eve_error(get(sim, "/cases", token(sim), params=params), 400)
+    ada.fake(sim).create_case()
+    ada.assert_eve_error(ada.get(sim, "/cases", ada.token(sim), params=params), 400)
 
 
 def test_sort_and_pagination(sim: Simulator) -> None:
     """sort with "-" is descending; page/max_results slice; max_results above 100 is clamped to 100."""
     created = []
     for _ in range(3):
-        created.append(ada(sim).create_case())
+        created.append(ada.fake(sim).create_case())
         sim.clock.advance(1)
-    tok = token(sim)
-    newest_first = get(sim, "/cases", tok, params={"sort": "-_created"}).json()
+    tok = ada.token(sim)
+    newest_first = ada.get(sim, "/cases", tok, params={"sort": "-_created"}).json()
     assert [item["_id"] for item in newest_first["_items"]] == created[::-1]
-    by_ref = get(sim, "/cases", tok, params={"sort": "reference_number"}).json()
+    by_ref = ada.get(sim, "/cases", tok, params={"sort": "reference_number"}).json()
     assert [item["_id"] for item in by_ref["_items"]] == created
-    page2 = get(sim, "/cases", tok, params={"sort": "-_created", "max_results": "1", "page": "2"}).json()
+    page2 = ada.get(sim, "/cases", tok, params={"sort": "-_created", "max_results": "1", "page": "2"}).json()
     assert [item["_id"] for item in page2["_items"]] == [created[1]]
     assert page2["_meta"] == {"page": 2, "max_results": 1, "total": 3}
-    clamped = get(sim, "/cases", tok, params={"max_results": "500"}).json()
+    clamped = ada.get(sim, "/cases", tok, params={"max_results": "500"}).json()
     assert clamped["_meta"] == {"page": 1, "max_results": 100, "total": 3}
-    beyond = get(sim, "/cases", tok, params={"page": "9"}).json()
+    beyond = ada.get(sim, "/cases", tok, params={"page": "9"}).json()
     assert beyond["_items"] == [] and beyond["_meta"]["total"] == 3
 
 
 def test_projection_includes_or_excludes(sim: Simulator) -> None:
     """projection {"f": 1} keeps f plus Eve's meta fields; {"f": 0} drops f."""
-    case_id = ada(sim).create_case()
-    tok = token(sim)
-    included = get(sim, "/cases", tok, params={"projection": '{"status": 1, "debt.invoice_number": 1}'}).json()
+    case_id = ada.fake(sim).create_case()
+    tok = ada.token(sim)
+    included = ada.get(sim, "/cases", tok, params={"projection": '{"status": 1, "debt.invoice_number": 1}'}).json()
     assert included["_items"] == [
         {
             "_id": case_id,
             "_created": "Wed, 07 May 2025 14:00:00 GMT",
-            "_etag": ada(sim).case_body(case_id)["_etag"],
+            "_etag": ada.fake(sim).case_body(case_id)["_etag"],
             "_updated": "Wed, 07 May 2025 14:00:00 GMT",
             "debt": {"invoice_number": "INV-2025-015"},
             "status": "initializing",
         }
     ]
-    excluded = get(sim, f"/cases/{case_id}", tok, params={"projection": '{"transactions": 0}'}).json()
-    assert set(excluded) == SEED_FIELDS - {"transactions"} | {"closed"}
+    excluded = ada.get(sim, f"/cases/{case_id}", tok, params={"projection": '{"transactions": 0}'}).json()
+    assert set(excluded) == ada.SEED_FIELDS - {"transactions"} | {"closed"}
 
 
 def test_get_case_by_id_with_etag_and_conditional_get(sim: Simulator) -> None:
     """GET /cases/{id} sends ETag "<_etag>"; If-None-Match gives 304 until the case changes."""
-    case_id = ada(sim).create_case()
-    tok = token(sim)
-    response = get(sim, f"/cases/{case_id}", tok)
+    case_id = ada.fake(sim).create_case()
+    tok = ada.token(sim)
+    response = ada.get(sim, f"/cases/{case_id}", tok)
     assert response.status_code == 200
     body = response.json()
     assert body["_id"] == case_id
     assert response.headers["ETag"] == f'"{body["_etag"]}"'
     assert response.headers["Last-Modified"] == body["_updated"]
-    unchanged = get(sim, f"/cases/{case_id}", tok, headers={"If-None-Match": response.headers["ETag"]})
+    unchanged = ada.get(sim, f"/cases/{case_id}", tok, headers={"If-None-Match": response.headers["ETag"]})
     assert unchanged.status_code == 304 and unchanged.content == b""
     assert unchanged.headers["ETag"] == response.headers["ETag"]
-    sim.clock.advance(STAGE)
-    changed = get(sim, f"/cases/{case_id}", tok, headers={"If-None-Match": response.headers["ETag"]})
+    sim.clock.advance(ada.STAGE)
+    changed = ada.get(sim, f"/cases/{case_id}", tok, headers={"If-None-Match": response.headers["ETag"]})
     assert changed.status_code == 200
     assert changed.json()["_etag"] != body["_etag"]
     assert changed.headers["ETag"] == f'"{changed.json()["_etag"]}"'
@@ -163,33 +148,33 @@ def test_get_case_by_id_with_etag_and_conditional_get(sim: Simulator) -> None:
 
 def test_unknown_case_is_404(sim: Simulator) -> None:
     """An unknown case id answers 404 with Eve's error body."""
-    tok = token(sim)
-    assert_eve_error(get(sim, "/cases/0123456789abcdef01234567", tok), 404)
-    assert_eve_error(get(sim, "/cases/not-an-id", tok), 404)
+    tok = ada.token(sim)
+    ada.assert_eve_error(ada.get(sim, "/cases/0123456789abcdef01234567", tok), 404)
+    ada.assert_eve_error(ada.get(sim, "/cases/not-an-id", tok), 404)
 
 
 def test_case_ids_are_deterministic_object_ids(tmp_path: Path) -> None:
     """Case ids are 24-hex ObjectIds, identical for identical histories."""
     ids = []
     for run in ("a", "b"):
-        simulator = make_sim(tmp_path / run)
+        simulator = ada.make_sim(tmp_path / run)
         try:
-            ids.append([ada(simulator).create_case(), ada(simulator).create_case()])
+            ids.append([ada.fake(simulator).create_case(), ada.fake(simulator).create_case()])
         finally:
             simulator.stop()
     assert ids[0] == ids[1]
-    assert all(OBJECT_ID.match(case_id) for case_id in ids[0])
+    assert all(ada.OBJECT_ID.match(case_id) for case_id in ids[0])
     assert ids[0][0] != ids[0][1]
 
 
 def test_case_has_seed_field_set(sim: Simulator) -> None:
     """A case carries exactly seed 004's fields plus "closed", with seed 004's values at stage 0."""
-    case_id = ada(sim).create_case()
-    body = get(sim, f"/cases/{case_id}", token(sim)).json()
-    assert set(body) == SEED_FIELDS | {"closed"}
+    case_id = ada.fake(sim).create_case()
+    body = ada.get(sim, f"/cases/{case_id}", ada.token(sim)).json()
+    assert set(body) == ada.SEED_FIELDS | {"closed"}
     assert list(body)[:5] == ["_id", "invoice", "_created", "_etag", "_updated"]
     assert list(body)[-2:] == ["transactions", "reference_number"]
-    assert set(body["debt"]) == DEBT_FIELDS
+    assert set(body["debt"]) == ada.DEBT_FIELDS
     assert body["closed"] is None
     assert (body["account"], body["creditor"], body["creditor_name"], body["currency"]) == (
         "674dbeaf08847b9501cc9132",
@@ -202,12 +187,12 @@ def test_case_has_seed_field_set(sim: Simulator) -> None:
         "556789-1234",
         "12345",
     )
-    assert body["invoice"] == body["invoice_registration"] and OBJECT_ID.match(body["invoice"])
-    assert OBJECT_ID.match(body["customer"])
+    assert body["invoice"] == body["invoice_registration"] and ada.OBJECT_ID.match(body["invoice"])
+    assert ada.OBJECT_ID.match(body["customer"])
     assert body["case_settings"] == {"interest_rate": {"reference_rate": True}}
     assert body["reference_number"] == "49477"
     for key in ("_created", "_updated", "latest_state_date"):
-        assert RFC1123.match(body[key])
+        assert ada.RFC1123.match(body[key])
     assert re.fullmatch(r"[0-9a-f]{32}", body["_etag"])
 
 
@@ -220,13 +205,13 @@ def _amounts(body: dict[str, Any]) -> dict[str, int]:
 
 def test_paid_life(sim: Simulator) -> None:
     """A "paid" case: initializing, invoice, debt_collection with costs, partial payment, then closed "paid"."""
-    case_id = ada(sim).create_case(invoice_number="INV-2025-015")
-    tok = token(sim)
+    case_id = ada.fake(sim).create_case(invoice_number="INV-2025-015")
+    tok = ada.token(sim)
     stages = []
     for stage in range(6):
-        stages.append(case_at(sim, tok, case_id))
+        stages.append(ada.case_at(sim, tok, case_id))
         if stage < 5:
-            sim.clock.advance(STAGE)
+            sim.clock.advance(ada.STAGE)
     s0, s1, s2, s3, s4, after = stages
 
     assert (s0["state"], s0["status"], s0["customer_status"]) == ("initializing", "initializing", "initialized")
@@ -278,27 +263,27 @@ def test_paid_life(sim: Simulator) -> None:
 
 def test_cancelled_life(sim: Simulator) -> None:
     """A "cancelled" case: initializing, invoice, then closed with reason "cancelled"."""
-    case_id = ada(sim).create_case(scenario="cancelled")
-    tok = token(sim)
-    s0 = case_at(sim, tok, case_id)
-    sim.clock.advance(STAGE)
-    s1 = case_at(sim, tok, case_id)
-    sim.clock.advance(STAGE)
-    s2 = case_at(sim, tok, case_id)
-    sim.clock.advance(STAGE * 5)
+    case_id = ada.fake(sim).create_case(scenario="cancelled")
+    tok = ada.token(sim)
+    s0 = ada.case_at(sim, tok, case_id)
+    sim.clock.advance(ada.STAGE)
+    s1 = ada.case_at(sim, tok, case_id)
+    sim.clock.advance(ada.STAGE)
+    s2 = ada.case_at(sim, tok, case_id)
+    sim.clock.advance(ada.STAGE * 5)
     assert s0["state"] == "initializing" and s0["closed"] is None
     assert (s1["state"], s1["status"], s1["closed"]) == ("invoice", "initialized", None)
     assert s2["closed"] == {"date": "Wed, 07 May 2025 14:00:20 GMT", "reason": "cancelled"}
     assert [h["state"] for h in s2["state_history"]] == ["initializing", "invoice", s2["state"]]
     assert _amounts(s2)["remaining_transaction"] == 0
     assert _amounts(s2)["added_costs"] == 0
-    assert case_at(sim, tok, case_id) == s2
+    assert ada.case_at(sim, tok, case_id) == s2
 
 
 def test_repeated_gets_in_a_stage_are_byte_identical(sim: Simulator) -> None:
     """Within one stage the case and the list answer the same bytes every time."""
-    case_id = ada(sim).create_case()
-    tok = token(sim)
-    sim.clock.advance(STAGE * 2 + 3)
-    assert len({get(sim, f"/cases/{case_id}", tok).content for _ in range(3)}) == 1
-    assert len({find(sim, tok, {"_id": case_id}).content for _ in range(3)}) == 1
+    case_id = ada.fake(sim).create_case()
+    tok = ada.token(sim)
+    sim.clock.advance(ada.STAGE * 2 + 3)
+    assert len({ada.get(sim, f"/cases/{case_id}", tok).content for _ in range(3)}) == 1
+    assert len({ada.find(sim, tok, {"_id": case_id}).content for _ in range(3)}) == 1

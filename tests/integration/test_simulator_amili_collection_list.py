@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 from simulator import Simulator
-from tests.sim.amili_no import (
-    INVOICE_FIELDS,
-    all_pages,
-    ids,
-    list_page,
-    next_stage,
-    single,
-)
-from tests.sim.common import (
-    COLLECTION_CLIENT,
-    NO_AMILI_NO_SEED,
-    sim_fixture,
-    token_fixture,
-)
+from tests.sim import amili_no, common
 
-sim = sim_fixture(options=NO_AMILI_NO_SEED)
-auth = token_fixture(COLLECTION_CLIENT)
+sim = common.sim_fixture(options=common.NO_AMILI_NO_SEED)
+auth = common.token_fixture(common.COLLECTION_CLIENT)
 
 
 def test_paging_through_60_gives_25_25_10_each_once(sim: Simulator, auth: dict[str, str]) -> None:
@@ -30,7 +17,7 @@ def test_paging_through_60_gives_25_25_10_each_once(sim: Simulator, auth: dict[s
         if index % 7 == 6:
             sim.clock.advance(1)
         created.append(sim.amili_collection.create_invoice())
-    pages = all_pages(sim, auth, PageSize=25)
+    pages = amili_no.all_pages(sim, auth, PageSize=25)
     assert [len(page) for page in pages] == [25, 25, 10]
     listed = [invoice["id"] for page in pages for invoice in page]
     assert len(set(listed)) == 60 and set(listed) == set(created)
@@ -38,16 +25,16 @@ def test_paging_through_60_gives_25_25_10_each_once(sim: Simulator, auth: dict[s
     assert keys == sorted(keys)
     assert len({created_at for created_at, _ in keys}) > 1
     # Without PageSize a page holds 25.
-    first = list_page(sim, auth)
+    first = amili_no.list_page(sim, auth)
     assert len(first["data"]) == 25 and first["summary"]["nextPageToken"] is not None
 
 
 def test_one_page_and_empty_list_have_null_token(sim: Simulator, auth: dict[str, str]) -> None:
     """nextPageToken is null when everything fits, including when nothing matches."""
-    empty = list_page(sim, auth)
+    empty = amili_no.list_page(sim, auth)
     assert empty["data"] == [] and empty["summary"]["nextPageToken"] is None
     created = [sim.amili_collection.create_invoice() for _ in range(3)]
-    body = list_page(sim, auth, PageSize=3)
+    body = amili_no.list_page(sim, auth, PageSize=3)
     assert sorted(i["id"] for i in body["data"]) == sorted(created)
     assert body["summary"]["nextPageToken"] is None
 
@@ -56,25 +43,25 @@ def test_page_size_is_clamped_at_100(sim: Simulator, auth: dict[str, str]) -> No
     """PageSize above 100 gives pages of 100; names bind case-insensitively."""
     for _ in range(120):
         sim.amili_collection.create_invoice()
-    assert [len(page) for page in all_pages(sim, auth, PageSize=500)] == [100, 20]
-    assert [len(page) for page in all_pages(sim, auth, pagesize="101")] == [100, 20]
-    assert [len(page) for page in all_pages(sim, auth, PageSize=100)] == [100, 20]
-    assert len(list_page(sim, auth, PageSize=1)["data"]) == 1
+    assert [len(page) for page in amili_no.all_pages(sim, auth, PageSize=500)] == [100, 20]
+    assert [len(page) for page in amili_no.all_pages(sim, auth, pagesize="101")] == [100, 20]
+    assert [len(page) for page in amili_no.all_pages(sim, auth, PageSize=100)] == [100, 20]
+    assert len(amili_no.list_page(sim, auth, PageSize=1)["data"]) == 1
 
 
 def test_invoice_created_while_paging_neither_repeats_nor_skips(sim: Simulator, auth: dict[str, str]) -> None:
     """The keyset cursor: a new invoice sorting before the cursor does not shift the next pages."""
     created = {sim.amili_collection.create_invoice() for _ in range(60)}
-    first = list_page(sim, auth, PageSize=25)
+    first = amili_no.list_page(sim, auth, PageSize=25)
     # Same createdAt (the clock is frozen) and "." sorts before every hex digit: this invoice lands
     # first in the order, ahead of all that page 1 sent. An offset cursor would repeat one on page 2.
     early = sim.amili_collection.create_invoice("0.early")
-    assert ids(sim, auth)[0] == early
-    second = list_page(sim, auth, PageSize=25, PageToken=first["summary"]["nextPageToken"])
+    assert amili_no.ids(sim, auth)[0] == early
+    second = amili_no.list_page(sim, auth, PageSize=25, PageToken=first["summary"]["nextPageToken"])
     # And one created later than everything goes at the end, so the client still reaches it.
     sim.clock.advance(1)
     late = sim.amili_collection.create_invoice()
-    third = list_page(sim, auth, PageSize=25, PageToken=second["summary"]["nextPageToken"])
+    third = amili_no.list_page(sim, auth, PageSize=25, PageToken=second["summary"]["nextPageToken"])
     assert third["summary"]["nextPageToken"] is None
     listed = [i["id"] for body in (first, second, third) for i in body["data"]]
     assert [len(body["data"]) for body in (first, second, third)] == [25, 25, 11]
@@ -87,9 +74,9 @@ def test_token_survives_a_changed_page_size(sim: Simulator, auth: dict[str, str]
     """The cursor holds a position, not a page size: page 2 may ask for a different size."""
     for _ in range(10):
         sim.amili_collection.create_invoice()
-    everything = ids(sim, auth)
-    first = list_page(sim, auth, PageSize=3)
-    rest = list_page(sim, auth, PageSize=100, PageToken=first["summary"]["nextPageToken"])
+    everything = amili_no.ids(sim, auth)
+    first = amili_no.list_page(sim, auth, PageSize=3)
+    rest = amili_no.list_page(sim, auth, PageSize=100, PageToken=first["summary"]["nextPageToken"])
     assert [i["id"] for i in first["data"] + rest["data"]] == everything
 
 
@@ -103,12 +90,12 @@ def test_each_element_is_the_single_invoice_data(sim: Simulator, auth: dict[str,
         amili.create_invoice(scenario="withdrawn", legacy=True),
     ]
     for _ in range(5):
-        listed = {i["id"]: i for page in all_pages(sim, auth, PageSize=2) for i in page}
+        listed = {i["id"]: i for page in amili_no.all_pages(sim, auth, PageSize=2) for i in page}
         assert set(listed) == set(made)
         for invoice_id in made:
-            assert list(listed[invoice_id]) == INVOICE_FIELDS
-            assert listed[invoice_id] == single(sim, invoice_id, auth)
-        next_stage(sim)
+            assert list(listed[invoice_id]) == amili_no.INVOICE_FIELDS
+            assert listed[invoice_id] == amili_no.single(sim, invoice_id, auth)
+        amili_no.next_stage(sim)
     # By now the lives have moved: the comparison covered closed and paused bodies, not only fresh ones.
     assert {listed[i]["status"] for i in made} == {"CLOSED", "Closed", "PAUSED", "Withdrawn"}
 
@@ -117,50 +104,50 @@ def test_status_filter_either_spelling_and_closing_leaves_open(sim: Simulator, a
     """Status matches OPEN and Open alike; an invoice that closes drops out of Status=OPEN."""
     amili = sim.amili_collection
     closing = amili.create_invoice()
-    next_stage(sim, 3)
+    amili_no.next_stage(sim, 3)
     legacy = amili.create_invoice(legacy=True)
     paused = amili.create_invoice(scenario="paused")
     withdrawn = amili.create_invoice(scenario="withdrawn")
     everyone = [closing, legacy, paused, withdrawn]
-    assert sorted(ids(sim, auth, Status="OPEN")) == sorted(everyone)
-    assert sorted(ids(sim, auth, Status="Open")) == sorted(everyone)
-    assert ids(sim, auth, Status="CLOSED") == []
+    assert sorted(amili_no.ids(sim, auth, Status="OPEN")) == sorted(everyone)
+    assert sorted(amili_no.ids(sim, auth, Status="Open")) == sorted(everyone)
+    assert amili_no.ids(sim, auth, Status="CLOSED") == []
 
-    next_stage(sim)  # closing reaches CLOSED, withdrawn WITHDRAWN; the others stay open
-    assert single(sim, closing, auth)["status"] == "CLOSED"
-    assert sorted(ids(sim, auth, Status="OPEN")) == sorted([legacy, paused])
-    assert sorted(ids(sim, auth, status="open")) == sorted([legacy, paused])
-    assert ids(sim, auth, Status="Closed") == [closing]
-    assert ids(sim, auth, Status="WITHDRAWN") == [withdrawn]
-    assert sorted(ids(sim, auth, Status="CLOSED,WITHDRAWN")) == sorted([closing, withdrawn])
-    assert sorted(ids(sim, auth, Status=["CLOSED", "WITHDRAWN"])) == sorted([closing, withdrawn])
-    assert sorted(ids(sim, auth)) == sorted(everyone)
+    amili_no.next_stage(sim)  # closing reaches CLOSED, withdrawn WITHDRAWN; the others stay open
+    assert amili_no.single(sim, closing, auth)["status"] == "CLOSED"
+    assert sorted(amili_no.ids(sim, auth, Status="OPEN")) == sorted([legacy, paused])
+    assert sorted(amili_no.ids(sim, auth, status="open")) == sorted([legacy, paused])
+    assert amili_no.ids(sim, auth, Status="Closed") == [closing]
+    assert amili_no.ids(sim, auth, Status="WITHDRAWN") == [withdrawn]
+    assert sorted(amili_no.ids(sim, auth, Status="CLOSED,WITHDRAWN")) == sorted([closing, withdrawn])
+    assert sorted(amili_no.ids(sim, auth, Status=["CLOSED", "WITHDRAWN"])) == sorted([closing, withdrawn])
+    assert sorted(amili_no.ids(sim, auth)) == sorted(everyone)
 
 
 def test_type_invoice_number_source_and_customer_filters(sim: Simulator, auth: dict[str, str]) -> None:
     """Type is case-insensitive; InvoiceNumber, UniqueSourceInvoiceId and CustomerNumber match exactly."""
     amili = sim.amili_collection
     early = amili.create_invoice()
-    next_stage(sim)
+    amili_no.next_stage(sim)
     fresh = amili.create_invoice()
     other = amili.create_invoice(legacy=True)
     # early is at PAYMENT_REMINDER now; the two fresh ones at NOTICE.
-    assert ids(sim, auth, Type="PAYMENT_REMINDER") == [early]
-    assert ids(sim, auth, Type="payment_reminder") == [early]
-    assert sorted(ids(sim, auth, Type="NOTICE")) == sorted([fresh, other])
-    assert ids(sim, auth, Type="COLLECTION_NOTICE") == []
+    assert amili_no.ids(sim, auth, Type="PAYMENT_REMINDER") == [early]
+    assert amili_no.ids(sim, auth, Type="payment_reminder") == [early]
+    assert sorted(amili_no.ids(sim, auth, Type="NOTICE")) == sorted([fresh, other])
+    assert amili_no.ids(sim, auth, Type="COLLECTION_NOTICE") == []
 
-    body = single(sim, fresh, auth)
-    assert ids(sim, auth, InvoiceNumber=body["invoiceNumber"]) == [fresh]
-    assert ids(sim, auth, InvoiceNumber=body["invoiceNumber"][:-1]) == []  # no prefix matching
-    assert ids(sim, auth, UniqueSourceInvoiceId=body["uniqueSourceInvoiceId"]) == [fresh]
-    assert ids(sim, auth, UniqueSourceInvoiceId=body["uniqueSourceInvoiceId"].upper()) == []
-    customer = single(sim, other, auth)["debtors"][0]["customerNumber"]
-    assert ids(sim, auth, CustomerNumber=customer) == [other]
-    assert ids(sim, auth, CustomerNumber="000000") == []
+    body = amili_no.single(sim, fresh, auth)
+    assert amili_no.ids(sim, auth, InvoiceNumber=body["invoiceNumber"]) == [fresh]
+    assert amili_no.ids(sim, auth, InvoiceNumber=body["invoiceNumber"][:-1]) == []  # no prefix matching
+    assert amili_no.ids(sim, auth, UniqueSourceInvoiceId=body["uniqueSourceInvoiceId"]) == [fresh]
+    assert amili_no.ids(sim, auth, UniqueSourceInvoiceId=body["uniqueSourceInvoiceId"].upper()) == []
+    customer = amili_no.single(sim, other, auth)["debtors"][0]["customerNumber"]
+    assert amili_no.ids(sim, auth, CustomerNumber=customer) == [other]
+    assert amili_no.ids(sim, auth, CustomerNumber="000000") == []
     # Filters combine.
-    assert ids(sim, auth, Type="NOTICE", InvoiceNumber=body["invoiceNumber"]) == [fresh]
-    assert ids(sim, auth, Type="PAYMENT_REMINDER", InvoiceNumber=body["invoiceNumber"]) == []
+    assert amili_no.ids(sim, auth, Type="NOTICE", InvoiceNumber=body["invoiceNumber"]) == [fresh]
+    assert amili_no.ids(sim, auth, Type="PAYMENT_REMINDER", InvoiceNumber=body["invoiceNumber"]) == []
 
 
 def test_from_to_bound_created_at_inclusively(sim: Simulator, auth: dict[str, str]) -> None:
@@ -171,17 +158,17 @@ def test_from_to_bound_created_at_inclusively(sim: Simulator, auth: dict[str, st
     second = amili.create_invoice()
     sim.clock.advance(24 * 3600)
     third = amili.create_invoice()
-    stamps = [single(sim, i, auth)["createdAt"] for i in (first, second, third)]
+    stamps = [amili_no.single(sim, i, auth)["createdAt"] for i in (first, second, third)]
     assert stamps == ["2025-05-07T14:00:00Z", "2025-05-07T14:00:30Z", "2025-05-08T14:00:30Z"]
 
-    assert ids(sim, auth, From=stamps[1]) == [second, third]
-    assert ids(sim, auth, To=stamps[1]) == [first, second]
-    assert ids(sim, auth, From=stamps[1], To=stamps[1]) == [second]
-    assert ids(sim, auth, From="2025-05-07T14:00:01", To="2025-05-07T14:00:29Z") == []
-    assert ids(sim, auth, To="2025-05-07") == [first, second]
-    assert ids(sim, auth, From="2025-05-08") == [third]
-    assert ids(sim, auth, From="2025-05-07", To="2025-05-08") == [first, second, third]
-    assert ids(sim, auth, To="2025-05-06") == []
+    assert amili_no.ids(sim, auth, From=stamps[1]) == [second, third]
+    assert amili_no.ids(sim, auth, To=stamps[1]) == [first, second]
+    assert amili_no.ids(sim, auth, From=stamps[1], To=stamps[1]) == [second]
+    assert amili_no.ids(sim, auth, From="2025-05-07T14:00:01", To="2025-05-07T14:00:29Z") == []
+    assert amili_no.ids(sim, auth, To="2025-05-07") == [first, second]
+    assert amili_no.ids(sim, auth, From="2025-05-08") == [third]
+    assert amili_no.ids(sim, auth, From="2025-05-07", To="2025-05-08") == [first, second, third]
+    assert amili_no.ids(sim, auth, To="2025-05-06") == []
     # Offsets convert to UTC: 16:00:30+02:00 is 14:00:30Z.
-    assert ids(sim, auth, From="2025-05-07T16:00:30+02:00", To="2025-05-07T16:00:30+02:00") == [second]
-    assert ids(sim, auth, From=stamps[2], To=stamps[0]) == []
+    assert amili_no.ids(sim, auth, From="2025-05-07T16:00:30+02:00", To="2025-05-07T16:00:30+02:00") == [second]
+    assert amili_no.ids(sim, auth, From=stamps[2], To=stamps[0]) == []

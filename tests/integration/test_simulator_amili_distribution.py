@@ -8,21 +8,13 @@ import pytest
 import requests
 
 from simulator import Simulator, SimulatorConfig
-from tests.sim.common import TIMEOUT, sim_fixture
-from tests.sim.distribution import (
-    STAGE,
-    TIMESTAMP,
-    TOKEN,
-    TOP_KEYS,
-    TRANSACTION_KEYS,
-    assert_message,
-    dist,
-    pstatus,
-    status_of,
-)
+from tests.sim import common, distribution
 
-sim = sim_fixture(stage_seconds=STAGE, options={"amili_distribution_seed": 0})
-token_sim = sim_fixture(stage_seconds=STAGE, options={"amili_distribution_seed": 0, "amili_distribution_token": TOKEN})
+sim = common.sim_fixture(stage_seconds=distribution.STAGE, options={"amili_distribution_seed": 0})
+token_sim = common.sim_fixture(
+    stage_seconds=distribution.STAGE,
+    options={"amili_distribution_seed": 0, "amili_distribution_token": distribution.TOKEN},
+)
 
 
 @pytest.mark.parametrize(
@@ -41,12 +33,12 @@ token_sim = sim_fixture(stage_seconds=STAGE, options={"amili_distribution_seed":
 )
 def test_body_forms_find_the_invoice(sim: Simulator, body: dict[str, Any]) -> None:
     """Identifier or InvoiceNo, top level or inside "Invoice", any key case, all find the invoice."""
-    assert dist(sim).create_invoice("INV-A", "9001") == "INV-A"
-    dist(sim).create_invoice("INV-B", "9002")
-    response = pstatus(sim, body)
+    assert distribution.dist(sim).create_invoice("INV-A", "9001") == "INV-A"
+    distribution.dist(sim).create_invoice("INV-B", "9002")
+    response = distribution.pstatus(sim, body)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("application/json")
-    assert list(response.json()) == TOP_KEYS
+    assert list(response.json()) == distribution.TOP_KEYS
 
 
 @pytest.mark.parametrize(
@@ -64,84 +56,89 @@ def test_body_forms_find_the_invoice(sim: Simulator, body: dict[str, Any]) -> No
 )
 def test_bad_bodies_are_400(sim: Simulator, data: bytes | None, body: Any) -> None:
     """A body without a usable Identifier/InvoiceNo answers 400 {"Message"}."""
-    dist(sim).create_invoice()
+    distribution.dist(sim).create_invoice()
     headers = {"Content-Type": "application/json"}
-    assert_message(pstatus(sim, body, data=data, headers=headers), 400)
+    distribution.assert_message(distribution.pstatus(sim, body, data=data, headers=headers), 400)
 
 
 def test_unknown_invoice_is_404(sim: Simulator) -> None:
     """An unknown invoice answers 404 {"Message": "Invoice not found"}."""
-    assert_message(pstatus(sim, {"Identifier": "nope"}), 404, "Invoice not found")
-    assert_message(pstatus(sim, {"InvoiceNo": "0"}), 404, "Invoice not found")
+    distribution.assert_message(distribution.pstatus(sim, {"Identifier": "nope"}), 404, "Invoice not found")
+    distribution.assert_message(distribution.pstatus(sim, {"InvoiceNo": "0"}), 404, "Invoice not found")
 
 
 def test_no_auth_by_default(sim: Simulator) -> None:
     """Without amili_distribution_token the endpoint needs no Authorization; env has only the base URL."""
-    identifier = dist(sim).create_invoice()
-    assert pstatus(sim, {"Identifier": identifier}).status_code == 200
-    assert dist(sim).env(sim.url) == {"POLLER_AMILI_DISTRIBUTION__BASE_URL": sim.url}
+    identifier = distribution.dist(sim).create_invoice()
+    assert distribution.pstatus(sim, {"Identifier": identifier}).status_code == 200
+    assert distribution.dist(sim).env(sim.url) == {"POLLER_AMILI_DISTRIBUTION__BASE_URL": sim.url}
 
 
 @pytest.mark.parametrize(
     "headers",
-    [None, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}],
+    [
+        None,
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": distribution.TOKEN},
+        {"Authorization": f"Basic {distribution.TOKEN}"},
+    ],
     ids=["missing", "wrong-token", "no-scheme", "basic"],
 )
 def test_token_required_when_configured(token_sim: Simulator, headers: dict[str, str] | None) -> None:
     """With a token configured, a missing or wrong bearer token gets 401 with ASP.NET's message."""
-    identifier = dist(token_sim).create_invoice()
-    response = pstatus(token_sim, {"Identifier": identifier}, headers=headers)
-    assert_message(response, 401, "Authorization has been denied for this request.")
+    identifier = distribution.dist(token_sim).create_invoice()
+    response = distribution.pstatus(token_sim, {"Identifier": identifier}, headers=headers)
+    distribution.assert_message(response, 401, "Authorization has been denied for this request.")
 
 
 def test_token_accepted_and_in_env(token_sim: Simulator) -> None:
     """The configured bearer token is accepted and exported; expire_tokens() is a no-op."""
-    identifier = dist(token_sim).create_invoice()
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    assert pstatus(token_sim, {"Identifier": identifier}, headers=auth).status_code == 200
-    assert dist(token_sim).env(token_sim.url) == {
+    identifier = distribution.dist(token_sim).create_invoice()
+    auth = {"Authorization": f"Bearer {distribution.TOKEN}"}
+    assert distribution.pstatus(token_sim, {"Identifier": identifier}, headers=auth).status_code == 200
+    assert distribution.dist(token_sim).env(token_sim.url) == {
         "POLLER_AMILI_DISTRIBUTION__BASE_URL": token_sim.url,
-        "POLLER_AMILI_DISTRIBUTION__TOKEN": TOKEN,
+        "POLLER_AMILI_DISTRIBUTION__TOKEN": distribution.TOKEN,
     }
-    assert dist(token_sim).expire_tokens() == 0
-    expired = requests.post(f"{token_sim.url}/_sim/amili_distribution/tokens/expire", timeout=TIMEOUT)
+    assert distribution.dist(token_sim).expire_tokens() == 0
+    expired = requests.post(f"{token_sim.url}/_sim/amili_distribution/tokens/expire", timeout=common.TIMEOUT)
     assert expired.json() == {"expired": 0, "tokens_issued": 0}
-    assert pstatus(token_sim, {"Identifier": identifier}, headers=auth).status_code == 200
+    assert distribution.pstatus(token_sim, {"Identifier": identifier}, headers=auth).status_code == 200
 
 
 def test_faults_apply_after_auth(token_sim: Simulator) -> None:
     """A request with a bad token gets 401 and does not consume a fault."""
-    identifier = dist(token_sim).create_invoice()
+    identifier = distribution.dist(token_sim).create_invoice()
     token_sim.faults.add("amili_distribution", "500", count=1)
-    assert pstatus(token_sim, {"Identifier": identifier}).status_code == 401
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    assert pstatus(token_sim, {"Identifier": identifier}, headers=auth).status_code == 500
+    assert distribution.pstatus(token_sim, {"Identifier": identifier}).status_code == 401
+    auth = {"Authorization": f"Bearer {distribution.TOKEN}"}
+    assert distribution.pstatus(token_sim, {"Identifier": identifier}, headers=auth).status_code == 500
 
 
 def _walk(sim: Simulator, identifier: str, stages: int) -> list[dict[str, Any]]:
     bodies = []
     for stage in range(stages):
-        bodies.append(status_of(sim, identifier))
+        bodies.append(distribution.status_of(sim, identifier))
         if stage < stages - 1:
-            sim.clock.advance(STAGE)
+            sim.clock.advance(distribution.STAGE)
     return bodies
 
 
 def _check_shape(body: dict[str, Any]) -> None:
-    assert list(body) == TOP_KEYS
-    assert TIMESTAMP.match(body["Received"])
+    assert list(body) == distribution.TOP_KEYS
+    assert distribution.TIMESTAMP.match(body["Received"])
     if body["Transaction"] is not None:
         tx = body["Transaction"]
-        assert list(tx) == TRANSACTION_KEYS
+        assert list(tx) == distribution.TRANSACTION_KEYS
         assert isinstance(tx["TransactionRid"], int)
         assert isinstance(tx["Amount"], float) and isinstance(tx["AmountExVat"], float)
         for key in ("LogTime", "InvoiceDate", "DueDate", "ChannelUpdateTime"):
-            assert TIMESTAMP.match(tx[key])
+            assert distribution.TIMESTAMP.match(tx[key])
 
 
 def test_ok_life(sim: Simulator) -> None:
     """ "ok": New (no Transaction), Pending, Completed + Pending/Sent, then OK/Delivered/Matched and stops."""
-    identifier = dist(sim).create_invoice("INV-OK", "7001")
+    identifier = distribution.dist(sim).create_invoice("INV-OK", "7001")
     s0, s1, s2, s3, after = _walk(sim, identifier, 5)
     for body in (s0, s1, s2, s3):
         _check_shape(body)
@@ -171,7 +168,7 @@ def test_ok_life(sim: Simulator) -> None:
 
 def test_failed_life(sim: Simulator) -> None:
     """ "failed": New, Pending, then Completed with Failed/Rejected and the EHF error in LogText."""
-    identifier = dist(sim).create_invoice(scenario="failed")
+    identifier = distribution.dist(sim).create_invoice(scenario="failed")
     s0, s1, s2, after = _walk(sim, identifier, 4)
     assert [s0["Status"], s1["Status"], s2["Status"]] == [1, 2, 3]
     _check_shape(s2)
@@ -183,7 +180,7 @@ def test_failed_life(sim: Simulator) -> None:
 
 def test_handled_life(sim: Simulator) -> None:
     """ "handled": ... Failed, then Handled by Compello Support with the note appended to LogText."""
-    identifier = dist(sim).create_invoice(scenario="handled")
+    identifier = distribution.dist(sim).create_invoice(scenario="handled")
     *_, s2, s3, after = _walk(sim, identifier, 5)
     assert s2["Transaction"]["Status"] == "Failed"
     tx = s3["Transaction"]
@@ -196,16 +193,16 @@ def test_handled_life(sim: Simulator) -> None:
 
 def test_repeated_polls_in_a_stage_are_byte_identical(sim: Simulator) -> None:
     """Within one stage the answer is the same bytes every time."""
-    identifier = dist(sim).create_invoice()
-    sim.clock.advance(STAGE * 2 + 4)
-    assert len({pstatus(sim, {"Identifier": identifier}).content for _ in range(3)}) == 1
+    identifier = distribution.dist(sim).create_invoice()
+    sim.clock.advance(distribution.STAGE * 2 + 4)
+    assert len({distribution.pstatus(sim, {"Identifier": identifier}).content for _ in range(3)}) == 1
 
 
 def test_seeded_invoices_and_describe() -> None:
     """Two invoices are seeded by default ("ok" and "failed") and listed by describe()."""
     simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start()
     try:
-        invoices = dist(simulator).invoices()
+        invoices = distribution.dist(simulator).invoices()
         assert [(i["Identifier"], i["InvoiceNo"], i["scenario"]) for i in invoices] == [
             ("SIM-DIST-0001", "250001", "ok"),
             ("SIM-DIST-0002", "250002", "failed"),

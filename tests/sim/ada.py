@@ -47,7 +47,7 @@ def make_sim(tmp_path: Path, **options: Any) -> Simulator:
     return Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, stage_seconds=STAGE, options=opts)).start()
 
 
-def ada(sim: Simulator) -> FakeAmiliAda:
+def fake(sim: Simulator) -> FakeAmiliAda:
     provider: FakeAmiliAda = sim.amili_ada
     return provider
 
@@ -58,7 +58,7 @@ def login(sim: Simulator, signed: str | None = None) -> requests.Response:
 
 
 def token(sim: Simulator) -> str:
-    response = login(sim, ada(sim).make_login_jwt())
+    response = login(sim, fake(sim).make_login_jwt())
     assert response.status_code == 200, response.text
     value: str = response.json()["token"]
     return value
