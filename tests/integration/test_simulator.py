@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from simulator import SimClock, Simulator, SimulatorConfig
+from simulator import SimClock, Simulator
 from tests.sim import billit, common
 
 sim = common.sim_fixture()
@@ -191,7 +191,7 @@ def test_create_order_ids_and_set_stage(sim: Simulator) -> None:
 
 def test_seeded_orders_and_describe() -> None:
     """Seeded orders exist from construction and describe() shows the env lines to export."""
-    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=3)).start() as seeded:
+    with common.running(seed_orders=3) as seeded:
         assert [o["id"] for o in seeded.billit.orders()] == [1001, 1002, 1003]
         text = seeded.describe()
         assert f"export POLLER_BILLIT__BASE_URL={seeded.url}" in text

@@ -11,7 +11,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from simulator.amili_ada import FakeAmiliAda
 from tests.sim import ada, common
 
@@ -20,12 +20,7 @@ sim = common.sim_fixture(stage_seconds=ada.STAGE, options=ada.ada_options)
 
 def test_login_with_signed_jwt_returns_token_and_rfc1123_expiry(tmp_path: Path) -> None:
     """GET /authenticates/api-code with a good JWT answers {"token", "expires"}, expiry = now + TTL."""
-    simulator = Simulator(
-        SimulatorConfig(
-            port=0, speed=0, seed_orders=0, token_ttl_seconds=120, options={"amili_ada_key_dir": str(tmp_path)}
-        )
-    ).start()
-    try:
+    with common.running(token_ttl_seconds=120, options={"amili_ada_key_dir": str(tmp_path)}) as simulator:
         before = time.time()
         response = ada.login(simulator, ada.fake(simulator).make_login_jwt())
         assert response.status_code == 200
@@ -36,8 +31,6 @@ def test_login_with_signed_jwt_returns_token_and_rfc1123_expiry(tmp_path: Path) 
         expires = parsedate_to_datetime(body["expires"]).timestamp()
         assert before + 120 - 2 <= expires <= time.time() + 120 + 1
         assert ada.fake(simulator).tokens_issued == 1
-    finally:
-        simulator.stop()
 
 
 def test_login_with_api_code_body(sim: Simulator) -> None:
@@ -101,13 +94,10 @@ def test_env_points_at_a_usable_private_key_file(sim: Simulator) -> None:
 
 def test_generated_key_goes_to_a_temp_dir_by_default() -> None:
     """Without amili_ada_key_dir the generated key is written to a fresh temp dir."""
-    simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start()
-    try:
+    with common.running() as simulator:
         path = ada.fake(simulator).private_key_path
         assert path is not None and Path(path).read_text() == ada.fake(simulator).private_key_pem
         assert Path(path).stat().st_mode & 0o077 == 0
-    finally:
-        simulator.stop()
 
 
 def test_configured_rsa_public_key(tmp_path: Path) -> None:
@@ -118,8 +108,7 @@ def test_configured_rsa_public_key(tmp_path: Path) -> None:
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    simulator = ada.make_sim(tmp_path, amili_ada_public_key_pem=public_pem, amili_ada_api_code="my-code")
-    try:
+    with ada.running(tmp_path, amili_ada_public_key_pem=public_pem, amili_ada_api_code="my-code") as simulator:
         provider = ada.fake(simulator)
         assert provider.private_key_pem is None and provider.private_key_path is None
         assert provider.env(simulator.url) == {
@@ -129,8 +118,6 @@ def test_configured_rsa_public_key(tmp_path: Path) -> None:
         signed = ada.sign({"api_code": "my-code", "exp": int(time.time()) + 600}, private, "RS256")
         assert ada.login(simulator, signed).status_code == 200
         assert not (tmp_path / "keys").exists()
-    finally:
-        simulator.stop()
 
 
 def test_cases_need_a_valid_access_token(sim: Simulator) -> None:
@@ -165,17 +152,10 @@ def test_expire_tokens_makes_calls_401_until_new_login(sim: Simulator) -> None:
 
 def test_token_expires_after_ttl_in_real_time(tmp_path: Path) -> None:
     """Once wall time passes token_ttl_seconds the token gets 401 "expired"."""
-    simulator = Simulator(
-        SimulatorConfig(
-            port=0, speed=0, seed_orders=0, token_ttl_seconds=30, options={"amili_ada_key_dir": str(tmp_path)}
-        )
-    ).start()
-    try:
+    with common.running(token_ttl_seconds=30, options={"amili_ada_key_dir": str(tmp_path)}) as simulator:
         tok = ada.token(simulator)
         assert ada.get(simulator, "/cases", tok).status_code == 200
         ada.fake(simulator).wall_time = lambda: time.time() + 31
         response = ada.get(simulator, "/cases", tok)
         ada.assert_eve_error(response, 401)
         assert "expired" in response.json()["_error"]["message"]
-    finally:
-        simulator.stop()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from tests.sim import ada, common
 
 sim = common.sim_fixture(stage_seconds=ada.STAGE, options=ada.ada_options)
@@ -16,10 +16,7 @@ sim = common.sim_fixture(stage_seconds=ada.STAGE, options=ada.ada_options)
 
 def test_seeded_cases_and_describe(tmp_path: Path) -> None:
     """By default two cases are seeded, for INV-2025-015 (paid) and INV-2025-016 (cancelled)."""
-    simulator = Simulator(
-        SimulatorConfig(port=0, speed=0, seed_orders=0, options={"amili_ada_key_dir": str(tmp_path)})
-    ).start()
-    try:
+    with common.running(options={"amili_ada_key_dir": str(tmp_path)}) as simulator:
         cases = ada.fake(simulator).cases()
         assert [(c["invoice_number"], c["scenario"]) for c in cases] == [
             ("INV-2025-015", "paid"),
@@ -28,8 +25,6 @@ def test_seeded_cases_and_describe(tmp_path: Path) -> None:
         text = "\n".join(ada.fake(simulator).describe_lines())
         assert "INV-2025-015" in text and ada.fake(simulator).private_key_path in text  # type: ignore[operator]
         assert "POLLER_AMILI_ADA__PRIVATE_KEY_FILE" in simulator.describe()
-    finally:
-        simulator.stop()
 
 
 def test_where_on_dotted_invoice_number(sim: Simulator) -> None:
@@ -157,11 +152,8 @@ def test_case_ids_are_deterministic_object_ids(tmp_path: Path) -> None:
     """Case ids are 24-hex ObjectIds, identical for identical histories."""
     ids = []
     for run in ("a", "b"):
-        simulator = ada.make_sim(tmp_path / run)
-        try:
+        with ada.running(tmp_path / run) as simulator:
             ids.append([ada.fake(simulator).create_case(), ada.fake(simulator).create_case()])
-        finally:
-            simulator.stop()
     assert ids[0] == ids[1]
     assert all(ada.OBJECT_ID.match(case_id) for case_id in ids[0])
     assert ids[0][0] != ids[0][1]

@@ -71,13 +71,10 @@ def test_collection_token_is_not_valid_for_arm(sim: Simulator) -> None:
 def test_expired_token_401_and_expire_tokens(sim: Simulator) -> None:
     """A token past its real-time expiry, or expired via Python or admin, gets 401; a new one works."""
     batch_uuid = sim.amili_arm.create_batch()
-    service = sim.amili_arm.token_service
-    start = time.time()
-    service.time_fn = lambda: start
-    token = common.new_token(sim, common.ARM_CLIENT)
-    assert arm.get_batch(sim, batch_uuid, common.bearer(token)).status_code == 202
-    service.time_fn = lambda: start + arm.TTL
-    expired = arm.get_batch(sim, batch_uuid, common.bearer(token))
+    before, expired = common.before_and_after_expiry(
+        sim, sim.amili_arm, common.ARM_CLIENT, arm.TTL, lambda headers: arm.get_batch(sim, batch_uuid, headers)
+    )
+    assert before.status_code == 202
     arm.assert_arm_error(expired, 401)
     assert "expired" in expired.json()["message"]
 

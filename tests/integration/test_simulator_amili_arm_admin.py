@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from tests.sim import arm, common
 
 sim = common.sim_fixture(token_ttl_seconds=arm.TTL, options=common.NO_AMILI_NO_SEED)
@@ -139,7 +139,7 @@ def test_admin_stage_unknown_batch_404(sim: Simulator) -> None:
 
 def test_seed_env_and_describe() -> None:
     """Two batches ("ok" and "partial") are seeded by default; env() points the poller here."""
-    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start() as seeded:
+    with common.running() as seeded:
         assert [b["scenario"] for b in seeded.amili_arm.batches()] == ["ok", "partial"]
         assert seeded.amili_arm.env(seeded.url) == {
             "POLLER_AMILI_ARM__BASE_URL": seeded.url,
@@ -162,7 +162,7 @@ def test_options_override_client_no_and_static_token() -> None:
         "amili_arm_client_secret": "arm-secret",
         "amili_arm_static_token": "",
     }
-    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, options=options)).start() as custom:
+    with common.running(options=options) as custom:
         [batch] = custom.amili_arm.batches()
         arm.assert_arm_error(arm.get_batch(custom, batch["id"], arm.STATIC, client_no="2218"), 401)
         arm.assert_arm_error(arm.get_batch(custom, batch["id"], {"Authorization": "Bearer "}, client_no="2218"), 401)

@@ -146,13 +146,14 @@ def test_arm_token_is_not_valid_for_collection(sim: Simulator) -> None:
 def test_expired_token_401_then_new_token_works(sim: Simulator) -> None:
     """Past its real-time expiry a token gets 401 "expired"; a fresh token works again."""
     invoice_id = sim.amili_collection.create_invoice()
-    service = sim.amili_collection.token_service
-    start = time.time()
-    service.time_fn = lambda: start
-    token = common.new_token(sim, common.COLLECTION_CLIENT)
-    assert amili_no.get_invoice(sim, invoice_id, common.bearer(token)).status_code == 200
-    service.time_fn = lambda: start + amili_no.TTL
-    expired = amili_no.get_invoice(sim, invoice_id, common.bearer(token))
+    before, expired = common.before_and_after_expiry(
+        sim,
+        sim.amili_collection,
+        common.COLLECTION_CLIENT,
+        amili_no.TTL,
+        lambda headers: amili_no.get_invoice(sim, invoice_id, headers),
+    )
+    assert before.status_code == 200
     amili_no.assert_amili_error(expired, 401, "Unauthorized")
     assert "expired" in expired.json()["errors"][0]["message"]
     fresh = common.bearer(common.new_token(sim, common.COLLECTION_CLIENT))

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from tests.sim import amili_no, common
 
 sim = common.sim_fixture(token_ttl_seconds=amili_no.TTL, options=common.NO_AMILI_NO_SEED)
@@ -156,7 +156,7 @@ def test_admin_duplicate_and_unknown_ids(sim: Simulator) -> None:
 
 def test_seed_env_and_describe() -> None:
     """By default two invoices (new and legacy spelling) and a batch are seeded; env() points the poller here."""
-    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start() as seeded:
+    with common.running() as seeded:
         invoices = seeded.amili_collection.invoices()
         assert [(i["scenario"], i["legacy"], i["status"]) for i in invoices] == [
             ("paid", False, "OPEN"), ("paid", True, "Open"),
@@ -194,7 +194,7 @@ def test_options_override_credentials_and_org() -> None:
         "amili_collection_client_secret": "csecret",
         "amili_collection_org_id": amili_no.OTHER_ORG,
     }
-    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, options=options)).start() as custom:
+    with common.running(options=options) as custom:
         invoice_id = custom.amili_collection.create_invoice()
         token = requests.post(
             f"{custom.url}/token",

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import requests
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from tests.sim import common, distribution
 
 sim = common.sim_fixture(stage_seconds=distribution.STAGE, options={"amili_distribution_seed": 0})
@@ -200,8 +200,7 @@ def test_repeated_polls_in_a_stage_are_byte_identical(sim: Simulator) -> None:
 
 def test_seeded_invoices_and_describe() -> None:
     """Two invoices are seeded by default ("ok" and "failed") and listed by describe()."""
-    simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start()
-    try:
+    with common.running() as simulator:
         invoices = distribution.dist(simulator).invoices()
         assert [(i["Identifier"], i["InvoiceNo"], i["scenario"]) for i in invoices] == [
             ("SIM-DIST-0001", "250001", "ok"),
@@ -209,5 +208,3 @@ def test_seeded_invoices_and_describe() -> None:
         ]
         assert "SIM-DIST-0001" in simulator.describe()
         assert "POLLER_AMILI_DISTRIBUTION__BASE_URL" in simulator.describe()
-    finally:
-        simulator.stop()

@@ -334,7 +334,7 @@ def test_custom_oauth_options() -> None:
         "billit_refresh_token": "rt-start",
         "billit_auth_code": "code-1",
     }
-    with Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, options=options)).start() as simulator:
+    with common.running(options=options) as simulator:
         assert simulator.env()["POLLER_BILLIT__REFRESH_TOKEN"] == "rt-start"
         creds = {"client_id": "cid", "client_secret": "csecret"}
         ok = post_token(simulator, {"grant_type": "refresh_token", **creds, "refresh_token": "rt-start"})

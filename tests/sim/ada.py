@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import jwt
 import requests
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from simulator.amili_ada import FakeAmiliAda
+from tests.sim import common
 from tests.sim.common import TIMEOUT
 
 STAGE = 10.0
@@ -42,9 +44,9 @@ def ada_options(tmp_path: Path, **options: Any) -> dict[str, Any]:
     return {"amili_ada_seed": 0, "amili_ada_key_dir": str(tmp_path / "keys"), **options}
 
 
-def make_sim(tmp_path: Path, **options: Any) -> Simulator:
-    opts = ada_options(tmp_path, **options)
-    return Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, stage_seconds=STAGE, options=opts)).start()
+def running(tmp_path: Path, **options: Any) -> AbstractContextManager[Simulator]:
+    """A simulator with ``ada_options(tmp_path, **options)`` (see ``common.running``)."""
+    return common.running(stage_seconds=STAGE, options=ada_options(tmp_path, **options))
 
 
 def fake(sim: Simulator) -> FakeAmiliAda:

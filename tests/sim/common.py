@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,3 +92,17 @@ def token_fixture(client: dict[str, str]) -> Any:
         return bearer(new_token(sim, client))
 
     return auth
+
+
+def before_and_after_expiry(
+    sim: Simulator, fake: Any, client: dict[str, str], ttl: float, call: Callable[[dict[str, str]], requests.Response]
+) -> tuple[requests.Response, requests.Response]:
+    """``call(headers)`` with a fresh token of ``client``, then again once ``fake``'s token service is ``ttl``
+    real seconds later (its clock stays there)."""
+    service = fake.token_service
+    start = time.time()
+    service.time_fn = lambda: start
+    headers = bearer(new_token(sim, client))
+    before = call(headers)
+    service.time_fn = lambda: start + ttl
+    return before, call(headers)

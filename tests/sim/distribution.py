@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from simulator import Simulator, SimulatorConfig
+from simulator import Simulator
 from simulator.amili_distribution import FakeAmiliDistribution
 from tests.sim.common import TIMEOUT
 
@@ -24,12 +24,6 @@ TRANSACTION_KEYS = [
     "InvoiceDate", "DueDate", "Amount", "AmountExVat", "KID", "ChannelStatus", "ChannelUpdateTime",
     "CorrelationStatus",
 ]  # fmt: skip
-
-
-def make_sim(**options: Any) -> Simulator:
-    opts: dict[str, Any] = {"amili_distribution_seed": 0}
-    opts.update(options)
-    return Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, stage_seconds=STAGE, options=opts)).start()
 
 
 def dist(sim: Simulator) -> FakeAmiliDistribution:
