@@ -76,7 +76,7 @@ def amili_timestamp(moment: datetime) -> str:
 
 
 def kid_mod10(digits: str) -> str:
-    """Append the MOD10 (Luhn) check digit Norwegian KID/OCR references carry."""
+    """Append the MOD10 (Luhn) check digit Norwegian KID/OCR references carry (Collection and Distribution)."""
     total = 0
     for index, char in enumerate(reversed(digits)):
         value = int(char) * (2 if index % 2 == 0 else 1)

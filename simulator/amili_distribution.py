@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from simulator.amili_collection_bodies import kid_mod10
 from simulator.config import SimulatorConfig
 from simulator.fake import AdminItems, FakeProvider, Item
 from simulator.router import HttpError, Request, Response, Router, json_response
@@ -65,15 +66,6 @@ def compello_timestamp(moment: datetime) -> str:
 def error_response(status: int, message: str) -> Response:
     """ASP.NET Web API's error body ``{"Message": ...}`` with the given status."""
     return json_response(status, {"Message": message})
-
-
-def kid_number(base: str) -> str:
-    """A Norwegian KID: ``base`` digits plus a MOD10 (Luhn) check digit."""
-    total = 0
-    for index, char in enumerate(reversed(base)):
-        digit = int(char) * (2 if index % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return f"{base}{(10 - total % 10) % 10}"
 
 
 @dataclass
@@ -299,7 +291,7 @@ class FakeAmiliDistribution(FakeProvider[_Invoice]):
             "DueDate": compello_timestamp(invoice_day + timedelta(days=14)),
             "Amount": round(amount_ex_vat * 1.25, 2),
             "AmountExVat": amount_ex_vat,
-            "KID": kid_number(f"{FIRST_INVOICE_NO + invoice.seq:08d}"),
+            "KID": kid_mod10(f"{FIRST_INVOICE_NO + invoice.seq:08d}"),
             "ChannelStatus": channel_status,
             "ChannelUpdateTime": channel_update,
             "CorrelationStatus": correlation,
