@@ -6,17 +6,31 @@ provider; these are the ones shared by all of them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from simulator.clock import SimClock
+from simulator.faults import FaultPlan
 from simulator.router import HttpError, Request, Response, Router, json_response
 
-if TYPE_CHECKING:
-    from simulator.server import Simulator
+
+class SimulatorState(Protocol):
+    """What the admin routes read and steer (``simulator.server.Simulator`` is one)."""
+
+    clock: SimClock
+    faults: FaultPlan
+
+    @property
+    def providers(self) -> Mapping[str, object]:
+        """The fakes by name."""
+
+    def stats(self) -> dict[str, Any]:
+        """Request counts and connections."""
 
 _FAULT_FIELDS = ("provider", "kind", "count", "retry_after", "delay", "ref", "drop", "set")
 
 
-def register_admin_routes(router: Router, sim: Simulator) -> None:
+def register_admin_routes(router: Router, sim: SimulatorState) -> None:
     """Add the shared admin routes for ``sim`` to ``router``."""
 
     def health(request: Request) -> Response:

@@ -32,27 +32,24 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import threading
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from simulator.amili_collection import (
-    _CUSTOM_ID,
+from simulator.amili_collection_bodies import CUSTOM_ID, CollectionBodies, Invoice
+from simulator.amili_query import (
     DEFAULT_PAGE_SIZE,
-    INVOICE_LIVES,
     MAX_PAGE_SIZE,
-    NAME,
-    _parse_instant,
-    error_response,
+    fields_match,
+    in_range,
+    parse_instant,
+    query_many,
+    query_one,
+    query_params,
 )
-from simulator.faults import Fault, render_fault
 from simulator.router import Request, Response, Router, json_response
 
-if TYPE_CHECKING:
-    from simulator.amili_collection import AmiliCollectionProvider
-
-LIST_FAULT_REF = "list"
 #: The timestamp format of ``createdAt`` (amili_collection.amili_timestamp).
 _STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _TOKEN_TEXT = re.compile(r"invoices:(\d{1,9}):(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z)/(.+)")
@@ -93,32 +90,13 @@ class Cursor:
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise invalid from None
         match = _TOKEN_TEXT.fullmatch(text)
-        if match is None or int(match.group(1)) < 2 or not _CUSTOM_ID.match(match.group(3)):
+        if match is None or int(match.group(1)) < 2 or not CUSTOM_ID.match(match.group(3)):
             raise invalid
         try:
             datetime.strptime(match.group(2), _STAMP_FORMAT)
         except ValueError:
             raise invalid from None
         return cls(int(match.group(1)), (match.group(2), match.group(3)))
-
-
-def _params(query: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Query parameters by lower-cased name."""
-    params: dict[str, list[str]] = {}
-    for key, values in query.items():
-        params.setdefault(key.lower(), []).extend(values)
-    return params
-
-
-def _one(params: dict[str, list[str]], name: str) -> str | None:
-    values = [v for v in params.get(name.lower(), []) if v != ""]
-    return values[0] if values else None
-
-
-def _many(params: dict[str, list[str]], name: str) -> frozenset[str]:
-    return frozenset(
-        part.strip().upper() for v in params.get(name.lower(), []) for part in v.split(",") if part.strip()
-    )
 
 
 def _page_size(raw: str | None) -> int:
@@ -135,7 +113,7 @@ def _created_before(raw: str) -> datetime:
         day = date.fromisoformat(raw)
     except ValueError:
         # createdAt has microsecond 0, and created <= t exactly when created < t + 1 microsecond.
-        return _parse_instant("To", raw) + timedelta(microseconds=1)
+        return parse_instant("To", raw) + timedelta(microseconds=1)
     return datetime(day.year, day.month, day.day) + timedelta(days=1)
 
 
@@ -160,18 +138,18 @@ class InvoiceQuery:
         Raises:
             ValueError: a malformed From, To, PageSize or PageToken; the message names it.
         """
-        params = _params(query)
-        raw_from, raw_to, token = _one(params, "From"), _one(params, "To"), _one(params, "PageToken")
+        params = query_params(query)
+        raw_from, raw_to, token = (query_one(params, name) for name in ("From", "To", "PageToken"))
         return cls(
-            statuses=_many(params, "Status"),
-            types=_many(params, "Type"),
-            invoice_number=_one(params, "InvoiceNumber"),
-            source_id=_one(params, "UniqueSourceInvoiceId"),
-            customer_number=_one(params, "CustomerNumber"),
-            created_from=None if raw_from is None else _parse_instant("From", raw_from),
+            statuses=query_many(params, "Status"),
+            types=query_many(params, "Type"),
+            invoice_number=query_one(params, "InvoiceNumber"),
+            source_id=query_one(params, "UniqueSourceInvoiceId"),
+            customer_number=query_one(params, "CustomerNumber"),
+            created_from=None if raw_from is None else parse_instant("From", raw_from),
             created_before=None if raw_to is None else _created_before(raw_to),
             cursor=None if token is None else Cursor.decode(token),
-            page_size=_page_size(_one(params, "PageSize")),
+            page_size=_page_size(query_one(params, "PageSize")),
         )
 
     @property
@@ -181,73 +159,66 @@ class InvoiceQuery:
 
     def matches(self, body: dict[str, Any]) -> bool:
         """True when the rendered invoice ``body`` passes every given filter."""
-        if self.statuses and body["status"].upper() not in self.statuses:
-            return False
-        if self.types and body["type"].upper() not in self.types:
-            return False
-        if self.invoice_number is not None and body["invoiceNumber"] != self.invoice_number:
-            return False
-        if self.source_id is not None and body["uniqueSourceInvoiceId"] != self.source_id:
+        equal = {"invoiceNumber": self.invoice_number, "uniqueSourceInvoiceId": self.source_id}
+        if not fields_match(body, equal, {"status": self.statuses, "type": self.types}):
             return False
         if self.customer_number is not None and all(
             d["customerNumber"] != self.customer_number for d in body["debtors"]
         ):
             return False
         created = datetime.strptime(body["createdAt"], _STAMP_FORMAT)
-        if self.created_from is not None and created < self.created_from:
-            return False
-        return not (self.created_before is not None and created >= self.created_before)
+        return in_range(created, self.created_from, self.created_before)
+
+
+class Invoices(Protocol):
+    """What the list needs of the Debt.Collection fake (``simulator.amili_collection.FakeAmiliCollection``)."""
+
+    bodies: CollectionBodies
+
+    def guard(self, request: Request, org_id: str) -> Response | None:
+        """The 401 or 403 to send, or None."""
+
+    def error(self, status: int, *args: Any) -> Response:
+        """Amili's error body."""
+
+    def staged_invoices(self) -> list[tuple[Invoice, int]]:
+        """Every invoice with its stage, at one instant."""
+
+    def _serve_list(self, denied: Response | None, page: object, answer: Callable[[], Response]) -> Response:
+        """The refusal, a fault armed for the page or the list, or ``answer()``."""
+
+    @property
+    def name(self) -> str:
+        """The provider name, the list's stats label."""
 
 
 class InvoiceList:
-    """``GET /orgs/{orgId}/invoices`` over one AmiliCollectionProvider's invoices, auth and faults."""
+    """``GET /orgs/{orgId}/invoices`` over one Debt.Collection fake's invoices, auth and faults."""
 
-    def __init__(self, provider: AmiliCollectionProvider) -> None:
+    def __init__(self, provider: Invoices) -> None:
         self.provider = provider
-        # Serialises "is a page-scoped fault armed?" with taking it (FaultPlan.take would otherwise
-        # fall back to an unscoped fault if another request took the scoped one in between).
-        self._fault_lock = threading.Lock()
 
     def register(self, router: Router) -> None:
         """Add the list route, counted under the amili_collection label like the item routes."""
-        router.add("GET", "/orgs/{org_id}/invoices", self.handle, label=NAME)
+        router.add("GET", "/orgs/{org_id}/invoices", self.handle, label=self.provider.name)
 
     def handle(self, request: Request, org_id: str) -> Response:
         """Authenticate, apply an armed fault, then answer one page."""
-        provider = self.provider
-        # The fake's own guard and fault bodies, so list and item answers cannot drift apart.
-        denied = provider._guard(request, org_id)  # noqa: SLF001
-        if denied is not None:
-            return denied
-        fault = self._take_fault(request)
-        if fault is not None:
-            faulted = render_fault(
-                fault,
-                normal=lambda: self._answer(request),
-                error=provider._fault_error,  # noqa: SLF001
-                wait=provider._wait,  # noqa: SLF001
-            )
-            if faulted is not None:
-                return faulted
-        return self._answer(request)
-
-    def _take_fault(self, request: Request) -> Fault | None:
-        token = _one(_params(request.query), "PageToken")
+        token = query_one(query_params(request.query), "PageToken")
         try:
             page: int | None = 1 if token is None else Cursor.decode(token).page
         except ValueError:
-            page = None  # the answer will be a 400; only "list" and unscoped faults can apply
-        faults = self.provider.faults
-        with self._fault_lock:
-            page_ref = f"{LIST_FAULT_REF}:{page}"
-            armed = page is not None and any(f["ref"] == page_ref for f in faults.active(NAME))
-            return faults.take(NAME, page_ref if armed else LIST_FAULT_REF)
+            page = None
+        # The fake's own guard and fault bodies, so list and item answers cannot drift apart.
+        return self.provider._serve_list(  # noqa: SLF001
+            self.provider.guard(request, org_id), page, lambda: self._answer(request)
+        )
 
     def _answer(self, request: Request) -> Response:
         try:
             query = InvoiceQuery.parse(request.query)
         except ValueError as exc:
-            return error_response(400, "BadRequest", str(exc))
+            return self.provider.error(400, "BadRequest", str(exc))
         after = None if query.cursor is None else query.cursor.after
         matches = [
             body
@@ -261,14 +232,4 @@ class InvoiceList:
     def bodies(self) -> list[dict[str, Any]]:
         """Every invoice as ``GET .../invoices/{id}`` would give its ``data``, all at one instant."""
         provider = self.provider
-        with provider._lock:  # noqa: SLF001
-            # Copies, because set_stage moves an invoice's birth under this lock.
-            invoices = [replace(invoice) for invoice in provider._invoices.values()]  # noqa: SLF001
-        now = provider.clock.now()
-        return [
-            provider._render_invoice(  # noqa: SLF001
-                invoice,
-                provider._stage(invoice.born, len(INVOICE_LIVES[invoice.scenario]) - 1, now),  # noqa: SLF001
-            )
-            for invoice in invoices
-        ]
+        return [provider.bodies.invoice(invoice, stage) for invoice, stage in provider.staged_invoices()]

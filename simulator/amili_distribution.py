@@ -22,20 +22,16 @@ Decisions where the docs are silent (PROVIDERS.md marks them [U]):
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from simulator.clock import SimClock, born_for_stage, stage_reached
-from simulator.faults import FaultPlan, render_fault
+from simulator.amili_collection_bodies import kid_mod10
+from simulator.config import SimulatorConfig
+from simulator.fake import AdminItems, FakeProvider, Item
 from simulator.router import HttpError, Request, Response, Router, json_response
-
-if TYPE_CHECKING:
-    from simulator.server import SimulatorConfig
 
 NAME = "amili_distribution"
 
@@ -72,68 +68,44 @@ def error_response(status: int, message: str) -> Response:
     return json_response(status, {"Message": message})
 
 
-def kid_number(base: str) -> str:
-    """A Norwegian KID: ``base`` digits plus a MOD10 (Luhn) check digit."""
-    total = 0
-    for index, char in enumerate(reversed(base)):
-        digit = int(char) * (2 if index % 2 == 0 else 1)
-        total += digit - 9 if digit > 9 else digit
-    return f"{base}{(10 - total % 10) % 10}"
-
-
 @dataclass
-class _Invoice:
+class _Invoice(Item):
     identifier: str
     invoice_no: str
-    scenario: str
     seq: int
-    # Simulated instant the invoice was at stage 0; stage k starts at born + k * stage_seconds.
-    born: float
 
 
-class AmiliDistributionProvider:
+class FakeAmiliDistribution(FakeProvider[_Invoice]):
     """The fake Distribution pstatus API plus its Python and admin controls."""
 
     name = NAME
+    noun = "invoice"
+    id_field = "Identifier"
+    described = {"invoices": ("Identifier", "InvoiceNo", "Status", "TransactionStatus")}
+    fault_errors = {401: (DENIED,), 404: (NOT_FOUND,), 429: ("Too many requests, retry later",)}
 
-    def __init__(
-        self,
-        clock: SimClock,
-        faults: FaultPlan,
-        config: SimulatorConfig,
-        wait: Callable[[float], object] = time.sleep,
-    ) -> None:
-        if config.stage_seconds <= 0:
-            raise ValueError(f"stage_seconds must be > 0, got {config.stage_seconds}")
-        options = config.options
-        self.clock = clock
-        self.faults = faults
-        self.stage_seconds = float(config.stage_seconds)
-        token = options.get("amili_distribution_token")
+    def _configure(self, config: SimulatorConfig) -> None:
+        token = self.options.get("amili_distribution_token")
         if token is not None and (not isinstance(token, str) or not token):
             raise ValueError("amili_distribution_token must be a non-empty string when set")
+        #: Static (issued elsewhere, by the Partner API): no token endpoint, nothing to expire.
         self.token: str | None = token
-        # No token endpoint here: the count stays 0, kept so tests treat every provider alike.
-        self.tokens_issued = 0
-        self._wait = wait
-        self._lock = threading.Lock()
         self._invoices: dict[str, _Invoice] = {}
         self._by_number: dict[str, str] = {}
         self._next_seq = 0
-
-        seed = options.get("amili_distribution_seed", 2)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"amili_distribution_seed must be a non-negative integer, got {seed!r}")
         scenarios = tuple(SCENARIOS)
-        for index in range(seed):
+        for index in range(self._seed("amili_distribution_seed")):
             self.create_invoice(scenario=scenarios[index % len(scenarios)])
+
+    def error(self, status: int, *args: Any) -> Response:
+        """ASP.NET Web API's ``{"Message": ...}``."""
+        return error_response(status, *args)
 
     # ---- Python API -------------------------------------------------------------
 
     def create_invoice(self, identifier: str | None = None, invoice_no: str | None = None, scenario: str = "ok") -> str:
         """Create an invoice at stage 0 now; return its identifier (both it and the number find it)."""
-        if scenario not in SCENARIOS:
-            raise ValueError(f"unknown scenario {scenario!r}; allowed: {', '.join(SCENARIOS)}")
+        self._check_scenario(scenario, SCENARIOS)
         for label, value in (("identifier", identifier), ("invoice_no", invoice_no)):
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"{label} must be a non-empty string, got {value!r}")
@@ -141,85 +113,45 @@ class AmiliDistributionProvider:
         with self._lock:
             seq = self._next_seq
             if identifier is None:
-                identifier = self._free(lambda n: f"SIM-DIST-{n:04d}", self._invoices, seq + 1)
+                identifier = _free(lambda n: f"SIM-DIST-{n:04d}", self._invoices, seq + 1)
             elif identifier in self._invoices:
                 raise ValueError(f"invoice with Identifier {identifier!r} already exists")
             if invoice_no is None:
-                invoice_no = self._free(lambda n: str(FIRST_INVOICE_NO + n - 1), self._by_number, seq + 1)
+                invoice_no = _free(lambda n: str(FIRST_INVOICE_NO + n - 1), self._by_number, seq + 1)
             elif invoice_no in self._by_number:
                 raise ValueError(f"invoice with InvoiceNo {invoice_no!r} already exists")
             self._next_seq += 1
-            self._invoices[identifier] = _Invoice(identifier, invoice_no, scenario, seq, born)
+            self._invoices[identifier] = _Invoice(scenario, born, identifier, invoice_no, seq)
             self._by_number[invoice_no] = identifier
         return identifier
 
     def invoices(self) -> list[dict[str, Any]]:
         """List invoices as ``{"Identifier", "InvoiceNo", "scenario", "stage", "final_stage", "Status", ...}``."""
-        now = self.clock.now()
-        with self._lock:
-            snapshot = list(self._invoices.values())
         result = []
-        for invoice in snapshot:
-            stage = self._stage(invoice, now)
+        for invoice, stage in self._staged(self._invoices.values):
             body = self._render(invoice, stage)
             transaction = body["Transaction"]
-            result.append(
-                {
-                    "Identifier": invoice.identifier,
-                    "InvoiceNo": invoice.invoice_no,
-                    "scenario": invoice.scenario,
-                    "stage": stage,
-                    "final_stage": SCENARIOS[invoice.scenario],
-                    "Status": body["Status"],
-                    "TransactionStatus": None if transaction is None else transaction["Status"],
-                }
-            )
+            ids = {"Identifier": invoice.identifier, "InvoiceNo": invoice.invoice_no}
+            status = None if transaction is None else transaction["Status"]
+            result.append(self._entry(ids, invoice, stage, Status=body["Status"], TransactionStatus=status))
         return result
-
-    def stage_of(self, identifier: str) -> int:
-        """Return the stage an invoice is at now."""
-        return self._stage(self._get(identifier), self.clock.now())
-
-    def set_stage(self, identifier: str, stage: int) -> None:
-        """Jump an invoice to ``stage`` now; it keeps moving on from there."""
-        invoice = self._get(identifier)
-        born = born_for_stage(stage, SCENARIOS[invoice.scenario], self.clock.now(), self.stage_seconds,
-                              f"scenario {invoice.scenario!r}")
-        with self._lock:
-            invoice.born = born
 
     def status_body(self, identifier: str) -> dict[str, Any]:
         """Return the body ``POST /send/pstatus`` would answer for this invoice now."""
         invoice = self._get(identifier)
-        return self._render(invoice, self._stage(invoice, self.clock.now()))
-
-    def expire_tokens(self) -> int:
-        """Nothing to expire: the optional bearer token is static. Returns 0."""
-        return 0
+        return self._render(invoice, self._stage(invoice))
 
     # ---- server hooks -----------------------------------------------------------
 
-    def register(self, router: Router) -> None:
-        """Add ``POST /send/pstatus`` and the ``/_sim/amili_distribution/...`` admin routes."""
+    def _register_api(self, router: Router) -> None:
         router.add("POST", "/send/pstatus", self._http_pstatus, label=NAME)
-        router.add("GET", "/_sim/amili_distribution/invoices", self._admin_list, label="_sim")
-        router.add("POST", "/_sim/amili_distribution/invoices", self._admin_create, label="_sim")
-        router.add("POST", "/_sim/amili_distribution/invoices/{identifier}/stage", self._admin_set_stage, label="_sim")
-        router.add("POST", "/_sim/amili_distribution/tokens/expire", self._admin_expire_tokens, label="_sim")
 
-    def describe_lines(self) -> list[str]:
-        """Human lines listing the invoices and where they are in their life."""
+    def _admin_items(self) -> AdminItems:
+        return {"invoices": (self.invoices, self._admin_create)}
+
+    def _describe_header(self) -> list[str]:
         auth = "Bearer token required" if self.token else "no auth"
-        lines = [f"Amili Distribution invoices ({self.stage_seconds:g} sim-seconds per stage; {auth}):"]
-        for info in self.invoices():
-            lines.append(
-                f"  {info['Identifier']}  InvoiceNo={info['InvoiceNo']}  scenario={info['scenario']:<7} "
-                f"stage {info['stage']}/{info['final_stage']}  Status={info['Status']}"
-                f"  Transaction.Status={info['TransactionStatus']}"
-            )
-        if len(lines) == 1:
-            lines.append("  (none yet; POST /_sim/amili_distribution/invoices to add one)")
-        return lines
+        return [f"Amili Distribution invoices ({self.stage_seconds:g} sim-seconds per stage; {auth}):"]
 
     def env(self, base_url: str) -> dict[str, str]:
         """The poller settings that point it at this fake."""
@@ -234,16 +166,9 @@ class AmiliDistributionProvider:
         denied = self._authenticate(request)
         if denied is not None:
             return denied
-        fault = self.faults.take(NAME, self._pick_ref(request))
-        if fault is not None:
-            faulted = render_fault(
-                fault, normal=lambda: self._answer(request), error=self._fault_error, wait=self._wait
-            )
-            if faulted is not None:
-                return faulted
-        return self._answer(request)
+        return self._answer(self.faults.take_any(NAME, self._refs(request)), lambda: self._answer_status(request))
 
-    def _answer(self, request: Request) -> Response:
+    def _answer_status(self, request: Request) -> Response:
         try:
             identifier, invoice_no = _requested(request)
         except HttpError as exc:
@@ -251,7 +176,7 @@ class AmiliDistributionProvider:
         invoice = self._find(identifier, invoice_no)
         if invoice is None:
             return error_response(404, NOT_FOUND)
-        return json_response(200, self._render(invoice, self._stage(invoice, self.clock.now())))
+        return json_response(200, self._render(invoice, self._stage(invoice)))
 
     def _authenticate(self, request: Request) -> Response | None:
         """Check the optional bearer token; return the 401 to send, or None when allowed."""
@@ -262,6 +187,12 @@ class AmiliDistributionProvider:
             return error_response(401, DENIED)
         return None
 
+    def _lookup(self, item_id: Any) -> _Invoice | None:
+        return self._invoices.get(item_id)
+
+    def _final_stage(self, item: _Invoice) -> int:
+        return SCENARIOS[item.scenario]
+
     def _find(self, identifier: str | None, invoice_no: str | None) -> _Invoice | None:
         with self._lock:
             if identifier is not None and identifier in self._invoices:
@@ -270,96 +201,36 @@ class AmiliDistributionProvider:
                 return self._invoices[self._by_number[invoice_no]]
         return None
 
-    def _pick_ref(self, request: Request) -> str | None:
-        """The fault ref for a request: a fault armed for an invoice hits whichever way it is asked for."""
+    def _refs(self, request: Request) -> list[str]:
+        """The refs of a request: a fault armed for an invoice hits whichever way it is asked for."""
         try:
             identifier, invoice_no = _requested(request)
         except HttpError:
-            return None
+            return []
         invoice = self._find(identifier, invoice_no)
         candidates = [c for c in (identifier, invoice_no) if c is not None]
         if invoice is not None:
             candidates += [invoice.identifier, invoice.invoice_no]
-        scoped = {f["ref"] for f in self.faults.active(NAME) if f["ref"] is not None}
-        for candidate in candidates:
-            if candidate in scoped:
-                return candidate
-        return candidates[0] if candidates else None
-
-    @staticmethod
-    def _fault_error(status: int) -> Response:
-        if status == 401:
-            return error_response(401, DENIED)
-        if status == 404:
-            return error_response(404, NOT_FOUND)
-        if status == 429:
-            return error_response(429, "Too many requests, retry later")
-        return error_response(status, "An error has occurred.")
+        return candidates
 
     # ---- admin handlers ---------------------------------------------------------
 
-    def _admin_list(self, request: Request) -> Response:
-        return json_response(200, {"invoices": self.invoices()})
-
     def _admin_create(self, request: Request) -> Response:
-        data = request.json_object()
         # The Python names and the API's names are both accepted.
-        aliases = {"identifier": "identifier", "Identifier": "identifier", "invoice_no": "invoice_no"}
-        aliases.update({"InvoiceNo": "invoice_no", "scenario": "scenario"})
-        unknown = set(data) - set(aliases)
-        if unknown:
-            fields = ", ".join(sorted(unknown))
-            raise HttpError(400, f"unknown field(s): {fields}; allowed: Identifier, InvoiceNo, scenario")
-        values: dict[str, Any] = {aliases[key]: value for key, value in data.items()}
-        scenario = values.get("scenario", "ok")
-        if not isinstance(scenario, str):
-            raise HttpError(400, "scenario must be a string")
+        data = self._admin_fields(request, {"identifier", "Identifier", "invoice_no", "InvoiceNo", "scenario"})
+        aliases = {"Identifier": "identifier", "InvoiceNo": "invoice_no"}
+        values: dict[str, Any] = {aliases.get(key, key): value for key, value in data.items()}
+        scenario = self._admin_text(values, "scenario", "ok")
         invoice_no: Any = values.get("invoice_no")
         if isinstance(invoice_no, int) and not isinstance(invoice_no, bool):
             invoice_no = str(invoice_no)
-        try:
-            identifier = self.create_invoice(values.get("identifier"), invoice_no, scenario)
-        except ValueError as exc:
-            raise HttpError(400, str(exc)) from exc
+        identifier = self._try_create(self.create_invoice, values.get("identifier"), invoice_no, scenario)
         invoice = self._get(identifier)
         return json_response(
             201, {"Identifier": identifier, "InvoiceNo": invoice.invoice_no, "scenario": invoice.scenario}
         )
 
-    def _admin_set_stage(self, request: Request, identifier: str) -> Response:
-        data = request.json_object()
-        try:
-            self.set_stage(identifier, data.get("stage"))  # type: ignore[arg-type]
-        except KeyError as exc:
-            raise HttpError(404, str(exc.args[0])) from exc
-        except ValueError as exc:
-            raise HttpError(400, str(exc)) from exc
-        return json_response(200, {"Identifier": identifier, "stage": self.stage_of(identifier)})
-
-    def _admin_expire_tokens(self, request: Request) -> Response:
-        return json_response(200, {"expired": self.expire_tokens(), "tokens_issued": self.tokens_issued})
-
     # ---- invoice life -----------------------------------------------------------
-
-    @staticmethod
-    def _free(make: Callable[[int], str], taken: dict[str, Any], start: int) -> str:
-        number = start
-        while make(number) in taken:
-            number += 1
-        return make(number)
-
-    def _get(self, identifier: str) -> _Invoice:
-        with self._lock:
-            invoice = self._invoices.get(identifier)
-        if invoice is None:
-            raise KeyError(f"invoice {identifier} does not exist")
-        return invoice
-
-    def _stage(self, invoice: _Invoice, now: float) -> int:
-        return stage_reached(invoice.born, now, self.stage_seconds, SCENARIOS[invoice.scenario])
-
-    def _moment(self, invoice: _Invoice, stage: int) -> datetime:
-        return self.clock.wall(invoice.born + stage * self.stage_seconds)
 
     def _render(self, invoice: _Invoice, stage: int) -> dict[str, Any]:
         """Build the pstatus body for ``invoice`` at ``stage`` (seed 000's shape)."""
@@ -420,11 +291,18 @@ class AmiliDistributionProvider:
             "DueDate": compello_timestamp(invoice_day + timedelta(days=14)),
             "Amount": round(amount_ex_vat * 1.25, 2),
             "AmountExVat": amount_ex_vat,
-            "KID": kid_number(f"{FIRST_INVOICE_NO + invoice.seq:08d}"),
+            "KID": kid_mod10(f"{FIRST_INVOICE_NO + invoice.seq:08d}"),
             "ChannelStatus": channel_status,
             "ChannelUpdateTime": channel_update,
             "CorrelationStatus": correlation,
         }
+
+
+def _free(make: Callable[[int], str], taken: dict[str, Any], start: int) -> str:
+    number = start
+    while make(number) in taken:
+        number += 1
+    return make(number)
 
 
 def _requested(request: Request) -> tuple[str | None, str | None]:

@@ -23,19 +23,35 @@ from __future__ import annotations
 
 import operator
 import re
-import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
-from simulator.billit import NAME, BillitProvider, error_response
-from simulator.faults import Fault, render_fault
+from simulator.billit_order import Order, OrderBodies, error_response
 from simulator.router import Request, Response, Router, json_response
 
+
+class Orders(Protocol):
+    """What the list needs of the Billit fake (``simulator.billit.FakeBillit``)."""
+
+    bodies: OrderBodies
+
+    def authenticate(self, request: Request) -> Response | None:
+        """The 401 to send, or None."""
+
+    def staged_orders(self) -> list[tuple[Order, int]]:
+        """Every order with its stage, at one instant."""
+
+    def _serve_list(self, denied: Response | None, page: object, answer: Callable[[], Response]) -> Response:
+        """The refusal, a fault armed for the page or the list, or ``answer()``."""
+
+    @property
+    def name(self) -> str:
+        """The provider name, the list's stats label."""
+
 PAGE_SIZE = 120
-LIST_FAULT_REF = "list"
 
 DATETIME, NUMBER, BOOLEAN, STRING = "DateTime", "Number", "Boolean", "String"
 
@@ -314,47 +330,25 @@ class ListQuery:
 
 
 class OrderList:
-    """``GET /v1/orders`` over one BillitProvider's orders, with its auth and fault plan."""
+    """``GET /v1/orders`` over one Billit fake's orders, with its auth and fault plan."""
 
-    def __init__(self, billit: BillitProvider) -> None:
+    def __init__(self, billit: Orders) -> None:
         self.billit = billit
-        # Serialises "is a page-scoped fault armed?" with taking it (FaultPlan.take would otherwise
-        # fall back to an unscoped fault if another request took the scoped one in between).
-        self._fault_lock = threading.Lock()
 
     def register(self, router: Router) -> None:
         """Add the list route, counted under the billit label like the item route."""
-        router.add("GET", "/v1/orders", self.handle, label=NAME)
+        router.add("GET", "/v1/orders", self.handle, label=self.billit.name)
 
     def handle(self, request: Request) -> Response:
         """Authenticate, apply an armed fault, then answer one page."""
-        billit = self.billit
-        # The same fake's own auth and fault bodies, so list and item answers cannot drift apart.
-        denied = billit._authenticate(request)  # noqa: SLF001
-        if denied is not None:
-            return denied
-        fault = self._take_fault(request)
-        if fault is not None:
-            faulted = render_fault(
-                fault,
-                normal=lambda: self._answer(request),
-                error=billit._fault_error,  # noqa: SLF001
-                wait=billit._wait,  # noqa: SLF001
-            )
-            if faulted is not None:
-                return faulted
-        return self._answer(request)
-
-    def _take_fault(self, request: Request) -> Fault | None:
         try:
-            skip = _count(request, "$skip") or 0
+            skip: int | None = _count(request, "$skip") or 0
         except QueryError:
-            skip = None  # the answer will be a 400; only "list" and unscoped faults can apply
-        faults = self.billit.faults
-        with self._fault_lock:
-            page_ref = f"{LIST_FAULT_REF}:{skip}"
-            armed = skip is not None and any(f["ref"] == page_ref for f in faults.active(NAME))
-            return faults.take(NAME, page_ref if armed else LIST_FAULT_REF)
+            skip = None
+        # The same fake's own auth and fault bodies, so list and item answers cannot drift apart.
+        return self.billit._serve_list(  # noqa: SLF001
+            self.billit.authenticate(request), skip, lambda: self._answer(request)
+        )
 
     def _answer(self, request: Request) -> Response:
         try:
@@ -377,9 +371,4 @@ class OrderList:
 
     def _bodies(self) -> list[dict[str, Any]]:
         """Every order as ``GET /v1/orders/{id}`` would give it, all at one instant."""
-        billit = self.billit
-        with billit._lock:  # noqa: SLF001
-            # Copies, because set_stage moves an order's birth under this lock.
-            orders = [replace(order) for order in billit._orders.values()]  # noqa: SLF001
-        now = billit.clock.now()
-        return [billit._render(order, billit._stage(order, now)) for order in orders]  # noqa: SLF001
+        return [self.billit.bodies.render(order, stage) for order, stage in self.billit.staged_orders()]

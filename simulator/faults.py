@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -118,22 +118,41 @@ class FaultPlan:
         A fault scoped to ``ref`` wins over an unscoped one, so a test can fail one
         order while a broad fault covers the rest.
         """
+        return self.take_any(provider, [] if ref is None else [ref])
+
+    def take_any(self, provider: str, refs: Sequence[str]) -> Fault | None:
+        """Like ``take`` for a request known by several refs (an id and a number, say).
+
+        The first ref some fault is scoped to wins, so a fault armed for an item hits
+        however the request names it; else an unscoped fault applies.
+        """
         with self._lock:
             candidates = [f for f in self._faults if f.provider == provider]
-            chosen = next((f for f in candidates if f.ref is not None and f.ref == ref), None)
+            chosen = next((f for ref in refs for f in candidates if f.ref is not None and f.ref == ref), None)
             if chosen is None:
                 chosen = next((f for f in candidates if f.ref is None), None)
-            if chosen is None:
-                return None
-            index = self._faults.index(chosen)
-            if chosen.count is None:
-                return chosen
-            left = chosen.count - 1
-            if left == 0:
-                del self._faults[index]
-            else:
-                self._faults[index] = replace(chosen, count=left)
-            return replace(chosen, count=left)
+            return None if chosen is None else self._use_locked(chosen)
+
+    def take_scoped(self, provider: str, ref: str) -> Fault | None:
+        """Consume a fault scoped to exactly ``ref``; an unscoped one is left alone.
+
+        For endpoints an unscoped fault is not meant for (token endpoints), or that try a
+        narrow ref before a broad one (a list's page, then the list).
+        """
+        with self._lock:
+            chosen = next((f for f in self._faults if f.provider == provider and f.ref == ref), None)
+            return None if chosen is None else self._use_locked(chosen)
+
+    def _use_locked(self, chosen: Fault) -> Fault:
+        index = self._faults.index(chosen)
+        if chosen.count is None:
+            return chosen
+        left = chosen.count - 1
+        if left == 0:
+            del self._faults[index]
+        else:
+            self._faults[index] = replace(chosen, count=left)
+        return replace(chosen, count=left)
 
 
 _HTML_500 = (

@@ -18,9 +18,11 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import parse_qs
 
+from simulator.config import SimulatorConfig
+from simulator.fake import FakeProvider, ItemT, error_from
 from simulator.faults import Fault, FaultPlan, render_fault
 from simulator.router import Request, Response, Router, json_response
 
@@ -287,20 +289,69 @@ class SharedTokenEndpoint:
 
     @staticmethod
     def _take_token_fault(member: _Member) -> Fault | None:
-        # FaultPlan.take falls back to unscoped faults, which are meant for the status
-        # endpoints; only a fault armed with ref="token" may break the token call. (If another
-        # request uses that fault up in between, this one may take an unscoped use: harmless.)
-        armed: list[dict[str, Any]] = member.faults.active(member.provider)
-        if not any(fault["ref"] == TOKEN_FAULT_REF for fault in armed):
-            return None
-        return member.faults.take(member.provider, TOKEN_FAULT_REF)
+        # Unscoped faults are meant for the status endpoints; only a fault armed with
+        # ref="token" may break the token call.
+        return member.faults.take_scoped(member.provider, TOKEN_FAULT_REF)
 
 
-def _token_fault_error(status: int) -> Response:
-    if status == 401:
-        return oauth_error(401, "invalid_client", "Client authentication failed: unknown client or bad secret")
-    if status == 404:
-        return oauth_error(404, "invalid_request", "Not found")
-    if status == 429:
-        return oauth_error(429, "temporarily_unavailable", "Too many requests, retry later")
-    return oauth_error(status, "server_error", "Unexpected error")
+_TOKEN_FAULT_ERRORS: dict[int, tuple[str, str]] = {
+    401: ("invalid_client", "Client authentication failed: unknown client or bad secret"),
+    404: ("invalid_request", "Not found"),
+    429: ("temporarily_unavailable", "Too many requests, retry later"),
+}
+
+
+_token_fault_error = error_from(_TOKEN_FAULT_ERRORS, oauth_error)
+
+
+class TokenClientFake(FakeProvider[ItemT]):
+    """A fake whose API takes bearer tokens of one client from the shared ``POST /token``."""
+
+    #: Where its tokens are good (the ``resource`` of a token answer).
+    resource: ClassVar[str]
+    #: ``(client_id, client_secret)`` unless options ``<name>_client_id`` / ``_client_secret`` say otherwise.
+    default_client: ClassVar[tuple[str, str]]
+
+    def _configure(self, config: SimulatorConfig) -> None:
+        self.client_id = str(self.options.get(f"{self.name}_client_id", self.default_client[0]))
+        self.client_secret = str(self.options.get(f"{self.name}_client_secret", self.default_client[1]))
+        self.token_service = TokenService(
+            {self.client_id: self.client_secret}, config.token_ttl_seconds, resource=self.resource
+        )
+
+    @property
+    def tokens_issued(self) -> int:
+        """How many access tokens this fake's client has obtained."""
+        return self.token_service.issued
+
+    def expire_tokens(self) -> int:
+        """Expire every token issued so far (next API call with one gets 401); return how many."""
+        return self.token_service.expire_all()
+
+    def env(self, base_url: str) -> dict[str, str]:
+        """The poller settings that point it at this fake (the token URL is ``{AUTH_URL}/token``)."""
+        prefix = f"POLLER_{self.name.upper()}__"
+        return {
+            f"{prefix}BASE_URL": base_url,
+            f"{prefix}AUTH_URL": base_url,
+            f"{prefix}CLIENT_ID": self.client_id,
+            f"{prefix}CLIENT_SECRET": self.client_secret,
+        }
+
+    def _token_line(self) -> str:
+        """A line of ``describe_lines`` about the token client."""
+        return f"  token: POST /token client_id={self.client_id} ({self.tokens_issued} issued)"
+
+    def register(self, router: Router) -> None:
+        """Add the shared ``POST /token``, the API routes and the admin routes (``tokens`` too)."""
+        SharedTokenEndpoint.register(router, self.name, self.token_service, self.faults, self._wait)
+        super().register(router)
+        self._admin_route(router, "GET", "tokens", self._admin_tokens)
+
+    def _admin_tokens(self, request: Request) -> Response:
+        return json_response(200, {"tokens_issued": self.tokens_issued, "active": self.token_service.active()})
+
+
+def challenge(authorization: str | None) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a 401 (RFC 6750 section 3: the error only when a token came)."""
+    return {"WWW-Authenticate": 'Bearer error="invalid_token"' if bearer_token(authorization) else "Bearer"}

@@ -12,8 +12,9 @@ import time
 import uuid
 from typing import Any
 
-from simulator.amili_collection import AmiliCollectionProvider
-from simulator.billit import BillitProvider, error_response
+from simulator.amili_collection import FakeAmiliCollection
+from simulator.billit import FakeBillit
+from simulator.billit_order import error_response
 from simulator.pushes import Push, Pusher
 from simulator.router import HttpError, Request, Response, Router, json_response
 
@@ -34,7 +35,7 @@ class BillitWebhooks:
     …/get-and-delete), and the pushes to the registered URLs: an Order ``U`` push names the order in
     ``UpdatedEntityID``, a Message ``U`` push in ``EntityDetail.OrderMessage.OrderID``."""
 
-    def __init__(self, billit: BillitProvider, *, wall: Any = time.time) -> None:
+    def __init__(self, billit: FakeBillit, *, wall: Any = time.time) -> None:
         self.billit, self.wall = billit, wall
         self._lock = threading.Lock()
         self._hooks: dict[int, dict[str, Any]] = {}
@@ -98,7 +99,7 @@ class BillitWebhooks:
     # -- HTTP -----------------------------------------------------------------------------
 
     def _create(self, request: Request) -> Response:
-        denied = self.billit._authenticate(request)  # noqa: SLF001 - the same fake's own auth
+        denied = self.billit.authenticate(request)  # the same fake's own auth
         if denied is not None:
             return denied
         data = request.json_object()
@@ -110,13 +111,13 @@ class BillitWebhooks:
         return json_response(200, hook)
 
     def _list(self, request: Request) -> Response:
-        denied = self.billit._authenticate(request)  # noqa: SLF001
+        denied = self.billit.authenticate(request)
         if denied is not None:
             return denied
         return json_response(200, {"Items": self.hooks()})
 
     def _delete(self, request: Request, webhook_id: str) -> Response:
-        denied = self.billit._authenticate(request)  # noqa: SLF001
+        denied = self.billit.authenticate(request)
         if denied is not None:
             return denied
         with self._lock:
@@ -132,7 +133,7 @@ class AmiliPushes:
     The payload is ``{"event", "data"}`` with the case's ``id``, ``caseNumber``, ``invoiceId`` and ``status``, or the
     batch's ``batchId`` and ``status`` (the documented fields; the envelope is an assumption)."""
 
-    def __init__(self, amili: AmiliCollectionProvider) -> None:
+    def __init__(self, amili: FakeAmiliCollection) -> None:
         self.amili = amili
         self.url: str | None = None
 
@@ -179,7 +180,7 @@ def attach_pushes(sim: Any) -> tuple[Pusher, BillitWebhooks, AmiliPushes | None]
     pusher.add_source("billit", hooks)
     sim.billit.on_change = lambda object_id, stage: pusher.changed("billit", object_id, stage=stage)
     amili = sim.providers.get("amili_collection")
-    if not isinstance(amili, AmiliCollectionProvider):
+    if not isinstance(amili, FakeAmiliCollection):
         return pusher, hooks, None
     pushes = AmiliPushes(amili)
     pushes.register(sim.router)

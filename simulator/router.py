@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Any, Protocol
+from typing import Any
 
 JSON_TYPE = "application/json; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -142,18 +142,3 @@ class Router:
                 {"Allow": ", ".join(sorted(set(allowed)))},
             )
         return label, json_response(404, {"error": f"no route for {request.method} {request.path}"})
-
-
-class Provider(Protocol):
-    """What the server needs from each fake provider module."""
-
-    name: str
-
-    def register(self, router: Router) -> None:
-        """Add the provider's API routes and its ``/_sim/<name>/...`` admin routes."""
-
-    def describe_lines(self) -> list[str]:
-        """Human lines about the provider's current fake data."""
-
-    def env(self, base_url: str) -> dict[str, str]:
-        """Environment variables that point the poller at this fake."""

@@ -12,7 +12,6 @@ import selectors
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -20,12 +19,19 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from simulator.admin import register_admin_routes
-from simulator.billit import BillitProvider
+from simulator.amili_ada import FakeAmiliAda
+from simulator.amili_arm import FakeAmiliArm
+from simulator.amili_collection import FakeAmiliCollection
+from simulator.amili_distribution import FakeAmiliDistribution
+from simulator.billit import FakeBillit
 from simulator.clock import SimClock
+from simulator.config import SimulatorConfig
+from simulator.fake import FakeProvider
 from simulator.faults import FaultPlan
 from simulator.push_sources import attach_pushes
-from simulator.registry import build_extra_providers
-from simulator.router import Provider, Request, Response, Router, json_response
+from simulator.router import Request, Response, Router, json_response
+
+__all__ = ["FAKES", "Simulator", "SimulatorConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,33 +40,14 @@ MAX_BODY_BYTES = 1 << 20
 IDLE_CONNECTION_TIMEOUT = 60.0
 
 
-@dataclass
-class SimulatorConfig:
-    """Settings for one simulator instance. ``port=0`` picks a free port on start."""
-
-    host: str = "127.0.0.1"
-    port: int = 8900
-    speed: float = 1.0
-    stage_seconds: float = 10.0
-    billit_api_key: str = "sim-billit-key"
-    billit_party_id: str = "1234"
-    seed_orders: int = 3
-    #: Lifetime of every access token the fake auth services issue, in real (wall-clock)
-    #: seconds: clients compare expiry with their own wall clock.
-    token_ttl_seconds: float = 3600.0
-    #: Provider-specific options (credentials, keys, seed counts), read by each provider module.
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.speed < 0:
-            raise ValueError(f"speed must be >= 0, got {self.speed}")
-        if self.stage_seconds <= 0:
-            raise ValueError(f"stage_seconds must be > 0, got {self.stage_seconds}")
-        if self.seed_orders < 0:
-            raise ValueError(f"seed_orders must be >= 0, got {self.seed_orders}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
-
+#: Every fake, in the order they are served and described.
+FAKES: tuple[type[FakeProvider[Any]], ...] = (
+    FakeBillit,
+    FakeAmiliDistribution,
+    FakeAmiliCollection,
+    FakeAmiliAda,
+    FakeAmiliArm,
+)
 
 # Seeded orders alternate so the demo shows both a happy and an unhappy life.
 _SEED_SCENARIOS = ("paid", "refused")
@@ -75,19 +62,10 @@ class Simulator:
         self.faults = FaultPlan()
         # Set on stop() so "slow" faults stop sleeping instead of holding shutdown.
         self._stopping = threading.Event()
-        self.billit = BillitProvider(
-            self.clock,
-            self.faults,
-            api_key=self.config.billit_api_key,
-            party_id=self.config.billit_party_id,
-            stage_seconds=self.config.stage_seconds,
-            wait=self._stopping.wait,
-            options=self.config.options,
-            token_ttl_seconds=self.config.token_ttl_seconds,
-        )
-        self.providers: dict[str, Provider] = {self.billit.name: self.billit}
-        for provider in build_extra_providers(self.config, self.clock, self.faults, self._stopping.wait):
-            self.providers[provider.name] = provider
+        self.providers: dict[str, FakeProvider[Any]] = {
+            fake.name: fake(self.clock, self.faults, self.config, self._stopping.wait) for fake in FAKES
+        }
+        self.billit: FakeBillit = self.providers[FakeBillit.name]  # type: ignore[assignment]
         self.router = Router()
         for provider in self.providers.values():
             provider.register(self.router)

@@ -2,47 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 import requests
 
-from simulator import Simulator, SimulatorConfig
-from simulator.billit import billit_timestamp
+from simulator import Simulator
+from simulator.billit_order import billit_timestamp
+from tests.sim import billit, common
 
-AUTH = {"ApiKey": "sim-billit-key", "PartyID": "1234"}
 TIMEOUT = 10
 LIST = "GET /v1/orders"
 
 
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    """A frozen-clock simulator with no orders, on a free port."""
-    simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0)).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
-
-
-@pytest.fixture
-def tie_sim() -> Iterator[Simulator]:
-    """Stages so short that every order created at one frozen instant has the same LastModified."""
-    # The per-order sub-second jitter of a stamp is at most stage_seconds / 2, here under a millisecond.
-    simulator = Simulator(SimulatorConfig(port=0, speed=0, seed_orders=0, stage_seconds=0.0002)).start()
-    try:
-        yield simulator
-    finally:
-        simulator.stop()
+sim = common.sim_fixture()
+# Stages so short that every order created at one frozen instant has the same LastModified: the
+# per-order sub-second jitter of a stamp is at most stage_seconds / 2, here under a millisecond.
+tie_sim = common.sim_fixture(stage_seconds=0.0002)
 
 
 def list_orders(
     sim: Simulator, params: dict[str, str] | None = None, headers: dict[str, str] | None = None
 ) -> requests.Response:
     return requests.get(
-        f"{sim.url}/v1/orders", params=params, headers=AUTH if headers is None else headers, timeout=TIMEOUT
+        f"{sim.url}/v1/orders", params=params, headers=billit.AUTH if headers is None else headers, timeout=TIMEOUT
     )
 
 
@@ -57,7 +41,7 @@ def all_pages(sim: Simulator, params: dict[str, str] | None = None) -> list[dict
         link = body["NextPageLink"]
         if link is None:
             return pages
-        response = requests.get(link, headers=AUTH, timeout=TIMEOUT)
+        response = requests.get(link, headers=billit.AUTH, timeout=TIMEOUT)
 
 
 def ids(body: dict[str, Any]) -> list[int]:
@@ -70,16 +54,6 @@ def list_requests(sim: Simulator) -> int:
 
 def stamp(body: dict[str, Any]) -> datetime:
     return datetime.fromisoformat(body["LastModified"])
-
-
-def assert_billit_error(response: requests.Response, status: int, code: str) -> str:
-    assert response.status_code == status
-    body = response.json()
-    assert list(body) == ["errors"] and len(body["errors"]) == 1
-    assert body["errors"][0]["Code"] == code
-    description: str = body["errors"][0]["Description"]
-    assert description
-    return description
 
 
 # ---- paging ---------------------------------------------------------------------
@@ -127,7 +101,7 @@ def test_next_page_link_uses_the_request_host(sim: Simulator) -> None:
     """The link names the host the client used, so it works however the simulator was reached."""
     for _ in range(121):
         sim.billit.create_order()
-    response = list_orders(sim, headers={**AUTH, "Host": f"localhost:{sim.port}"})
+    response = list_orders(sim, headers={**billit.AUTH, "Host": f"localhost:{sim.port}"})
     assert response.json()["NextPageLink"].startswith(f"http://localhost:{sim.port}/v1/orders?")
 
 
@@ -179,7 +153,7 @@ def test_and_with_order_direction_and_documented_example(sim: Simulator) -> None
     cost = {"$filter": "LastModified ge DateTime'2022-01-01' and OrderDirection eq 'Cost'"}
     assert list_orders(sim, cost).json() == {"Items": [], "NextPageLink": None}
     example = "$filter=LastModified+ge+DateTime'2022-01-01'+and+OrderType+eq+'Invoice'&$orderby=LastModified+asc"
-    response = requests.get(f"{sim.url}/v1/orders?{example}", headers=AUTH, timeout=TIMEOUT)
+    response = requests.get(f"{sim.url}/v1/orders?{example}", headers=billit.AUTH, timeout=TIMEOUT)
     assert response.status_code == 200 and sorted(ids(response.json())) == created
 
 
@@ -213,7 +187,7 @@ def test_filter_on_other_types(sim: Simulator, condition: str, keep: Any) -> Non
 def test_non_filterable_property_is_generic_error(sim: Simulator, condition: str) -> None:
     """A property outside Billit's filterable list answers 400 GenericError naming it."""
     sim.billit.create_order()
-    description = assert_billit_error(list_orders(sim, {"$filter": condition}), 400, "GenericError")
+    description = billit.assert_billit_error(list_orders(sim, {"$filter": condition}), 400, "GenericError")
     assert "not filterable" in description
 
 
@@ -238,30 +212,20 @@ def test_non_filterable_property_is_generic_error(sim: Simulator, condition: str
 def test_malformed_query_is_400(sim: Simulator, params: dict[str, str]) -> None:
     """Malformed options answer 400 GenericError with a description saying what is wrong."""
     sim.billit.create_order()
-    description = assert_billit_error(list_orders(sim, params), 400, "GenericError")
+    description = billit.assert_billit_error(list_orders(sim, params), 400, "GenericError")
     assert any(name in description for name in ("$filter", "$orderby", "$top", "$skip"))
 
 
 # ---- auth and faults ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {"ApiKey": "wrong", "PartyID": "1234"},
-        {"ApiKey": "sim-billit-key"},
-        {"ApiKey": "sim-billit-key", "PartyID": "9999"},
-        {"PartyID": "1234"},
-        {"Authorization": "Bearer not-a-token", "PartyID": "1234"},
-    ],
-    ids=["wrong-apikey", "missing-partyid", "wrong-partyid", "missing-apikey", "bearer"],
-)
+@pytest.mark.parametrize("headers", billit.BAD_CREDENTIALS.values(), ids=billit.BAD_CREDENTIALS.keys())
 def test_auth_answers_like_the_item_route(sim: Simulator, headers: dict[str, str]) -> None:
     """Bad or missing credentials get the item route's 401 body, before any query checking."""
     order_id = sim.billit.create_order()
     item = requests.get(f"{sim.url}/v1/orders/{order_id}", headers=headers, timeout=TIMEOUT)
     listed = list_orders(sim, {"$filter": "Nope eq 1"}, headers)
-    assert assert_billit_error(listed, 401, "Unauthorized")
+    assert billit.assert_billit_error(listed, 401, "Unauthorized")
     assert (listed.status_code, listed.json()) == (item.status_code, item.json())
 
 
@@ -280,9 +244,9 @@ def test_second_list_request_fails_then_retry_succeeds(sim: Simulator) -> None:
         sim.billit.create_order()
     first = list_orders(sim).json()
     sim.faults.add("billit", "503", count=1, ref="list")
-    assert requests.get(f"{sim.url}/v1/orders/1001", headers=AUTH, timeout=TIMEOUT).status_code == 200
-    assert requests.get(first["NextPageLink"], headers=AUTH, timeout=TIMEOUT).status_code == 503
-    second = requests.get(first["NextPageLink"], headers=AUTH, timeout=TIMEOUT)
+    assert requests.get(f"{sim.url}/v1/orders/1001", headers=billit.AUTH, timeout=TIMEOUT).status_code == 200
+    assert requests.get(first["NextPageLink"], headers=billit.AUTH, timeout=TIMEOUT).status_code == 503
+    second = requests.get(first["NextPageLink"], headers=billit.AUTH, timeout=TIMEOUT)
     assert second.status_code == 200 and len(second.json()["Items"]) == 10
     assert list_requests(sim) == 3
 
@@ -295,9 +259,9 @@ def test_page_scoped_fault_fails_only_that_page(sim: Simulator) -> None:
     first = list_orders(sim)
     assert first.status_code == 200 and len(first.json()["Items"]) == 120
     link = first.json()["NextPageLink"]
-    failed = requests.get(link, headers=AUTH, timeout=TIMEOUT)
+    failed = requests.get(link, headers=billit.AUTH, timeout=TIMEOUT)
     assert failed.status_code == 500 and failed.headers["Content-Type"].startswith("text/html")
-    retried = requests.get(link, headers=AUTH, timeout=TIMEOUT)
+    retried = requests.get(link, headers=billit.AUTH, timeout=TIMEOUT)
     assert retried.status_code == 200 and len(retried.json()["Items"]) == 120
     assert sim.faults.active("billit") == []
 
@@ -307,4 +271,4 @@ def test_item_scoped_fault_does_not_hit_the_list(sim: Simulator) -> None:
     order_id = sim.billit.create_order()
     sim.faults.add("billit", "500", ref=str(order_id))
     assert list_orders(sim).status_code == 200
-    assert requests.get(f"{sim.url}/v1/orders/{order_id}", headers=AUTH, timeout=TIMEOUT).status_code == 500
+    assert requests.get(f"{sim.url}/v1/orders/{order_id}", headers=billit.AUTH, timeout=TIMEOUT).status_code == 500
