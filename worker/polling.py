@@ -11,18 +11,21 @@ own item only (see PollerService._store).
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import structlog
+from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
+from worker.accounts import AccountEvents
 from worker.documents import NotStrictJSON, check_document
 from worker.domain import PollOutcome, StatusDocument
 from worker.errors import (
@@ -35,16 +38,39 @@ from worker.errors import (
     is_credential_failure,
 )
 from worker.fanout import fan_out
+from worker.guard import RedisGuard
 from worker.ids import event_ids
 from worker.listed import storable
+from worker.providers.registry import ProviderSet
 from worker.store import items, repo
 from worker.store.models import Event
 from worker.store.repo import Claim, PollWork
 
-if TYPE_CHECKING:
-    from worker.service import PollerService
-
 log = structlog.get_logger(__name__)
+
+
+class PollHost(Protocol):
+    """What a ChunkPoller uses of the service it polls for (worker.service.PollerService): its
+    clients and settings, and its one-poll decision and write. A protocol, so this module does not
+    import the service that imports it."""
+
+    sessions: sessionmaker[Session]
+    reads: sessionmaker[Session]
+    providers: ProviderSet
+    guard: RedisGuard | None
+    accounts: AccountEvents
+    clock: Callable[[], datetime]
+    rng: random.Random
+    entropy: Callable[[int], bytes]
+    sleep: Callable[[float], object]
+    threads: int
+    max_throttle_wait_s: float
+
+    def _decide(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,
+                now: datetime) -> PollOutcome: ...
+
+    def _store(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,
+               bound: Any) -> tuple[PollOutcome, list[Event] | None, list[str], bool]: ...
 
 
 @dataclass
@@ -91,9 +117,9 @@ class Poll:
 
 
 class ChunkPoller:
-    """Polls chunks of claimed items for a :class:`PollerService` (its settings and clients)."""
+    """Polls chunks of claimed items for a service (its settings and clients: :class:`PollHost`)."""
 
-    def __init__(self, service: PollerService) -> None:
+    def __init__(self, service: PollHost) -> None:
         self.svc = service
         self._pool: ThreadPoolExecutor | None = None
         self._pool_pid = 0
