@@ -8,13 +8,13 @@ Each registered provider (worker.providers.registry) adds its settings as one fi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
-from pydantic import Field, SecretStr, ValidationError, create_model, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.validation import (
@@ -42,6 +42,38 @@ from worker.retention import Retention
 from worker.store.crypto import check_keys
 
 P = TypeVar("P", bound=ProviderSettings)
+
+
+def _kept(check: Callable[[str], object]) -> Callable[[str], str]:
+    """``check`` as a field check that keeps the text as written (what ``check`` returns is dropped)."""
+
+    def checked(value: str) -> str:
+        check(value)
+        return value
+
+    return checked
+
+
+#: The checks of text settings at load: field -> a function that raises ValueError naming what the
+#: value must be, and returns the value to keep (normalized, or as written).
+CHECKS: dict[str, Callable[[Any], Any]] = {
+    "database_url": lambda value: check_database_url(value, DATABASE_BACKENDS),
+    "sink_database_url": check_database_url,
+    "public_url": lambda value: check_http_url(value) if value else None,
+    "broker_url": check_broker_url,
+    "secret_keys": lambda value: SecretStr(check_keys(value.get_secret_value())),
+    "log_level": check_log_level,
+    "metrics_addr": check_host,
+    "api_addr": check_host,
+    "webhook_retry_schedule": _kept(parse_schedule),
+    "webhook_disable_after": _kept(duration_seconds),
+    "webhook_secret_grace": _kept(duration_seconds),
+    "retention_events": _kept(retention_seconds),
+    "retention_attempts": _kept(retention_seconds),
+    "retention_finished_items": _kept(retention_seconds),
+    "retention_snapshots_keep": _kept(retention_count),
+    "prune_at": _kept(time_of_day),
+}
 
 
 class CoreSettings(BaseSettings):
@@ -219,70 +251,12 @@ class CoreSettings(BaseSettings):
             raise ValueError("must be a directory path, not empty")
         return value
 
-    @field_validator("database_url")
+    @field_validator("*")
     @classmethod
-    def _database_url(cls, value: str | None) -> str | None:
-        return check_database_url(value, DATABASE_BACKENDS) if value is not None else None
-
-    @field_validator("sink_database_url")
-    @classmethod
-    def _sink_database_url(cls, value: str | None) -> str | None:
-        return check_database_url(value) if value is not None else None
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        return check_http_url(value) if value else None
-
-    @field_validator("broker_url")
-    @classmethod
-    def _broker_url(cls, value: str | None) -> str | None:
-        return check_broker_url(value) if value is not None else None
-
-    @field_validator("secret_keys")
-    @classmethod
-    def _secret_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        return SecretStr(check_keys(value.get_secret_value())) if value is not None else None
-
-    @field_validator("log_level")
-    @classmethod
-    def _log_level(cls, value: str) -> str:
-        return check_log_level(value)
-
-    @field_validator("metrics_addr", "api_addr")
-    @classmethod
-    def _metrics_addr(cls, value: str) -> str:
-        return check_host(value)
-
-    @field_validator("webhook_retry_schedule")
-    @classmethod
-    def _retry_schedule(cls, value: str) -> str:
-        parse_schedule(value)
-        return value
-
-    @field_validator("webhook_disable_after", "webhook_secret_grace")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        duration_seconds(value)
-        return value
-
-    @field_validator("retention_events", "retention_attempts", "retention_finished_items")
-    @classmethod
-    def _retention(cls, value: str) -> str:
-        retention_seconds(value)
-        return value
-
-    @field_validator("retention_snapshots_keep")
-    @classmethod
-    def _keep(cls, value: str) -> str:
-        retention_count(value)
-        return value
-
-    @field_validator("prune_at")
-    @classmethod
-    def _prune_at(cls, value: str) -> str:
-        time_of_day(value)
-        return value
+    def _checked(cls, value: Any, info: ValidationInfo) -> Any:
+        check = CHECKS.get(info.field_name or "")
+        # None is an optional setting left unset: nothing to check.
+        return check(value) if check is not None and value is not None else value
 
     def retention(self) -> Retention:
         """The POLLER_RETENTION_* settings (checked at load)."""

@@ -42,94 +42,102 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 OUTPUT = ROOT / "docs" / "configuration.md"
 
 #: Descriptions for fields that have no ``#:`` comment of their own, or whose comment introduces a
-#: group: ``(class, field)`` -> text, the class being the model or any class of its MRO. A test
+#: group: ``class -> field -> text``, the class being the model or any class of its MRO. A test
 #: fails when an entry names no field.
-DESCRIPTIONS: dict[tuple[str, str], str] = {
-    ("Settings", "home"): "Where the embedded defaults live: the SQLite file, the embedded Redis, "
-                          "beat's state, `secret.key`, metrics directories.",
-    ("Settings", "database_url"): "SQLAlchemy URL, e.g. `postgresql+psycopg://user:pw@host/db`; "
-                                  "unset: the SQLite file `$POLLER_HOME/poller.db`.",
-    ("Settings", "broker_url"): "Celery broker, e.g. `redis://host:6379/0`; unset: `poller run` starts an "
-                                "embedded Redis (`poller worker` and `poller beat` need it set).",
-    ("Settings", "secret_keys"): "Fernet keys that encrypt the secrets stored in the database, "
-                                 "comma-separated, newest first; unset: `$POLLER_HOME/secret.key`, made once "
-                                 "for SQLite. Required with a shared database "
-                                 "([deployment](deployment.md#secrets-at-rest)).",
-    ("Settings", "tick_seconds"): "How often beat runs `dispatch_due` (and `deliver_due`).",
-    ("Settings", "lease_seconds"): "How long a claimed poll may take before the item is claimed again.",
-    ("Settings", "dispatch_limit"): "Most items claimed in one tick (the most overdue first).",
-    ("Settings", "dispatch_chunk"): "Items per `poll_items` task.",
-    ("Settings", "default_interval_seconds"): "Poll interval when `track` (or the API) gives none.",
-    ("Settings", "failing_after"): "Consecutive failures before `poll.failing`.",
-    ("Settings", "backoff_base_seconds"): "First retry delay after a failure (doubling, with jitter).",
-    ("Settings", "backoff_max_seconds"): "The backoff cap; also the wait after a failure no retry can fix.",
-    ("Settings", "jitter_ratio"): "Spread of the regular interval: a success reschedules at the interval "
-                                  "less up to this share.",
-    ("Settings", "http_timeout_seconds"): "Total deadline of every provider call (connect, headers and body).",
-    ("Settings", "max_body_bytes"): "Larger provider responses are an error.",
-    ("Settings", "breaker_window_seconds"): "Circuit breaker, per provider account: its counting window.",
-    ("Settings", "breaker_min_calls"): "Calls in the window before the breaker may open.",
-    ("Settings", "breaker_failure_ratio"): "Failing share (timeouts, 5xx, 429) that opens the breaker.",
-    ("Settings", "breaker_cooldown_seconds"): "First pause of an open breaker; doubles on each failed probe.",
-    ("Settings", "breaker_max_cooldown_seconds"): "Longest pause of an open breaker.",
-    ("Settings", "webhook_allow_http"): "Allow `http://` webhook targets (tests, local receivers).",
-    ("Settings", "webhook_allow_private"): "Allow loopback and private webhook targets (link-local and "
-                                           "cloud-metadata addresses stay refused).",
-    ("Settings", "webhook_timeout_seconds"): "Total deadline of one webhook send (connect, headers and body); "
-                                             "slower is a failed attempt.",
-    ("Settings", "webhook_retry_jitter_ratio"): "Spread (±) of each retry step.",
-    ("Settings", "delivery_lease_seconds"): "A claimed delivery not recorded by then is retried.",
-    ("Settings", "delivery_chunk"): "Deliveries per `deliver` task.",
-    ("Settings", "delivery_limit"): "Most deliveries claimed in one tick.",
-    ("Settings", "sink_table"): "The SQL sink's table.",
-    ("Settings", "retention_events"): "Events older than this are removed (with their finished deliveries), "
-                                      "unless a subscriber still waits for one; `0` or `forever` keeps them "
-                                      "([operations](operations.md#retention)).",
-    ("Settings", "retention_snapshots_keep"): "Snapshots kept per item besides its latest (`0` or `forever`: all).",
-    ("Settings", "retention_attempts"): "Delivery attempts older than this are removed (a delivery still "
-                                        "retrying keeps its own).",
-    ("Settings", "retention_finished_items"): "A terminal or gone item, and an untracked item's events, stay "
-                                              "this long after the last change.",
-    ("Settings", "beat_metrics_port"): "Prometheus `/metrics` port of `poller beat` (0 turns it off).",
-    ("Settings", "metrics_port"): "Prometheus `/metrics` port of `poller worker` (0 turns it off).",
-    ("Settings", "api_addr"): "Address the HTTP API listens on (`poller api`, `poller run`).",
-    ("Settings", "api_port"): "Port of the HTTP API (0 picks a free one).",
-    ("Settings", "log_format"): "`console` (readable) or `json` (production, compose).",
-    ("Settings", "log_level"): "Log level (`DEBUG`, `INFO`, `WARNING`, `ERROR`).",
-    ("ProviderSettings", "base_url"): "The provider API's base URL.",
-    ("ProviderSettings", "push_rate_per_second"): "Pushes (`POST /ingress/...`) believed per second from this "
-                                                  "account; more are answered 429 (each believed push costs a "
-                                                  "poll).",
-    ("ProviderSettings", "push_burst"): "Pushes believed at once before `push_rate_per_second` applies.",
-    ("ProviderSettings", "accounts"): "More accounts of this provider, by name: each overrides any setting "
-                                      "above and inherits the rest; items name theirs with `--account NAME`.",
-    ("BillitSettings", "base_url"): "Billit's API; sandbox `https://api.sandbox.billit.be` (credentials and "
-                                    "PartyIDs differ between the two).",
-    ("BillitSettings", "party_id"): "The company (`PartyID` header).",
-    ("BillitSettings", "client_id"): "OAuth2 (Authorization Code flow only): the app's client id.",
-    ("BillitSettings", "client_secret"): "OAuth2: the app's client secret.",
-    ("BillitSettings", "refresh_token"): "OAuth2: the refresh token from the one-time authorization. It rotates "
-                                         "on every refresh; the current one is kept (encrypted) in the database, "
-                                         "and this setting only seeds it: set a new one to replace it.",
-    ("AmiliCollectionSettings", "client_id"): "OAuth2 client credentials: the client id.",
-    ("AmiliCollectionSettings", "client_secret"): "OAuth2 client credentials: the client secret.",
-    ("AmiliCollectionSettings", "org_id"): "The organisation whose invoices, cases and batches are read "
-                                           "(`/orgs/{ORG_ID}`).",
-    ("AmiliAdaSettings", "api_code"): "The API code, sent as the login JWT's `api_code` claim.",
-    ("AmiliAdaSettings", "private_key"): "The registered private key that signs the login JWT, as PEM text.",
-    ("AmiliAdaSettings", "private_key_file"): "... or a file holding it.",
-    ("AmiliAdaSettings", "algorithm"): "The login JWT's signing algorithm (the key's kind).",
-    ("AmiliArmSettings", "client_no"): "The client number (`/clients/{CLIENT_NO}/batches/...`).",
-    ("AmiliArmSettings", "token"): "A long-lived JWT issued to you; or client credentials at `AUTH_URL`.",
-    ("AmiliArmSettings", "auth_url"): "A client-credentials token service (`POST {AUTH_URL}/token`), with "
-                                      "`CLIENT_ID` and `CLIENT_SECRET`.",
-    ("AmiliArmSettings", "client_id"): "Client credentials: the client id.",
-    ("AmiliArmSettings", "client_secret"): "Client credentials: the client secret.",
-    ("AmiliArmSettings", "scope"): "Optional OAuth2 scope of the client-credentials token.",
-    ("SweepingSettings", "discover"): "Track what a sweep lists that nobody tracks (label `source=discovered`); "
-                                      "needs `SWEEP_SECONDS`.",
-    ("SweepingSettings", "discover_filter"): "Only discover listed entries that pass this filter "
-                                             "(`OrderType eq 'Invoice' and ...`; empty: all).",
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "Settings": {
+        "home": "Where the embedded defaults live: the SQLite file, the embedded Redis, beat's state, `secret.key`, "
+                "metrics directories.",
+        "database_url": "SQLAlchemy URL, e.g. `postgresql+psycopg://user:pw@host/db`; unset: the SQLite file "
+                        "`$POLLER_HOME/poller.db`.",
+        "broker_url": "Celery broker, e.g. `redis://host:6379/0`; unset: `poller run` starts an embedded Redis "
+                      "(`poller worker` and `poller beat` need it set).",
+        "secret_keys": "Fernet keys that encrypt the secrets stored in the database, comma-separated, newest first; "
+                       "unset: `$POLLER_HOME/secret.key`, made once for SQLite. Required with a shared database "
+                       "([deployment](deployment.md#secrets-at-rest)).",
+        "tick_seconds": "How often beat runs `dispatch_due` (and `deliver_due`).",
+        "lease_seconds": "How long a claimed poll may take before the item is claimed again.",
+        "dispatch_limit": "Most items claimed in one tick (the most overdue first).",
+        "dispatch_chunk": "Items per `poll_items` task.",
+        "default_interval_seconds": "Poll interval when `track` (or the API) gives none.",
+        "failing_after": "Consecutive failures before `poll.failing`.",
+        "backoff_base_seconds": "First retry delay after a failure (doubling, with jitter).",
+        "backoff_max_seconds": "The backoff cap; also the wait after a failure no retry can fix.",
+        "jitter_ratio": "Spread of the regular interval: a success reschedules at the interval less up to this share.",
+        "http_timeout_seconds": "Total deadline of every provider call (connect, headers and body).",
+        "max_body_bytes": "Larger provider responses are an error.",
+        "breaker_window_seconds": "Circuit breaker, per provider account: its counting window.",
+        "breaker_min_calls": "Calls in the window before the breaker may open.",
+        "breaker_failure_ratio": "Failing share (timeouts, 5xx, 429) that opens the breaker.",
+        "breaker_cooldown_seconds": "First pause of an open breaker; doubles on each failed probe.",
+        "breaker_max_cooldown_seconds": "Longest pause of an open breaker.",
+        "webhook_allow_http": "Allow `http://` webhook targets (tests, local receivers).",
+        "webhook_allow_private": "Allow loopback and private webhook targets (link-local and cloud-metadata addresses "
+                                 "stay refused).",
+        "webhook_timeout_seconds": "Total deadline of one webhook send (connect, headers and body); slower is a "
+                                   "failed attempt.",
+        "webhook_retry_jitter_ratio": "Spread (±) of each retry step.",
+        "delivery_lease_seconds": "A claimed delivery not recorded by then is retried.",
+        "delivery_chunk": "Deliveries per `deliver` task.",
+        "delivery_limit": "Most deliveries claimed in one tick.",
+        "sink_table": "The SQL sink's table.",
+        "retention_events": "Events older than this are removed (with their finished deliveries), unless a subscriber "
+                            "still waits for one; `0` or `forever` keeps them ([operations](operations.md#retention)).",
+        "retention_snapshots_keep": "Snapshots kept per item besides its latest (`0` or `forever`: all).",
+        "retention_attempts": "Delivery attempts older than this are removed (a delivery still retrying keeps its "
+                              "own).",
+        "retention_finished_items": "A terminal or gone item, and an untracked item's events, stay this long after "
+                                    "the last change.",
+        "beat_metrics_port": "Prometheus `/metrics` port of `poller beat` (0 turns it off).",
+        "metrics_port": "Prometheus `/metrics` port of `poller worker` (0 turns it off).",
+        "api_addr": "Address the HTTP API listens on (`poller api`, `poller run`).",
+        "api_port": "Port of the HTTP API (0 picks a free one).",
+        "log_format": "`console` (readable) or `json` (production, compose).",
+        "log_level": "Log level (`DEBUG`, `INFO`, `WARNING`, `ERROR`).",
+    },
+    "ProviderSettings": {
+        "base_url": "The provider API's base URL.",
+        "push_rate_per_second": "Pushes (`POST /ingress/...`) believed per second from this account; more are "
+                                "answered 429 (each believed push costs a poll).",
+        "push_burst": "Pushes believed at once before `push_rate_per_second` applies.",
+        "accounts": "More accounts of this provider, by name: each overrides any setting above and inherits the rest; "
+                    "items name theirs with `--account NAME`.",
+    },
+    "BillitSettings": {
+        "base_url": "Billit's API; sandbox `https://api.sandbox.billit.be` (credentials and PartyIDs differ between "
+                    "the two).",
+        "party_id": "The company (`PartyID` header).",
+        "client_id": "OAuth2 (Authorization Code flow only): the app's client id.",
+        "client_secret": "OAuth2: the app's client secret.",
+        "refresh_token": "OAuth2: the refresh token from the one-time authorization. It rotates on every refresh; the "
+                         "current one is kept (encrypted) in the database, and this setting only seeds it: set a new "
+                         "one to replace it.",
+    },
+    "AmiliCollectionSettings": {
+        "client_id": "OAuth2 client credentials: the client id.",
+        "client_secret": "OAuth2 client credentials: the client secret.",
+        "org_id": "The organisation whose invoices, cases and batches are read (`/orgs/{ORG_ID}`).",
+    },
+    "AmiliAdaSettings": {
+        "api_code": "The API code, sent as the login JWT's `api_code` claim.",
+        "private_key": "The registered private key that signs the login JWT, as PEM text.",
+        "private_key_file": "... or a file holding it.",
+        "algorithm": "The login JWT's signing algorithm (the key's kind).",
+    },
+    "AmiliArmSettings": {
+        "client_no": "The client number (`/clients/{CLIENT_NO}/batches/...`).",
+        "token": "A long-lived JWT issued to you; or client credentials at `AUTH_URL`.",
+        "auth_url": "A client-credentials token service (`POST {AUTH_URL}/token`), with `CLIENT_ID` and "
+                    "`CLIENT_SECRET`.",
+        "client_id": "Client credentials: the client id.",
+        "client_secret": "Client credentials: the client secret.",
+        "scope": "Optional OAuth2 scope of the client-credentials token.",
+    },
+    "SweepingSettings": {
+        "discover": "Track what a sweep lists that nobody tracks (label `source=discovered`); needs `SWEEP_SECONDS`.",
+        "discover_filter": "Only discover listed entries that pass this filter (`OrderType eq 'Invoice' and ...`; "
+                           "empty: all).",
+    },
 }
 
 
@@ -188,8 +196,8 @@ def description(model: type[BaseModel], name: str, field: FieldInfo) -> str:
     owner = _owner(model, name)
     # Keyed by any class of the model's MRO: a model built at run time (create_model) keeps its
     # class name, and its fields may be declared on a base.
-    listed = next((DESCRIPTIONS[cls.__name__, name] for cls in model.__mro__ if (cls.__name__, name) in DESCRIPTIONS),
-                  None)
+    listed = next((DESCRIPTIONS[cls.__name__][name] for cls in model.__mro__
+                   if name in DESCRIPTIONS.get(cls.__name__, {})), None)
     text = field.description or listed or _comments(owner).get(name, "")
     # Code references in comments (``x``) read as `x` in Markdown.
     return " ".join(text.replace("``", "`").split())

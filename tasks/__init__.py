@@ -4,15 +4,47 @@ delivery, sweeps, the prune), nothing else; the HTTP API calls the same services
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import structlog
 
 from config.settings import Settings, get_settings
+from worker import metrics
 
 T = TypeVar("T")
+C = TypeVar("C")
+
+log = structlog.get_logger(__name__)
 
 
 def per_process(build: Callable[[Settings], T]) -> Callable[[], T]:
     """``build(get_settings())``, made on first use and kept for the life of the process: a
     service keeps its database pool, its adapters' connections and their tokens between tasks."""
     return lru_cache(maxsize=1)(lambda: build(get_settings()))
+
+
+def send_due(queue: str, dispatch: Callable[..., int], task: Any, claim: Callable[[C], list[int]], *, lease_s: float,
+             event: str, **limits: Any) -> int:
+    """One dispatch tick of ``queue`` (``polls``, ``deliveries``): ``dispatch`` claims what is due for
+    ``lease_s`` and hands it over in chunks, each sent to ``task`` as ``[claim(c) ...]`` (``[id, lease]``)
+    and the end of the lease, after which the broker drops it. Times the tick and logs ``event``
+    when it claimed anything; returns how many it claimed."""
+    started = datetime.now(UTC)
+    deadline = started + timedelta(seconds=lease_s)
+
+    def enqueue(chunk: list[C]) -> None:
+        task.apply_async(
+            args=[[claim(c) for c in chunk], deadline.isoformat()],
+            expires=deadline,
+            # Celery would otherwise render the whole chunk for its logs, for every message sent.
+            argsrepr=f"[<{len(chunk)} claims>, {deadline.isoformat()!r}]",
+        )
+
+    count = dispatch(enqueue, lease_s=lease_s, **limits)
+    elapsed = (datetime.now(UTC) - started).total_seconds()
+    metrics.dispatch(queue, elapsed)
+    if count:
+        log.info(event, claimed=count, seconds=round(elapsed, 4))
+    return count

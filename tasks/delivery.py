@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import structlog
 from celery import shared_task
@@ -10,12 +10,8 @@ from celery import shared_task
 from config.celery_app import DELIVER_DUE_TASK, DELIVER_TASK
 from config.settings import get_settings
 from config.wiring import build_delivery
-from tasks import per_process
-from worker import metrics
+from tasks import per_process, send_due
 from worker.store.deliveries import DeliveryClaim
-
-log = structlog.get_logger(__name__)
-
 
 _service = per_process(build_delivery)
 
@@ -25,19 +21,9 @@ def deliver_due() -> int:
     """Claim due deliveries and enqueue them in chunks. Runs every tick, and right after a poll
     that wrote events (so a change does not wait for the next tick)."""
     settings = get_settings()
-    started = datetime.now(UTC)
-    deadline = started + timedelta(seconds=settings.delivery_lease_seconds)
-
-    def enqueue(chunk: list[DeliveryClaim]) -> None:
-        deliver.apply_async(args=[[[c.delivery_id, c.lease_id] for c in chunk], deadline.isoformat()],
-                            expires=deadline)
-
-    count = _service().dispatch_due(enqueue, lease_s=settings.delivery_lease_seconds,
-                                    limit=settings.delivery_limit, chunk_size=settings.delivery_chunk)
-    metrics.dispatch("deliveries", (datetime.now(UTC) - started).total_seconds())
-    if count:
-        log.info("deliveries.dispatched", claimed=count)
-    return count
+    return send_due("deliveries", _service().dispatch_due, deliver, lambda c: [c.delivery_id, c.lease_id],
+                    lease_s=settings.delivery_lease_seconds, event="deliveries.dispatched",
+                    limit=settings.delivery_limit, chunk_size=settings.delivery_chunk)
 
 
 @shared_task(name=DELIVER_TASK, ignore_result=True)

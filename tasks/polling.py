@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import structlog
 from celery import current_app, shared_task
@@ -10,12 +10,8 @@ from celery import current_app, shared_task
 from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, POLL_TASK
 from config.settings import get_settings
 from config.wiring import build_service, require_writable_database
-from tasks import per_process
-from worker import metrics
+from tasks import per_process, send_due
 from worker.store.repo import Claim
-
-log = structlog.get_logger(__name__)
-
 
 _service = per_process(build_service)
 
@@ -27,24 +23,9 @@ def dispatch_due() -> int:
     # A deleted, replaced or read-only SQLite file would otherwise go unnoticed (writes to an
     # unlinked file succeed): fail the tick, which health reports.
     require_writable_database(settings)
-    started = datetime.now(UTC)
-
-    def enqueue(chunk: list[Claim]) -> None:
-        deadline = started + timedelta(seconds=settings.lease_seconds)
-        poll_items.apply_async(
-            args=[[[c.item_id, c.lease_id] for c in chunk], deadline.isoformat()],
-            expires=deadline,
-            # Celery would otherwise render the whole chunk for its logs, for every message sent.
-            argsrepr=f"[<{len(chunk)} claims>, {deadline.isoformat()!r}]",
-        )
-
-    count = _service().dispatch_due(enqueue, lease_s=settings.lease_seconds, limit=settings.dispatch_limit,
-                                    chunk_size=settings.dispatch_chunk, lookahead_s=settings.tick_seconds / 2)
-    elapsed = (datetime.now(UTC) - started).total_seconds()
-    metrics.dispatch("polls", elapsed)
-    if count:
-        log.info("dispatch.tick", claimed=count, seconds=round(elapsed, 4))
-    return count
+    return send_due("polls", _service().dispatch_due, poll_items, lambda c: [c.item_id, c.lease_id],
+                    lease_s=settings.lease_seconds, event="dispatch.tick", limit=settings.dispatch_limit,
+                    chunk_size=settings.dispatch_chunk, lookahead_s=settings.tick_seconds / 2)
 
 
 @shared_task(name=POLL_TASK, ignore_result=True)

@@ -27,16 +27,7 @@ from worker import metrics
 from worker.clock import utcnow
 from worker.errors import ConfigurationError, InputError
 from worker.providers.registry import ProviderSet
-from worker.pushes import (
-    Named,
-    PushRefused,
-    amili_named,
-    billit_named,
-    check_size,
-    parse_json,
-    verify_billit,
-    verify_token,
-)
+from worker.pushes import Named, PushRefused, check_size, pushed_items, verify_billit, verify_token
 from worker.store import items
 
 log = structlog.get_logger(__name__)
@@ -143,8 +134,7 @@ class Ingress:
         if wait:
             raise PushRefused(429, "rate_limited", f"over {settings.push_rate_per_second:g} pushes per second "
                               f"for {provider}/{account}; retry in {wait:.1f} s", retry_after_s=wait)
-        doc = parse_json(body)
-        named = billit_named(doc) if provider == "billit" else amili_named(doc, headers.get("x-amili-event"))
+        named = pushed_items(provider, body, headers)
         key = headers.get("idempotencykey")
         if key and self.seen is not None and not self._new(f"{provider}:{account}:{key}"):
             return PushResult("duplicate", [])

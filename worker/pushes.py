@@ -154,3 +154,10 @@ def amili_named(doc: Any, event: str | None) -> list[Named]:
     if not named:
         raise PushRefused(400, "unknown_entity", "the push names no id (data.id, data.caseNumber, data.batchId)")
     return named
+
+
+def pushed_items(provider: str, body: bytes, headers: Mapping[str, str]) -> list[Named]:
+    """The items a believed push of ``provider`` (``billit`` or ``amili_collection``) names;
+    ``headers`` with lower-case names."""
+    doc = parse_json(body)
+    return billit_named(doc) if provider == "billit" else amili_named(doc, headers.get("x-amili-event"))

@@ -20,6 +20,7 @@ from worker.domain import ALL_EVENT_TYPES
 from worker.errors import Conflict, InputError, NotFound, TargetRefused
 from worker.ids import event_id as new_event_id
 from worker.store import deliveries, tallies
+from worker.store.db import get_or_raise
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
 from worker.webhooks import payload
 from worker.webhooks.sender import WebhookSender
@@ -65,10 +66,7 @@ class PingResult:
 
 
 def _get(session: Session, sub_id: int) -> Subscription:
-    sub = session.get(Subscription, sub_id)
-    if sub is None:
-        raise NotFound(f"no subscription has id {sub_id}")
-    return sub
+    return get_or_raise(session, Subscription, sub_id, NotFound, f"no subscription has id {sub_id}")
 
 
 class Subscriptions:

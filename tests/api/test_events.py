@@ -7,9 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Transaction
 
 from tests.conftest import TEST_SECRET_KEY
 
@@ -160,6 +164,20 @@ def _insert_event(conn, at) -> str:
     return eid
 
 
+@contextmanager
+def _open_hole(engine, now: Callable[[], datetime]) -> Iterator[tuple[str, str, str, Transaction]]:
+    """Events ``first`` and ``later`` committed around ``late``, written by transaction ``tx``
+    that stays open until the block ends: ``late``'s position is a hole while it is open."""
+    with engine.begin() as conn:
+        first = _insert_event(conn, now())
+    with engine.connect() as pending:
+        tx = pending.begin()
+        late = _insert_event(pending, now())
+        with engine.begin() as conn:
+            later = _insert_event(conn, now())
+        yield first, late, later, tx
+
+
 #: SQLite commits one writer at a time, in position order: it has no holes to test.
 POSTGRES_ONLY = pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
                                         indirect=True)
@@ -174,13 +192,7 @@ def test_page_stops_before_an_event_still_being_committed(engine, clock):
     from worker.store.db import make_sessionmaker
 
     feed = EventFeed(make_sessionmaker(engine), clock=clock)
-    with engine.begin() as c:
-        first = _insert_event(c, clock())
-    with engine.connect() as pending:
-        tx = pending.begin()
-        late = _insert_event(pending, clock())
-        with engine.begin() as c:
-            later = _insert_event(c, clock())
+    with _open_hole(engine, clock) as (first, late, later, tx):
         rows, more = feed.page(after=None, limit=10)
         assert [e.id for e in rows] == [first] and more is False
         assert feed.page(after=first, limit=10)[0] == []
@@ -197,13 +209,7 @@ def test_a_hole_older_than_the_grace_is_passed(engine, clock):
     from worker.store.db import make_sessionmaker
 
     feed = EventFeed(make_sessionmaker(engine), clock=clock)
-    with engine.begin() as c:
-        first = _insert_event(c, clock())
-    with engine.connect() as pending:
-        tx = pending.begin()
-        _insert_event(pending, clock())
-        with engine.begin() as c:
-            later = _insert_event(c, clock())
+    with _open_hole(engine, clock) as (first, _late, later, tx):
         clock.advance(HOLE_GRACE_S - 1)
         assert feed.page(after=first, limit=10)[0] == []
         clock.advance(2)
@@ -219,13 +225,7 @@ def test_the_api_holds_its_page_at_an_open_insert(api, engine):
     from worker.clock import utcnow
 
     c = api.client()
-    with engine.begin() as conn:
-        first = _insert_event(conn, utcnow())
-    with engine.connect() as pending:
-        tx = pending.begin()
-        late = _insert_event(pending, utcnow())
-        with engine.begin() as conn:
-            later = _insert_event(conn, utcnow())
+    with _open_hole(engine, utcnow) as (first, late, later, tx):
         page = c.get("/v1/events").json()
         assert [e["id"] for e in page["data"]] == [first] and page["next_cursor"] == first
         tx.commit()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +15,7 @@ from sqlalchemy import select
 
 from tests.conftest import Clock
 from worker.policy import PollPolicy
+from worker.polling import PollReport
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import ProviderSet
@@ -18,6 +23,7 @@ from worker.service import PollerService
 from worker.store.credentials import DbCredentialStore
 from worker.store.db import make_sessionmaker
 from worker.store.models import Event, Sweep
+from worker.store.repo import Claim
 from worker.sweeps import Sweeper
 
 #: Seconds between the `sweeper` fixture's sweeps.
@@ -48,9 +54,48 @@ def poller_and_sweeper(stack, clock, provider: str, settings) -> tuple[PollerSer
     return poller, sweeper
 
 
+def next_sweep(sweeper: Sweeper, clock: Clock):
+    """The next sweep: the clock moved on one interval, so it is due."""
+    clock.advance(SWEEP_INTERVAL_S)
+    results = sweeper.run_due()
+    assert len(results) == 1, results
+    return results[0]
+
+
+@contextmanager
+def late_poll(poller: PollerService, sim, clock: Clock, provider: str, ref: str) -> Iterator[list[PollReport]]:
+    """An hour on, the due items claimed and polled on a thread while ``provider`` answers ``ref``
+    late (a one-use "slow" fault): the block runs once the poll's request is taken, so what it
+    changes lands while the old answer is on the way. Yields the poll's reports, there once the
+    block ends (it waits for the poll)."""
+    claims: list[list[Claim]] = []
+    clock.advance(3600)
+    poller.dispatch_due(claims.append, lease_s=30, limit=100, chunk_size=100)
+    sim.faults.add(provider, "slow", delay=0.5, ref=ref, count=1)
+    reports: list[PollReport] = []
+    under_way = threading.Thread(target=lambda: reports.append(poller.poll_claims(claims[0])))
+    under_way.start()
+    deadline = time.monotonic() + 10
+    while sim.faults.active(provider) and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    try:
+        yield reports
+    finally:
+        under_way.join()
+
+
 def poll_due(poller: PollerService) -> int:
     """Claim and poll everything due now; how many were claimed."""
     return poller.dispatch_due(poller.poll_claims, lease_s=30, limit=1000, chunk_size=200)
+
+
+def first_poll_error(service: PollerService, provider: str, ref: str) -> str:
+    """Track ``provider``'s ``ref`` and poll it once: the error that poll recorded."""
+    service.track(provider, ref, interval_s=5)
+    service.dispatch_due(service.poll_claims, lease_s=30, limit=1000, chunk_size=10)
+    (item,) = service.items()
+    assert item.last_error is not None, "the poll recorded no error"
+    return item.last_error
 
 
 def changed_items(stack) -> list[int]:

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from tests.integration.conftest import first_poll_error
 from worker.catalog import Catalog
 from worker.errors import DuplicateItemError, InputError
 from worker.policy import PollPolicy
@@ -207,21 +208,17 @@ def test_wrong_api_key_is_not_retried_fast_and_key_never_logged(engine, sim, clo
     settings = BillitSettings(base_url=sim.url, api_key="wrong-secret-key-123", party_id="1234")
     service = PollerService(make_sessionmaker(engine), ProviderSet({"billit": settings}), POLICY, clock=clock)
     sim.billit.create_order(1001)
-    service.track("billit", "1001", interval_s=5)
-    poll_round(service)
-    (it,) = service.items()
-    assert "401" in it.last_error and "Unauthorized" in it.last_error
-    assert "wrong-secret-key-123" not in it.last_error
+    error = first_poll_error(service, "billit", "1001")
+    assert "401" in error and "Unauthorized" in error
+    assert "wrong-secret-key-123" not in error
 
 
 def test_unconfigured_provider_names_the_setting(engine, sim, clock):
     """Polling billit without an API key records which variable to set."""
     service = PollerService(make_sessionmaker(engine), ProviderSet({"billit": BillitSettings(
         base_url=sim.url)}), POLICY, clock=clock)
-    service.track("billit", "1001", interval_s=5)
-    poll_round(service)
-    (it,) = service.items()
-    assert "POLLER_BILLIT__API_KEY" in it.last_error and "POLLER_BILLIT__PARTY_ID" in it.last_error
+    error = first_poll_error(service, "billit", "1001")
+    assert "POLLER_BILLIT__API_KEY" in error and "POLLER_BILLIT__PARTY_ID" in error
 
 
 def test_track_validation(service):

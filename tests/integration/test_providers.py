@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from tests.integration.conftest import billit_oauth_settings, provider_service
+from tests.integration.conftest import billit_oauth_settings, first_poll_error, provider_service
 from worker.providers.amili_ada import AmiliAdaSettings
 from worker.providers.amili_distribution import AmiliDistributionSettings
 from worker.providers.billit import BillitSettings
@@ -149,11 +149,9 @@ def test_ada_wrong_key_is_a_clear_error_without_the_key(engine, ada_sim, wall, t
     settings = {"amili_ada": AmiliAdaSettings(base_url=ada_sim.url, api_code=SecretStr("sim-ada-api-code"),
                                               private_key=SecretStr(other))}
     service = provider_service(engine, wall, settings)
-    service.track("amili_ada", ada_sim.amili_ada.create_case(), interval_s=5)
-    poll_round(service)
-    (item,) = service.items()
-    assert "/authenticates/api-code answered 401" in item.last_error
-    assert "PRIVATE KEY" not in item.last_error and other.splitlines()[1] not in item.last_error
+    error = first_poll_error(service, "amili_ada", ada_sim.amili_ada.create_case())
+    assert "/authenticates/api-code answered 401" in error
+    assert "PRIVATE KEY" not in error and other.splitlines()[1] not in error
 
 
 # -- Billit OAuth2 with a rotating refresh token -----------------------------------------------
@@ -216,11 +214,9 @@ def test_billit_spent_refresh_token_names_the_setting(engine, oauth_sim, wall):
     settings["billit"] = settings["billit"].model_copy(update={"refresh_token": SecretStr("spent-long-ago")})
     service = provider_service(engine, wall, settings)
     oauth_sim.billit.create_order(1001)
-    service.track("billit", "1001", interval_s=5)
-    poll_round(service)
-    (item,) = service.items()
-    assert "POLLER_BILLIT__REFRESH_TOKEN" in item.last_error and "InvalidRefreshToken" in item.last_error
-    assert "spent-long-ago" not in item.last_error
+    error = first_poll_error(service, "billit", "1001")
+    assert "POLLER_BILLIT__REFRESH_TOKEN" in error and "InvalidRefreshToken" in error
+    assert "spent-long-ago" not in error
 
 
 # -- Amili Norway collection (OAuth2 client credentials) ---------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,30 +29,15 @@ def test_fault_500_503_429(sim: Simulator, auth: dict[str, str]) -> None:
     assert arm.get_batch(sim, batch_uuid, auth).status_code == 202
 
 
-def test_fault_slow_trips_client_timeout(sim: Simulator, auth: dict[str, str]) -> None:
-    """A "slow" fault delays the answer past a short client timeout."""
+def _batch(sim: Simulator) -> Callable[[float], requests.Response]:
     batch_uuid = sim.amili_arm.create_batch()
-    sim.faults.add("amili_arm", "slow", delay=0.5, count=1)
-    common.assert_slow_then_normal(lambda timeout: arm.get_batch(sim, batch_uuid, auth, timeout=timeout), 202)
+    headers = common.bearer(common.new_token(sim, common.ARM_CLIENT))
+    return lambda timeout: arm.get_batch(sim, batch_uuid, headers, timeout=timeout)
 
 
-def test_fault_malformed_and_html(sim: Simulator, auth: dict[str, str]) -> None:
-    """ "malformed" answers 200 JSON that does not parse; "html" answers a 200 HTML page."""
-    batch_uuid = sim.amili_arm.create_batch()
-    sim.faults.add("amili_arm", "malformed", count=1)
-    sim.faults.add("amili_arm", "html", count=1)
-    common.assert_malformed(arm.get_batch(sim, batch_uuid, auth))
-    common.assert_html(arm.get_batch(sim, batch_uuid, auth), 200)
-
-
-def test_fault_404_and_401_use_arm_bodies(sim: Simulator, auth: dict[str, str]) -> None:
-    """ "404" and "401" faults answer ARM's error body even for a valid batch."""
-    batch_uuid = sim.amili_arm.create_batch()
-    sim.faults.add("amili_arm", "404", count=1)
-    sim.faults.add("amili_arm", "401", count=1)
-    arm.assert_arm_error(arm.get_batch(sim, batch_uuid, auth), 404)
-    arm.assert_arm_error(arm.get_batch(sim, batch_uuid, auth), 401)
-    assert arm.get_batch(sim, batch_uuid, auth).status_code == 202
+test_fault_slow_trips_client_timeout, test_fault_malformed_and_html, test_fault_404_and_401_use_arm_bodies = (
+    common.fault_tests("amili_arm", _batch, 202, arm.assert_arm_error)
+)
 
 
 def test_faults_after_auth_and_scoped_by_batch(sim: Simulator, auth: dict[str, str]) -> None:
@@ -126,9 +112,7 @@ def test_admin_create_list_and_stage(sim: Simulator, auth: dict[str, str]) -> No
 def test_admin_bad_input_is_400(sim: Simulator, path: str, payload: Any) -> None:
     """Invalid admin requests answer 400 with an error message."""
     sim.amili_arm.create_batch("seeded")
-    response = requests.post(f"{sim.url}/_sim/amili_arm/batches{path}", json=payload, timeout=common.TIMEOUT)
-    assert response.status_code == 400
-    assert response.json()["error"]
+    common.assert_refused(f"{sim.url}/_sim/amili_arm/batches{path}", payload)
 
 
 def test_admin_stage_unknown_batch_404(sim: Simulator) -> None:
@@ -142,10 +126,7 @@ def test_seed_env_and_describe() -> None:
     with common.running() as seeded:
         assert [b["scenario"] for b in seeded.amili_arm.batches()] == ["ok", "partial"]
         assert seeded.amili_arm.env(seeded.url) == {
-            "POLLER_AMILI_ARM__BASE_URL": seeded.url,
-            "POLLER_AMILI_ARM__AUTH_URL": seeded.url,
-            "POLLER_AMILI_ARM__CLIENT_ID": "sim-arm-client",
-            "POLLER_AMILI_ARM__CLIENT_SECRET": "sim-arm-secret",
+            **common.client_env("amili_arm", seeded.url, common.ARM_CLIENT),
             "POLLER_AMILI_ARM__CLIENT_NO": arm.CLIENT_NO,
         }
         text = seeded.describe()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,30 +35,19 @@ def test_fault_429_has_retry_after(sim: Simulator, auth: dict[str, str]) -> None
     assert response.headers["Retry-After"] == "7"
 
 
-def test_fault_slow_trips_client_timeout(sim: Simulator, auth: dict[str, str]) -> None:
-    """A "slow" fault delays the answer past a short client timeout."""
+def _invoice(sim: Simulator) -> Callable[[float], requests.Response]:
     invoice_id = sim.amili_collection.create_invoice()
-    sim.faults.add("amili_collection", "slow", delay=0.5, count=1)
-    common.assert_slow_then_normal(lambda timeout: amili_no.get_invoice(sim, invoice_id, auth, timeout=timeout), 200)
+    headers = common.bearer(common.new_token(sim, common.COLLECTION_CLIENT))
+    return lambda timeout: amili_no.get_invoice(sim, invoice_id, headers, timeout=timeout)
 
 
-def test_fault_malformed_and_html(sim: Simulator, auth: dict[str, str]) -> None:
-    """ "malformed" answers 200 JSON that does not parse; "html" answers a 200 HTML page."""
-    invoice_id = sim.amili_collection.create_invoice()
-    sim.faults.add("amili_collection", "malformed", count=1)
-    sim.faults.add("amili_collection", "html", count=1)
-    common.assert_malformed(amili_no.get_invoice(sim, invoice_id, auth))
-    common.assert_html(amili_no.get_invoice(sim, invoice_id, auth), 200)
+def _amili_error(response: requests.Response, status: int) -> None:
+    amili_no.assert_amili_error(response, status, {404: "NotFound", 401: "Unauthorized"}[status])
 
 
-def test_fault_404_and_401_use_amili_bodies(sim: Simulator, auth: dict[str, str]) -> None:
-    """ "404" and "401" faults answer in Amili's error shape even for a valid invoice."""
-    invoice_id = sim.amili_collection.create_invoice()
-    sim.faults.add("amili_collection", "404", count=1)
-    sim.faults.add("amili_collection", "401", count=1)
-    amili_no.assert_amili_error(amili_no.get_invoice(sim, invoice_id, auth), 404, "NotFound")
-    amili_no.assert_amili_error(amili_no.get_invoice(sim, invoice_id, auth), 401, "Unauthorized")
-    assert amili_no.get_invoice(sim, invoice_id, auth).status_code == 200
+test_fault_slow_trips_client_timeout, test_fault_malformed_and_html, test_fault_404_and_401_use_amili_bodies = (
+    common.fault_tests("amili_collection", _invoice, 200, _amili_error)
+)
 
 
 def test_faults_apply_after_auth_and_by_ref(sim: Simulator, auth: dict[str, str]) -> None:
@@ -135,9 +125,7 @@ def test_admin_create_list_and_stage(sim: Simulator, auth: dict[str, str]) -> No
 def test_admin_bad_input_is_400(sim: Simulator, path: str, payload: Any) -> None:
     """Invalid admin requests answer 400 with an error message."""
     sim.amili_collection.create_invoice("inv-1")
-    response = requests.post(f"{sim.url}/_sim/amili_collection{path}", json=payload, timeout=common.TIMEOUT)
-    assert response.status_code == 400
-    assert response.json()["error"]
+    common.assert_refused(f"{sim.url}/_sim/amili_collection{path}", payload)
 
 
 def test_admin_duplicate_and_unknown_ids(sim: Simulator) -> None:
@@ -164,10 +152,7 @@ def test_seed_env_and_describe() -> None:
         assert [b["status"] for b in seeded.amili_collection.batches()] == ["QUEUED"]
         env = seeded.amili_collection.env(seeded.url)
         assert env == {
-            "POLLER_AMILI_COLLECTION__BASE_URL": seeded.url,
-            "POLLER_AMILI_COLLECTION__AUTH_URL": seeded.url,
-            "POLLER_AMILI_COLLECTION__CLIENT_ID": "sim-collection-client",
-            "POLLER_AMILI_COLLECTION__CLIENT_SECRET": "sim-collection-secret",
+            **common.client_env("amili_collection", seeded.url, common.COLLECTION_CLIENT),
             "POLLER_AMILI_COLLECTION__ORG_ID": amili_no.ORG,
         }
         text = seeded.describe()

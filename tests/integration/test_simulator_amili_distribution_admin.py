@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,34 +36,19 @@ def test_fault_429_has_retry_after(sim: Simulator) -> None:
     assert response.headers["Retry-After"] == "1"
 
 
-def test_fault_slow_trips_client_timeout(sim: Simulator) -> None:
-    """A "slow" fault delays the answer past a short client timeout."""
+def _invoice(sim: Simulator) -> Callable[[float], requests.Response]:
     identifier = distribution.dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", "slow", delay=0.5, count=1)
-    common.assert_slow_then_normal(
-        lambda timeout: distribution.pstatus(sim, {"Identifier": identifier}, timeout=timeout), 200
-    )
+    return lambda timeout: distribution.pstatus(sim, {"Identifier": identifier}, timeout=timeout)
 
 
-def test_fault_malformed_and_html(sim: Simulator) -> None:
-    """ "malformed" gives 200 JSON that does not parse; "html" gives a 200 HTML page."""
-    identifier = distribution.dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", "malformed", count=1)
-    common.assert_malformed(distribution.pstatus(sim, {"Identifier": identifier}))
-    sim.faults.add("amili_distribution", "html", count=1)
-    common.assert_html(distribution.pstatus(sim, {"Identifier": identifier}), 200)
+def _message(response: requests.Response, status: int) -> None:
+    messages = {404: "Invoice not found", 401: "Authorization has been denied for this request."}
+    distribution.assert_message(response, status, messages[status])
 
 
-def test_fault_404_and_401_use_message_bodies(sim: Simulator) -> None:
-    """ "404" and "401" faults answer {"Message"} bodies even for a known invoice without auth."""
-    identifier = distribution.dist(sim).create_invoice()
-    sim.faults.add("amili_distribution", "404", count=1)
-    sim.faults.add("amili_distribution", "401", count=1)
-    distribution.assert_message(distribution.pstatus(sim, {"Identifier": identifier}), 404, "Invoice not found")
-    distribution.assert_message(
-        distribution.pstatus(sim, {"Identifier": identifier}), 401, "Authorization has been denied for this request."
-    )
-    assert distribution.pstatus(sim, {"Identifier": identifier}).status_code == 200
+test_fault_slow_trips_client_timeout, test_fault_malformed_and_html, test_fault_404_and_401_use_message_bodies = (
+    common.fault_tests("amili_distribution", _invoice, 200, _message)
+)
 
 
 def test_fault_scoped_to_one_invoice_hits_it_by_either_key(sim: Simulator) -> None:
@@ -111,9 +97,7 @@ def test_admin_create_list_and_stage(sim: Simulator) -> None:
 )
 def test_admin_bad_input_is_400(sim: Simulator, payload: Any) -> None:
     """Invalid admin requests answer 400 with an error message."""
-    response = requests.post(f"{sim.url}/_sim/amili_distribution/invoices", json=payload, timeout=common.TIMEOUT)
-    assert response.status_code == 400
-    assert response.json()["error"]
+    common.assert_refused(f"{sim.url}/_sim/amili_distribution/invoices", payload)
 
 
 def test_admin_duplicates_and_bad_stage(sim: Simulator) -> None:

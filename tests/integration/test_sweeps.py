@@ -19,11 +19,11 @@ from sqlalchemy import select
 
 from cli.render import status_table
 from tests.integration.conftest import SWEEP_INTERVAL_S as INTERVAL_S
+from tests.integration.conftest import late_poll, next_sweep
 from worker.metrics_state import StateCollector
 from worker.providers.billit import BillitSettings, normalize
 from worker.status import read_status
 from worker.store.models import Event, Item, Sweep
-from worker.store.repo import Claim
 
 
 def track(stack, sim, n: int, untracked: int = 0) -> tuple[list[int], list[int]]:
@@ -54,14 +54,6 @@ def list_requests(sim) -> int:
     return sum(1 for entry in sim.request_log if entry[1:] == ("billit", "GET /v1/orders"))
 
 
-def run(sweeper, clock):
-    """The next sweep: the clock moved on one interval, so it is due."""
-    clock.advance(INTERVAL_S)
-    results = sweeper.run_due()
-    assert len(results) == 1, results
-    return results[0]
-
-
 def test_a_sweep_pages_through_the_list_and_each_change_becomes_one_event(stack, sim, clock, sweeper):
     orders, ids = track(stack, sim, 125, untracked=5)
     first = sweeper.run_due()[0]  # no watermark yet: a day back, every order listed (120 + 10)
@@ -76,7 +68,7 @@ def test_a_sweep_pages_through_the_list_and_each_change_becomes_one_event(stack,
         sim.billit.set_stage(order, 1)
     requests_before = len(sim.request_log)
     # Read from 5 s before the watermark: the orders created then are listed again, and skipped.
-    second = run(sweeper, clock)
+    second = next_sweep(sweeper, clock)
     assert (second.pages, second.entries["stored"], second.entries["due"], second.entries["ignored"],
             second.entries["seen"]) == (2, 10, 0, 1, 119)
     assert sweep_row(stack).watermark > mark
@@ -89,7 +81,7 @@ def test_a_sweep_pages_through_the_list_and_each_change_becomes_one_event(stack,
         assert all(clock() < i.next_poll_at <= clock() + timedelta(seconds=3600) for i in stored)
         assert {(i.last_success_at, i.claims_since_poll, i.due_since) for i in stored} == {(clock(), 0, None)}
 
-    third = run(sweeper, clock)  # nothing new: what the overlap lists again was read already
+    third = next_sweep(sweeper, clock)  # nothing new: what the overlap lists again was read already
     assert (third.pages, third.entries["due"], third.entries["stored"], third.entries["seen"]) == (1, 0, 0, 11)
     assert poll(stack) == 0 and changed(stack) == ids[:10]
 
@@ -103,7 +95,7 @@ def test_a_page_that_fails_keeps_the_watermark_and_the_next_sweep_misses_nothing
         sim.billit.set_stage(order, 1)
     sim.faults.add("billit", "503", count=1, ref="list:120")  # the second page fails
     failed_before = METRICS.get_sample_value("poller_sweeps_total", {"provider": "billit", "outcome": "failed"}) or 0
-    failed = run(sweeper, clock)
+    failed = next_sweep(sweeper, clock)
     assert (failed.outcome, failed.pages) == ("failed", 1) and "ProviderUnavailable" in failed.error
     row = sweep_row(stack)
     assert (row.watermark, row.failures) == (mark, 1) and "503" in row.error
@@ -134,20 +126,10 @@ def test_a_page_that_fails_keeps_the_watermark_and_the_next_sweep_misses_nothing
 def test_a_poll_under_way_when_the_sweep_stores_its_order_stores_nothing(stack, sim, clock, sweeper):
     orders, ids = track(stack, sim, 1)
     assert sweeper.run_due()[0].entries["seen"] == 1
-    claims: list[list[Claim]] = []
-    clock.advance(3600)
-    stack.poller.dispatch_due(claims.append, lease_s=30, limit=100, chunk_size=100)
-    sim.faults.add("billit", "slow", delay=0.5, ref=str(orders[0]), count=1)  # Billit answers late
-    reports = []
-    under_way = threading.Thread(target=lambda: reports.append(stack.poller.poll_claims(claims[0])))
-    under_way.start()
-    deadline = time.monotonic() + 10
-    while sim.faults.active("billit") and time.monotonic() < deadline:  # until the poll's request is taken
-        threading.Event().wait(0.01)
-    sim.clock.advance(1)
-    sim.billit.set_stage(orders[0], 1)  # the order moves on while its old answer is on the way
-    assert run(sweeper, clock).entries["stored"] == 1  # claimed: the lease moves on
-    under_way.join()
+    with late_poll(stack.poller, sim, clock, "billit", str(orders[0])) as reports:  # Billit answers late
+        sim.clock.advance(1)
+        sim.billit.set_stage(orders[0], 1)  # the order moves on while its old answer is on the way
+        assert next_sweep(sweeper, clock).entries["stored"] == 1  # claimed: the lease moves on
     assert reports[0].lost_lease == 1 and changed(stack) == ids  # the older answer is not stored
     assert poll(stack) == 0 and changed(stack) == ids  # one event, once
 
@@ -220,7 +202,7 @@ def test_a_list_of_exactly_the_page_cap_is_read_and_one_page_more_fails(stack, s
     sim.clock.advance(1)
     with stack.sessions.begin() as s:  # start over: a day back again
         s.get(Sweep, ("billit", "default")).watermark = None
-    failed = run(sweeper, clock)
+    failed = next_sweep(sweeper, clock)
     assert failed.outcome == "failed" and "past 2 pages" in failed.error
 
 
@@ -235,14 +217,14 @@ def test_discovery_tracks_what_the_sweep_finds_untracked_and_passes_the_filter(s
     sim.clock.advance(6)
     for order in orders:
         sim.billit.set_stage(order, 1)
-    found = run(sweeper, clock)
+    found = next_sweep(sweeper, clock)
     assert (found.entries["stored"], found.entries["discovered"], found.entries["ignored"]) == (3, 4, 0)
     with stack.sessions.begin() as s:
         new = s.scalars(select(Item).where(Item.id.not_in(ids)).order_by(Item.id)).all()
         assert sorted(int(i.ref) for i in new) == sorted(orders[3:])
         assert all(i.labels == {"source": "discovered"} and i.interval_s == 300 for i in new)
     assert poll(stack) == 4  # the four new ones (the three changed were stored from the list)
-    again = run(sweeper, clock)
+    again = next_sweep(sweeper, clock)
     assert again.entries["discovered"] == 0  # tracked now: never twice
     listed = stack.poller.items()
     assert len(listed) == 7
@@ -258,7 +240,7 @@ def test_a_list_that_shows_less_than_the_order_call_is_not_believed_and_its_orde
     sim.clock.advance(6)
     for order in orders:
         sim.billit.set_stage(order, 2)
-    assert run(sweeper, clock).entries["stored"] == 3
+    assert next_sweep(sweeper, clock).entries["stored"] == 3
     assert all(stack.poller.latest_snapshot(i).fields["messages"] for i in ids)  # each shows a message now
 
     sim.clock.advance(6)
@@ -268,7 +250,7 @@ def test_a_list_that_shows_less_than_the_order_call_is_not_believed_and_its_orde
     # believed (which order is which entry depends on their LastModified; all three moved on).
     sim.faults.add("billit", "drift", count=1, ref="list", drop=["Items.0.Messages"], set={"Items.1.Messages": []})
     requests_before = len(sim.request_log)
-    thin = run(sweeper, clock)
+    thin = next_sweep(sweeper, clock)
     assert (thin.entries["stored"], thin.entries["due"]) == (1, 2)
     assert poll(stack) == 2 and len(sim.request_log) - requests_before == 1 + 2  # one page, two order calls
     with stack.sessions.begin() as s:  # one event per change, none undone

@@ -5,14 +5,12 @@ cases share one, and the overlap before the watermark is what keeps each change 
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC
 
 import pytest
 from pydantic import SecretStr
 
-from tests.integration.conftest import SWEEP_INTERVAL_S, changed_items, poll_due, poller_and_sweeper, sweep_row
+from tests.integration.conftest import changed_items, late_poll, next_sweep, poll_due, poller_and_sweeper, sweep_row
 from worker.providers.amili_ada import AmiliAdaSettings
 
 
@@ -29,12 +27,6 @@ def ada(stack, sim, clock):
 
 def list_requests(sim) -> int:
     return sum(1 for entry in sim.request_log if entry[1:] == ("amili_ada", "GET /cases"))
-
-
-def run(sweeper, clock):
-    clock.advance(SWEEP_INTERVAL_S)
-    (result,) = sweeper.run_due()
-    return result
 
 
 def test_a_sweep_pages_newest_first_and_stops_past_the_watermark(stack, sim, clock, ada):
@@ -55,7 +47,7 @@ def test_a_sweep_pages_newest_first_and_stops_past_the_watermark(stack, sim, clo
     for case in cases[:10] + cases[140:141] + cases[-1:]:  # ten by id, the one by number, one untracked
         sim.amili_ada.set_stage(case, 1)
     requests_before = list_requests(sim)
-    second = run(sweeper, clock)
+    second = next_sweep(sweeper, clock)
     # Newest first: the 12 changed, then the rest at the old watermark second (read again in the
     # overlap, and skipped), down to the end of the list.
     assert (second.outcome, second.pages, second.entries["due"]) == ("ok", 2, 11)
@@ -63,7 +55,7 @@ def test_a_sweep_pages_newest_first_and_stops_past_the_watermark(stack, sim, clo
     assert sweep_row(stack, "amili_ada").watermark != mark and list_requests(sim) - requests_before == 2
     assert poll_due(poller) == 11 and changed_items(stack) == sorted(by_id[:10] + [by_number])
 
-    third = run(sweeper, clock)  # nothing new: what the overlap lists again was read already
+    third = next_sweep(sweeper, clock)  # nothing new: what the overlap lists again was read already
     assert (third.outcome, third.entries["due"]) == ("ok", 0)
     assert poll_due(poller) == 0
 
@@ -78,7 +70,7 @@ def test_a_page_that_fails_keeps_the_watermark_and_nothing_is_missed(stack, sim,
     for case in cases[:3]:
         sim.amili_ada.set_stage(case, 1)
     sim.faults.add("amili_ada", "503", count=1)
-    failed = run(sweeper, clock)
+    failed = next_sweep(sweeper, clock)
     assert failed.outcome == "failed" and "503" in failed.error
     row = sweep_row(stack, "amili_ada")
     assert (row.watermark, row.failures) == (mark, 1)
@@ -90,25 +82,13 @@ def test_a_page_that_fails_keeps_the_watermark_and_nothing_is_missed(stack, sim,
 
 def test_a_poll_under_way_when_the_sweep_lists_its_case_stores_nothing_and_the_next_poll_does(
         stack, sim, clock, ada):
-    from worker.store.repo import Claim
-
     poller, sweeper = ada
     case = sim.amili_ada.create_case()
     item_id = poller.track("amili_ada", case, interval_s=3600).id
     assert poll_due(poller) == 1 and sweeper.run_due()[0].entries["due"] == 1 and poll_due(poller) == 1
-    claims: list[list[Claim]] = []
-    clock.advance(3600)
-    poller.dispatch_due(claims.append, lease_s=30, limit=10, chunk_size=10)
-    sim.faults.add("amili_ada", "slow", delay=0.5, ref=case, count=1)  # Amili answers late
-    reports = []
-    under_way = threading.Thread(target=lambda: reports.append(poller.poll_claims(claims[0])))
-    under_way.start()
-    deadline = time.monotonic() + 10
-    while sim.faults.active("amili_ada") and time.monotonic() < deadline:  # until the poll's request is taken
-        threading.Event().wait(0.01)
-    sim.clock.advance(6)
-    sim.amili_ada.set_stage(case, 1)  # the case moves on while its old answer is on the way
-    assert run(sweeper, clock).entries["due"] == 1  # the lease moves on
-    under_way.join()
+    with late_poll(poller, sim, clock, "amili_ada", case) as reports:  # Amili answers late
+        sim.clock.advance(6)
+        sim.amili_ada.set_stage(case, 1)  # the case moves on while its old answer is on the way
+        assert next_sweep(sweeper, clock).entries["due"] == 1  # the lease moves on
     assert reports[0].lost_lease == 1 and changed_items(stack) == []  # the older answer is not stored
     assert poll_due(poller) == 1 and changed_items(stack) == [item_id]

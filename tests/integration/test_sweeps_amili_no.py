@@ -5,14 +5,12 @@ tracked invoices whose listed document differs from their snapshot, or that left
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC
 
 import pytest
 from pydantic import SecretStr
 
-from tests.integration.conftest import SWEEP_INTERVAL_S, changed_items, poll_due, poller_and_sweeper, sweep_row
+from tests.integration.conftest import changed_items, late_poll, next_sweep, poll_due, poller_and_sweeper, sweep_row
 from worker.providers.amili_collection import AmiliCollectionSettings
 
 
@@ -28,12 +26,6 @@ def amili(stack, sim, clock):
 
 def list_requests(sim) -> int:
     return sum(1 for _, label, key in sim.request_log if label == "amili_collection" and key.endswith("/invoices"))
-
-
-def run(sweeper, clock):
-    clock.advance(SWEEP_INTERVAL_S)
-    (result,) = sweeper.run_due()
-    return result
 
 
 def test_a_sweep_reads_every_open_invoice_and_makes_due_what_changed_or_left(stack, sim, clock, amili):
@@ -55,12 +47,12 @@ def test_a_sweep_reads_every_open_invoice_and_makes_due_what_changed_or_left(sta
     fake.set_stage(paused, 2)  # paused: it leaves the open list too
     fake.set_stage(invoices[-1], 1)  # untracked: nothing to do
     requests_before = list_requests(sim)
-    second = run(sweeper, clock)
+    second = next_sweep(sweeper, clock)
     assert (second.outcome, second.entries["due"], second.entries["seen"]) == ("ok", 7, 114)
     assert list_requests(sim) - requests_before == 2
     assert poll_due(poller) == 7 and changed_items(stack) == sorted(ids[:6] + [paused_id])
 
-    third = run(sweeper, clock)  # the paused one is still not listed, as its snapshot says: not due
+    third = next_sweep(sweeper, clock)  # the paused one is still not listed, as its snapshot says: not due
     assert (third.outcome, third.entries["due"]) == ("ok", 0)
     assert poll_due(poller) == 0
 
@@ -83,25 +75,13 @@ def test_a_pass_that_fails_midway_makes_nothing_due(stack, sim, clock, amili):
 
 def test_a_poll_under_way_when_the_sweep_finds_its_invoice_changed_stores_nothing_and_the_next_poll_does(
         stack, sim, clock, amili):
-    from worker.store.repo import Claim
-
     poller, sweeper = amili
     fake = sim.providers["amili_collection"]
     invoice = fake.create_invoice()
     item_id = poller.track("amili_collection", invoice, interval_s=3600).id
     assert poll_due(poller) == 1 and sweeper.run_due()[0].entries["due"] == 0
-    claims: list[list[Claim]] = []
-    clock.advance(3600)
-    poller.dispatch_due(claims.append, lease_s=30, limit=10, chunk_size=10)
-    sim.faults.add("amili_collection", "slow", delay=0.5, ref=invoice, count=1)  # Amili answers late
-    reports = []
-    under_way = threading.Thread(target=lambda: reports.append(poller.poll_claims(claims[0])))
-    under_way.start()
-    deadline = time.monotonic() + 10
-    while sim.faults.active("amili_collection") and time.monotonic() < deadline:  # the poll's request is taken
-        threading.Event().wait(0.01)
-    fake.set_stage(invoice, 1)  # the invoice moves on while its old answer is on the way
-    assert run(sweeper, clock).entries["due"] == 1  # the lease moves on
-    under_way.join()
+    with late_poll(poller, sim, clock, "amili_collection", invoice) as reports:  # Amili answers late
+        fake.set_stage(invoice, 1)  # the invoice moves on while its old answer is on the way
+        assert next_sweep(sweeper, clock).entries["due"] == 1  # the lease moves on
     assert reports[0].lost_lease == 1 and changed_items(stack) == []  # the older answer is not stored
     assert poll_due(poller) == 1 and changed_items(stack) == [item_id]

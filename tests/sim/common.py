@@ -36,6 +36,18 @@ def running(**config: Any) -> Iterator[Simulator]:
         simulator.stop()
 
 
+def client_env(provider: str, url: str, client: dict[str, str]) -> dict[str, str]:
+    """The ``POLLER_<PROVIDER>__*`` variables that point the poller at a fake on ``url`` whose
+    token service (``POST {url}/token``) knows ``client``."""
+    prefix = f"POLLER_{provider.upper()}__"
+    return {
+        f"{prefix}BASE_URL": url,
+        f"{prefix}AUTH_URL": url,
+        f"{prefix}CLIENT_ID": client["client_id"],
+        f"{prefix}CLIENT_SECRET": client["client_secret"],
+    }
+
+
 def new_token(sim: Simulator, client: dict[str, str]) -> str:
     """A fresh access token of ``client`` from the shared ``POST /token``."""
     response = requests.post(f"{sim.url}/token", data={"grant_type": "client_credentials", **client}, timeout=TIMEOUT)
@@ -62,11 +74,52 @@ def assert_malformed(response: requests.Response) -> None:
         json.loads(response.text)
 
 
-def assert_slow_then_normal(call: Callable[[float], requests.Response], status: int) -> None:
-    """A one-use "slow" fault (0.5 s) trips a 0.2 s client timeout; the next call answers ``status`` in time."""
-    with pytest.raises(requests.exceptions.ReadTimeout):
-        call(0.2)
-    assert call(0.2).status_code == status
+def assert_refused(url: str, payload: Any, method: str = "POST") -> None:
+    """An admin request with JSON ``payload`` answers 400 with an error message."""
+    response = requests.request(method, url, json=payload, timeout=TIMEOUT)
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+#: What a fake's fault tests call: ``target(sim)`` makes an item the fake answers and returns a
+#: call that fetches it with a client timeout, ``call(timeout)``.
+Target = Callable[[Simulator], Callable[[float], requests.Response]]
+
+
+def fault_tests(
+    provider: str, target: Target, status: int, check_error: Callable[[requests.Response, int], None]
+) -> tuple[Callable[[Simulator], None], ...]:
+    """The fault tests every fake of ``provider`` passes, as ``test_fault_slow_trips_client_timeout``,
+    ``test_fault_malformed_and_html`` and ``test_fault_404_and_401_use_<provider's>_bodies``:
+    a fetch of ``target`` answers ``status`` when no fault is armed, and ``check_error(response,
+    code)`` holds for the provider's own error bodies."""
+
+    def slow(sim: Simulator) -> None:
+        """A one-use "slow" fault (0.5 s) trips a 0.2 s client timeout; the next call answers in time."""
+        call = target(sim)
+        sim.faults.add(provider, "slow", delay=0.5, count=1)
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            call(0.2)
+        assert call(0.2).status_code == status
+
+    def malformed_and_html(sim: Simulator) -> None:
+        """ "malformed" answers 200 JSON that does not parse; "html" answers a 200 HTML page."""
+        call = target(sim)
+        sim.faults.add(provider, "malformed", count=1)
+        sim.faults.add(provider, "html", count=1)
+        assert_malformed(call(TIMEOUT))
+        assert_html(call(TIMEOUT), 200)
+
+    def not_found_and_unauthorized(sim: Simulator) -> None:
+        """ "404" and "401" faults answer the provider's own error bodies even for a valid request."""
+        call = target(sim)
+        sim.faults.add(provider, "404", count=1)
+        sim.faults.add(provider, "401", count=1)
+        check_error(call(TIMEOUT), 404)
+        check_error(call(TIMEOUT), 401)
+        assert call(TIMEOUT).status_code == status
+
+    return slow, malformed_and_html, not_found_and_unauthorized
 
 
 def sim_fixture(**config: Any) -> Any:

@@ -35,6 +35,12 @@ def _delivery(**kw: object) -> dict[str, object]:
     return base
 
 
+#: The delivery details of the seed's refused order (delivery_error.fragment).
+REFUSED = _delivery(is_delivered=False, status="Error", refused_date="2025-04-28T19:30:03.203",
+                    refused_reason="InvalidInvoice",
+                    refused_info="Inconsistency between VAT number and tax code of the recipient of the "
+                                 "invoice (acquirer)")
+
 CASES = [
     pytest.param(
         "delivery_delivered.fragment", "ToPay", "delivered", False,
@@ -43,13 +49,7 @@ CASES = [
     pytest.param(
         "delivery_pending.fragment", "ToPay", "pending_delivery", False,
         _delivery(is_delivered=False, status="Pending"), [], id="seed-pending"),
-    pytest.param(
-        "delivery_error.fragment", "ToPay", "refused", False,
-        _delivery(is_delivered=False, status="Error", refused_date="2025-04-28T19:30:03.203",
-                  refused_reason="InvalidInvoice",
-                  refused_info="Inconsistency between VAT number and tax code of the recipient of the "
-                               "invoice (acquirer)"),
-        [], id="seed-error"),
+    pytest.param("delivery_error.fragment", "ToPay", "refused", False, REFUSED, [], id="seed-error"),
     pytest.param(
         "messages_received.fragment", "ToPay", "received", False,
         _delivery(is_delivered=True, status="Delivered", date="2025-05-07T14:09:17.563", info="Ontvangen"),
@@ -63,13 +63,7 @@ CASES = [
     pytest.param(None, "Canceled", "canceled", True, None, [], id="order-canceled"),
     pytest.param(None, "Credited", "credited", True, None, [], id="order-credited"),
     pytest.param(None, "SomethingNew", "unknown", False, None, [], id="unknown-order-status-tolerated"),
-    pytest.param(
-        "delivery_error.fragment", "Credited", "credited", True,
-        _delivery(is_delivered=False, status="Error", refused_date="2025-04-28T19:30:03.203",
-                  refused_reason="InvalidInvoice",
-                  refused_info="Inconsistency between VAT number and tax code of the recipient of the "
-                               "invoice (acquirer)"),
-        [], id="refused-then-credited"),
+    pytest.param("delivery_error.fragment", "Credited", "credited", True, REFUSED, [], id="refused-then-credited"),
 ]
 
 

@@ -17,6 +17,7 @@ from worker.pushes import (
     billit_named,
     check_size,
     parse_json,
+    pushed_items,
     verify_billit,
     verify_token,
 )
@@ -93,3 +94,11 @@ def test_the_push_bucket_refills_at_its_rate():
     assert [bucket.take("k", rate=2, burst=2, now=0.0) for _ in range(3)] == [0.0, 0.0, 0.5]
     assert bucket.take("k", rate=2, burst=2, now=0.5) == 0.0
     assert bucket.take("other", rate=2, burst=2, now=0.5) == 0.0  # per key
+
+
+def test_a_push_is_read_by_its_provider():
+    """Billit's body names an order; Amili's names by its X-Amili-Event header."""
+    assert pushed_items("billit", BODY, {}) == [Named("order", "1001")]
+    amili = pushed_items("amili_collection", b'{"data": {"id": "c-1"}}', {"x-amili-event": "case"})
+    assert amili == [Named("case", "c-1"), Named("invoice", "c-1")]
+    assert refused(pushed_items, "billit", b"{nope", {}) == (400, "not_json")

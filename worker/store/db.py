@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.documents import dumps_strict
+
+M = TypeVar("M")
 
 
 def make_engine(url: str, *, busy_timeout_s: float = 30.0, **kwargs: Any) -> Engine:
@@ -34,6 +37,14 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0, **kwargs: Any) -> Eng
         _sqlite_pragmas(engine, busy_timeout_ms=round(busy_timeout_s * 1000))
         return engine
     return create_engine(url, pool_pre_ping=True, json_serializer=dumps_strict, **kwargs)
+
+
+def get_or_raise(session: Session, model: type[M], key: Any, error: Callable[[str], Exception], message: str) -> M:
+    """The ``model`` row whose primary key is ``key``; ``error(message)`` is raised when there is none."""
+    row = session.get(model, key)
+    if row is None:
+        raise error(message)
+    return row
 
 
 def sqlite_file(url: str | URL) -> Path | None:

@@ -14,6 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from worker.domain import AttemptResult, Decision
 from worker.errors import Conflict, InputError
+from worker.store.db import get_or_raise
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
 
 #: "pending" spelled out in the SQL, as the partial index ix_deliveries_pending_chain needs.
@@ -335,10 +336,7 @@ def find_same_subscription(session: Session, url: str, *, event_types: list[str]
 
 def get_subscription(session: Session, sub_id: int) -> Subscription:
     """The subscription, or InputError."""
-    sub = session.get(Subscription, sub_id)
-    if sub is None:
-        raise InputError(f"no subscription has id {sub_id}")
-    return sub
+    return get_or_raise(session, Subscription, sub_id, InputError, f"no subscription has id {sub_id}")
 
 
 def list_subscriptions(session: Session) -> Sequence[Subscription]:

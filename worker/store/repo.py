@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
 from worker.errors import Conflict, CursorExpired, DuplicateItemError, ItemNotFoundError, NotFound
 from worker.ids import event_time
+from worker.store.db import get_or_raise
 from worker.store.deliveries import enqueue_deliveries
 from worker.store.models import DUE_KEY, Event, Item, RetentionMark, Snapshot, due_by
 
@@ -64,10 +65,7 @@ def add_item(
 
 def get_item(session: Session, item_id: int) -> Item:
     """The item with ``item_id``, or ItemNotFoundError."""
-    item = session.get(Item, item_id)
-    if item is None:
-        raise ItemNotFoundError(f"no tracked item has id {item_id}")
-    return item
+    return get_or_raise(session, Item, item_id, ItemNotFoundError, f"no tracked item has id {item_id}")
 
 
 def delete_item(session: Session, item_id: int) -> Item:
