@@ -17,9 +17,32 @@ item is polled, which is what a sweep did before it could store anything:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.domain import StatusDocument
+from worker.errors import PollerError
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One item as a change list showed it: the version it was listed at, and its document when
+    the entry carries all the item's own read does (None: the item can only be made due)."""
+
+    version: str | None
+    doc: StatusDocument | None = None
+
+
+@dataclass
+class ListedReport:
+    """What storing a sweep's listed items did: items stored (``events`` written), items made due
+    instead (to be polled), items listed at a version already read (left alone)."""
+
+    stored: int = 0
+    due: int = 0
+    seen: int = 0
+    events: list[str] = field(default_factory=list)
 
 
 def storable(previous: StatusDocument | None, listed: StatusDocument) -> bool:
@@ -31,9 +54,33 @@ def storable(previous: StatusDocument | None, listed: StatusDocument) -> bool:
     return keeps(previous.fields, listed.fields)
 
 
+def newer(listed: str | None, stored: str | None, parse: Callable[[str], Any] | None) -> bool:
+    """True when an item listed at version ``listed`` may show something its stored version
+    ``stored`` did not: not the same version, and not an older one (a list page read just before a
+    poll stored a newer answer must not overwrite it). ``parse`` orders versions (the provider's
+    modification times); without it, or when one does not parse, any other version may be news.
+
+    >>> from datetime import datetime
+    >>> newer("2026-12-02T10:00:01", "2026-12-02T10:00:00.5", datetime.fromisoformat)
+    True
+    >>> newer("2026-12-02T10:00:00.50", "2026-12-02T10:00:00.5", datetime.fromisoformat)
+    False
+    """
+    if listed is None or stored is None:
+        return True
+    if listed == stored:
+        return False
+    if parse is None:
+        return True
+    try:
+        return bool(parse(listed) > parse(stored))
+    except (ValueError, TypeError, PollerError):
+        return True
+
+
 def keeps(before: Any, after: Any) -> bool:
     """True when ``after`` still shows everything ``before`` showed: no key dropped or emptied,
-    no list shorter. A value that changed is a change, not a loss.
+    no list shorter or with an element thinned. A value that changed is a change, not a loss.
 
     >>> keeps({"messages": [1, 2], "status": "Sent"}, {"messages": [1, 2, 3], "status": "Paid"})
     True
@@ -47,7 +94,17 @@ def keeps(before: Any, after: Any) -> bool:
     if isinstance(before, dict):
         return isinstance(after, dict) and all(keeps(value, after.get(key)) for key, value in before.items())
     if isinstance(before, list):
-        return isinstance(after, list) and len(after) >= len(before)
+        # Each element shown before is still there, kept whole (matched one to one: new elements
+        # may sort in between, and a list of thinner elements of the same length is a loss too).
+        if not isinstance(after, list) or len(after) < len(before):
+            return False
+        left = list(after)
+        for element in before:
+            match = next((n for n, candidate in enumerate(left) if keeps(element, candidate)), None)
+            if match is None:
+                return False
+            del left[match]
+        return True
     return True
 
 

@@ -40,7 +40,7 @@ from worker.errors import (
 from worker.fanout import fan_out
 from worker.guard import RedisGuard
 from worker.ids import event_ids
-from worker.listed import storable
+from worker.listed import Listed, ListedReport, newer, storable
 from worker.providers.registry import ProviderSet
 from worker.store import items, repo
 from worker.store.models import Event
@@ -89,17 +89,6 @@ class PollReport:
 
 
 @dataclass
-class ListedReport:
-    """What storing a sweep's listed documents did: items stored (``events`` written), items
-    made due instead (to be polled), items whose listed version was read already."""
-
-    stored: int = 0
-    due: int = 0
-    seen: int = 0
-    events: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Poll:
     """One item's poll as it goes through the chunk."""
 
@@ -145,22 +134,29 @@ class ChunkPoller:
         self._report(done, report)
         return report
 
-    def store_listed(self, provider: str, account: str, listed: Mapping[tuple[str, str], StatusDocument],
+    def store_listed(self, provider: str, account: str, listed: Mapping[tuple[str, str], Listed],
                      lease_s: float) -> ListedReport:
         """Store what a sweep listed as polls of those items would (worker.listed says when the
-        list may be believed); the items it may not be believed for are made due, to be polled."""
+        list may be believed); the items it may not be believed for are made due, to be polled,
+        and those listed at a version already read are left alone."""
         svc, now = self.svc, self.svc.clock()
+        parse = getattr(svc.providers.get(provider, account), "parse_modified", None)
+
+        def fresh(key: tuple[str, str], stored: str | None) -> bool:
+            return newer(listed[key].version, stored, parse)
+
         with svc.sessions.begin() as session:
-            versions = {key: doc.version for key, doc in listed.items()}
-            claims, seen = items.claim_named(session, provider, account, versions, now=now, lease_s=lease_s)
+            claims, seen = items.claim_named(session, provider, account, listed, fresh=fresh, now=now, lease_s=lease_s)
             work = repo.load_work(session, claims)
-        believed = [Poll(u, doc=listed[u.item.kind, u.item.ref], started_at=now) for u in work
-                    if u.state.consecutive_failures == 0 and storable(u.previous, listed[u.item.kind, u.item.ref])]
+        believed = [Poll(u, doc=shown.doc, started_at=now) for u in work
+                    if (shown := listed[u.item.kind, u.item.ref]).doc is not None
+                    and u.state.consecutive_failures == 0 and storable(u.previous, shown.doc)]
         hints = [(u.claim, now) for u in work if all(p.unit is not u for p in believed)]
-        report = PollReport()
-        self._store(believed, [], report)
+        # Made due before the writes: should those fail, these are not held for the lease as well.
         with svc.sessions.begin() as session:
             due = repo.defer_many(session, hints, now=now)
+        report = PollReport()
+        self._store(believed, [], report)
         out = ListedReport(due=due, seen=seen)
         for poll in believed:
             if poll.written is None:  # a push moved the lease on meanwhile: that item is due, and polled

@@ -28,8 +28,9 @@ from worker.errors import (
 )
 from worker.guard import RedisGuard
 from worker.ids import event_ids
+from worker.listed import Listed, ListedReport
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
-from worker.polling import ChunkPoller, ListedReport, PollReport
+from worker.polling import ChunkPoller, PollReport
 from worker.providers.registry import ProviderSet
 from worker.reconcile import Reconciler
 from worker.status import record_heartbeat
@@ -156,11 +157,12 @@ class PollerService:
         """
         return self.chunks.run(claims, deadline)
 
-    def store_listed(self, provider: str, account: str, listed: Mapping[tuple[str, str], StatusDocument], *,
+    def store_listed(self, provider: str, account: str, listed: Mapping[tuple[str, str], Listed], *,
                      lease_s: float = 30.0) -> ListedReport:
-        """Store documents a sweep read from a provider's list, by ``(kind, ref)``, as polls of
-        those items would: same lease rules, snapshots and events (see worker.listed for when a
-        list is believed; the items it is not are made due). Untracked or finished items are left."""
+        """Store what a sweep read from a provider's list, by ``(kind, ref)``, as polls of those
+        items would: same lease rules, snapshots and events (see worker.listed for when a list is
+        believed; the items it is not are made due, those listed at a version already read are
+        left alone). Untracked or finished items are left."""
         return self.chunks.store_listed(provider, account, listed, lease_s)
 
     def _decide(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,

@@ -35,7 +35,7 @@ from worker.discovery import DISCOVERED_LABELS, Condition, matches
 from worker.domain import StatusDocument
 from worker.errors import PollerError
 from worker.ids import event_ids
-from worker.polling import ListedReport
+from worker.listed import Listed, ListedReport
 from worker.providers.registry import ProviderSet
 from worker.reconcile import DEGRADED_AFTER, pull_in
 from worker.store import items, repo
@@ -76,8 +76,8 @@ class Listing(Protocol):
     def listing(self, now: datetime) -> Iterator[list[tuple[str, str, StatusDocument]]]: ...
 
 
-#: Stores a sweep's listed documents as polls would (PollerService.store_listed).
-StoreListed = Callable[[str, str, Mapping[tuple[str, str], StatusDocument]], ListedReport]
+#: Stores a sweep's listed items as polls would (PollerService.store_listed).
+StoreListed = Callable[[str, str, Mapping[tuple[str, str], Listed]], ListedReport]
 
 
 @dataclass
@@ -202,12 +202,11 @@ class Sweeper:
         if not entries:
             return
         adapter = self.providers.get(provider, account)
-        listed: dict[tuple[str, str], StatusDocument] = {}
+        listed: dict[tuple[str, str], Listed] = {}
         if self.store is not None and hasattr(adapter, "listed_document"):
-            for entry in entries:
-                doc = cast(Sweeping, adapter).listed_document(entry)
-                if doc is not None:
-                    listed[entry.kind, entry.ref] = doc
+            # Every entry goes through the store: one listed at a version already read needs
+            # nothing, and only there is the stored version compared.
+            listed = {(e.kind, e.ref): Listed(e.modified, cast(Sweeping, adapter).listed_document(e)) for e in entries}
         stored = self.store(provider, account, listed) if self.store is not None and listed else ListedReport()
         conditions = self.discover.get((provider, account))
         with self.sessions.begin() as s:

@@ -62,6 +62,11 @@ def next_sweep(sweeper: Sweeper, clock: Clock):
     return results[0]
 
 
+#: How late the provider answers a late poll: the window in which a test's push or sweep must land
+#: (0.5 s was too short on a loaded 2-core machine: the poll finished first).
+LATE_S = 2.0
+
+
 @contextmanager
 def late_poll(poller: PollerService, sim, clock: Clock, provider: str, ref: str) -> Iterator[list[PollReport]]:
     """An hour on, the due items claimed and polled on a thread while ``provider`` answers ``ref``
@@ -71,7 +76,7 @@ def late_poll(poller: PollerService, sim, clock: Clock, provider: str, ref: str)
     claims: list[list[Claim]] = []
     clock.advance(3600)
     poller.dispatch_due(claims.append, lease_s=30, limit=100, chunk_size=100)
-    sim.faults.add(provider, "slow", delay=0.5, ref=ref, count=1)
+    sim.faults.add(provider, "slow", delay=LATE_S, ref=ref, count=1)
     reports: list[PollReport] = []
     under_way = threading.Thread(target=lambda: reports.append(poller.poll_claims(claims[0])))
     under_way.start()

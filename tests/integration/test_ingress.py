@@ -22,6 +22,7 @@ from config.settings import Settings
 from config.wiring import build_api, providers_for
 from tests.apiserver import ApiServer
 from tests.conftest import TEST_SECRET_KEY
+from tests.integration.conftest import LATE_S
 from worker.ingress import Ingress
 from worker.providers.amili_collection import AmiliCollectionSettings
 from worker.providers.billit import BillitSettings
@@ -124,7 +125,7 @@ def test_a_push_during_a_poll_voids_the_polls_answer_and_polls_again(stack, sim,
     item_id = stack.poller.track("billit", str(order), interval_s=3600).id
     claims: list[list[Claim]] = []
     stack.poller.dispatch_due(claims.append, lease_s=30, limit=100, chunk_size=100)
-    sim.faults.add("billit", "slow", delay=0.5, ref=str(order), count=1)  # the provider answers late
+    sim.faults.add("billit", "slow", delay=LATE_S, ref=str(order), count=1)  # the provider answers late
     reports = []
     under_way = threading.Thread(target=lambda: reports.append(stack.poller.poll_claims(claims[0])))
     under_way.start()

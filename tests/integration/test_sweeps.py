@@ -260,19 +260,24 @@ def test_a_list_that_shows_less_than_the_order_call_is_not_believed_and_its_orde
         assert stack.poller.latest_snapshot(item_id).fields == normalize(sim.billit.order_body(order)).fields
 
 
-def test_listed_changes_are_stored_only_while_they_keep_what_the_snapshot_showed():
-    """The pure rule (worker.listed): no snapshot, nothing new, or something dropped: poll."""
-    from worker.domain import StatusDocument
-    from worker.listed import storable
 
-    before = StatusDocument("sent", False, {"order_status": "ToPay", "delivery": {"status": "Pending"},
-                                            "messages": [{"id": 1}]})
-    paid = StatusDocument("paid", True, {"order_status": "Paid", "delivery": {"status": "Delivered"},
-                                         "messages": [{"id": 1}, {"id": 2}]})
-    assert storable(before, paid)
-    assert not storable(None, paid)
-    assert not storable(before, before)
-    assert not storable(before, StatusDocument("paid", True, {**paid.fields, "messages": []}))
-    assert not storable(before, StatusDocument("paid", True, {**paid.fields, "delivery": None}))
-    assert not storable(before, StatusDocument("paid", True, {"order_status": "Paid", "messages": [{"id": 1}]}))
-    assert storable(before, StatusDocument("sent", False, {**before.fields, "delivery": {"status": "Error"}}))
+def test_an_order_listed_at_an_older_version_than_its_poll_read_is_left_alone(stack, sim, clock, sweeper):
+    """A list page read just before a poll stored a newer answer (or a list lagging behind the
+    order call) must not write the order back: no event, no schedule change."""
+    from worker.listed import Listed
+    from worker.providers.billit import normalize
+
+    orders, ids = track(stack, sim, 1)
+    older = sim.billit.order_body(orders[0])  # stage 0, as the list read it
+    sim.clock.advance(6)
+    sim.billit.set_stage(orders[0], 2)
+    clock.advance(3600)
+    assert poll(stack) == 1 and changed(stack) == ids  # the poll stored stage 2
+    with stack.sessions.begin() as s:
+        before = s.get(Item, ids[0]).next_poll_at
+    report = stack.poller.store_listed("billit", "default", {("order", str(orders[0])): Listed(
+        older["LastModified"], normalize(older, ref=str(orders[0])))})
+    assert (report.seen, report.stored, report.due) == (1, 0, 0)
+    assert changed(stack) == ids and stack.poller.latest_snapshot(ids[0]).status == "delivered"
+    with stack.sessions.begin() as s:
+        assert s.get(Item, ids[0]).next_poll_at == before

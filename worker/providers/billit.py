@@ -83,6 +83,10 @@ MESSAGE_FIELDS = {
 }
 
 
+#: What a list entry must carry to be read as the order's own call reads it.
+LISTED_KEYS = ("OrderStatus", "CurrentDocumentDeliveryDetails", "Messages")
+
+
 class BillitSettings(SweepingSettings):
     """``POLLER_BILLIT__*``: ApiKey, or OAuth2 with a rotating refresh token."""
 
@@ -175,9 +179,10 @@ class BillitProvider:
 
     def listed_document(self, entry: SweepEntry) -> StatusDocument | None:
         """An order of the change list as its own call would read it, or None when the entry does
-        not carry what that call does (OrderStatus and Messages): the sweep then polls the order
-        (worker.listed decides whether a listed order is believed)."""
-        if "OrderStatus" not in entry.attrs or "Messages" not in entry.attrs:
+        not carry what that call does (OrderStatus, CurrentDocumentDeliveryDetails and Messages,
+        each at least as a key): the sweep then polls the order (worker.listed decides whether a
+        listed order is believed)."""
+        if any(key not in entry.attrs for key in LISTED_KEYS):
             return None
         try:
             return replace(normalize(dict(entry.attrs), ref=entry.ref), version=entry.modified)

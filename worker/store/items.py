@@ -5,7 +5,7 @@ Each takes a Session and never commits: the caller owns the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -212,29 +212,35 @@ def make_due(session: Session, provider: str, account: str, named: Iterable[tupl
     return sorted(ids)
 
 
-def claim_named(session: Session, provider: str, account: str, versions: Mapping[tuple[str, str], str | None], *,
-                now: datetime, lease_s: float) -> tuple[list[Claim], int]:
+def claim_named(session: Session, provider: str, account: str, named: Iterable[tuple[str, str]], *,
+                fresh: Callable[[tuple[str, str], str | None], bool], now: datetime,
+                lease_s: float) -> tuple[list[Claim], int]:
     """Claim the active items named by ``(kind, ref)`` as the dispatch claims due ones (their
     lease moved on, so a poll under way cannot store its answer), for a sweep that stores what the
-    provider listed (worker.listed). An item whose stored version is the one listed was read at
-    that version already and is left alone. Returns the claims, and how many were left so."""
+    provider listed (worker.listed). An item for which ``fresh(key, its stored version)`` is False
+    (listed at the version already read, or an older one) is left alone. Returns the claims, and
+    how many were left so."""
+    keys = set(named)
+    if not keys:
+        return [], 0
+    # Locked in id order, as a chunk's write locks its items: two of them never wait on each other.
     wanted = select(Item.id, Item.kind, Item.ref, Item.version).where(
         Item.provider == provider, Item.account == account, Item.state == ItemState.ACTIVE.value,
-        tuple_(Item.kind, Item.ref).in_(sorted(versions)))
+        tuple_(Item.kind, Item.ref).in_(sorted(keys))).order_by(Item.id)
     if session.get_bind().dialect.name == "postgresql":
         wanted = wanted.with_for_update()
     rows = session.execute(wanted).all()
-    fresh = [r.id for r in rows if r.version is None or r.version != versions[r.kind, r.ref]]
-    if not fresh:
+    chosen = [r.id for r in rows if fresh((r.kind, r.ref), r.version)]
+    if not chosen:
         return [], len(rows)
     claimed = session.execute(
-        update(Item).where(Item.id.in_(fresh))
+        update(Item).where(Item.id.in_(chosen))
         .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Item.lease_id + 1,
                 claims_since_poll=Item.claims_since_poll + 1, due_since=func.coalesce(Item.due_since, now),
                 updated_at=now)
         .returning(Item.id, Item.lease_id).execution_options(synchronize_session=False))
     claims = sorted((Claim(row.id, row.lease_id) for row in claimed), key=lambda c: c.item_id)
-    return claims, len(rows) - len(fresh)
+    return claims, len(rows) - len(chosen)
 
 
 def differing(session: Session, provider: str, account: str, listed: Mapping[tuple[str, str], Any], *,
