@@ -5,14 +5,18 @@ and then the item's own call would only fetch again what the list already said: 
 the listed document exactly as a poll stores its answer. But no provider document promises that
 a list entry carries everything the item call does, and an implementation whose list leaves out
 a field would make every item flap between the list's version and the item call's. So the list is
-believed only when it shows a change and loses nothing the stored snapshot showed; otherwise the
-item is polled, which is what a sweep did before it could store anything:
+believed only when it shows a change, at a newer version than the one stored, and loses nothing
+the stored snapshot showed; otherwise the item is polled, which is what a sweep did before it
+could store anything (an item listed at the very version already read needs neither):
 
 - no snapshot yet: the first one comes from the item's own call;
 - the listed document equals the snapshot: the provider changed something the list does not
   show (the entry is news, since its modification time moved), so only a poll can see it;
 - the listed document drops or empties what the snapshot showed (a delivery, messages): the
-  list is thinner than the item call, and the poll is the truth.
+  list is thinner than the item call, and the poll is the truth;
+- the listed version is older than the stored one: the page was read before a poll stored a
+  newer answer, or the list lags behind the item call (or the provider's clocks disagree), and
+  only the poll can say which.
 """
 
 from __future__ import annotations
@@ -54,28 +58,29 @@ def storable(previous: StatusDocument | None, listed: StatusDocument) -> bool:
     return keeps(previous.fields, listed.fields)
 
 
-def newer(listed: str | None, stored: str | None, parse: Callable[[str], Any] | None) -> bool:
-    """True when an item listed at version ``listed`` may show something its stored version
-    ``stored`` did not: not the same version, and not an older one (a list page read just before a
-    poll stored a newer answer must not overwrite it). ``parse`` orders versions (the provider's
-    modification times); without it, or when one does not parse, any other version may be news.
+def compare(listed: str | None, stored: str | None, parse: Callable[[str], Any] | None) -> int | None:
+    """How the version an item was listed at compares with its stored one: 1 newer, 0 the same,
+    -1 older, None unknown (a version missing, no ``parse`` to order them, or one that does not
+    parse). ``parse`` reads the provider's modification times, so one time written two ways is
+    the same version.
 
     >>> from datetime import datetime
-    >>> newer("2026-12-02T10:00:01", "2026-12-02T10:00:00.5", datetime.fromisoformat)
-    True
-    >>> newer("2026-12-02T10:00:00.50", "2026-12-02T10:00:00.5", datetime.fromisoformat)
-    False
+    >>> compare("2026-12-02T10:00:01", "2026-12-02T10:00:00.5", datetime.fromisoformat)
+    1
+    >>> compare("2026-12-02T10:00:00.50", "2026-12-02T10:00:00.5", datetime.fromisoformat)
+    0
     """
     if listed is None or stored is None:
-        return True
+        return None
     if listed == stored:
-        return False
+        return 0
     if parse is None:
-        return True
+        return None
     try:
-        return bool(parse(listed) > parse(stored))
+        a, b = parse(listed), parse(stored)
     except (ValueError, TypeError, PollerError):
-        return True
+        return None
+    return int(a > b) - int(a < b)
 
 
 def keeps(before: Any, after: Any) -> bool:

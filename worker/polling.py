@@ -40,7 +40,7 @@ from worker.errors import (
 from worker.fanout import fan_out
 from worker.guard import RedisGuard
 from worker.ids import event_ids
-from worker.listed import Listed, ListedReport, newer, storable
+from worker.listed import Listed, ListedReport, compare, storable
 from worker.providers.registry import ProviderSet
 from worker.store import items, repo
 from worker.store.models import Event
@@ -143,14 +143,15 @@ class ChunkPoller:
         parse = getattr(svc.providers.get(provider, account), "parse_modified", None)
 
         def fresh(key: tuple[str, str], stored: str | None) -> bool:
-            return newer(listed[key].version, stored, parse)
+            return compare(listed[key].version, stored, parse) != 0
 
         with svc.sessions.begin() as session:
             claims, seen = items.claim_named(session, provider, account, listed, fresh=fresh, now=now, lease_s=lease_s)
             work = repo.load_work(session, claims)
         believed = [Poll(u, doc=shown.doc, started_at=now) for u in work
-                    if (shown := listed[u.item.kind, u.item.ref]).doc is not None
-                    and u.state.consecutive_failures == 0 and storable(u.previous, shown.doc)]
+                    if (shown := listed[u.item.kind, u.item.ref]).doc is not None and u.state.consecutive_failures == 0
+                    and compare(shown.version, u.previous.version if u.previous else None, parse) != -1
+                    and storable(u.previous, shown.doc)]
         hints = [(u.claim, now) for u in work if all(p.unit is not u for p in believed)]
         # Made due before the writes: should those fail, these are not held for the lease as well.
         with svc.sessions.begin() as session:

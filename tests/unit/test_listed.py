@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from worker.domain import StatusDocument
-from worker.listed import keeps, newer, storable
+from worker.listed import compare, keeps, storable
 
 BEFORE = StatusDocument("sent", False, {"order_status": "ToPay", "delivery": {"status": "Pending"},
                                         "messages": [{"id": 1, "code": "AB"}]})
@@ -37,12 +37,12 @@ def test_elements_are_matched_one_to_one_wherever_new_ones_sort():
     assert keeps({"n": 0, "flag": False}, {"n": 0, "flag": False})  # zero and false are values
 
 
-def test_only_a_newer_version_is_news():
+def test_versions_compare_as_the_provider_s_times():
     parse = datetime.fromisoformat
-    assert newer("2026-12-02T10:00:01", "2026-12-02T10:00:00.9", parse)
-    assert not newer("2026-12-02T10:00:00", "2026-12-02T10:00:00", parse)
-    assert not newer("2026-12-02T10:00:00.500", "2026-12-02T10:00:00.5", parse)  # the same time, written otherwise
-    assert not newer("2026-12-02T09:59:59", "2026-12-02T10:00:00", parse)  # older: a lagging list
-    assert newer("2026-12-02T10:00:00", None, parse) and newer(None, "x", parse)  # nothing to compare
-    assert newer("not a time", "2026-12-02T10:00:00", parse)  # unreadable: may be news
-    assert newer("b", "a", None) and not newer("a", "a", None)  # no order known: any other version
+    assert compare("2026-12-02T10:00:01", "2026-12-02T10:00:00.9", parse) == 1
+    assert compare("2026-12-02T10:00:00", "2026-12-02T10:00:00", parse) == 0
+    assert compare("2026-12-02T10:00:00.500", "2026-12-02T10:00:00.5", parse) == 0  # one time written two ways
+    assert compare("2026-12-02T09:59:59", "2026-12-02T10:00:00", parse) == -1  # older: a lagging list
+    assert compare("2026-12-02T10:00:00", None, parse) is None and compare(None, "x", parse) is None
+    assert compare("not a time", "2026-12-02T10:00:00", parse) is None
+    assert compare("b", "a", None) is None and compare("a", "a", None) == 0

@@ -218,8 +218,8 @@ def claim_named(session: Session, provider: str, account: str, named: Iterable[t
     """Claim the active items named by ``(kind, ref)`` as the dispatch claims due ones (their
     lease moved on, so a poll under way cannot store its answer), for a sweep that stores what the
     provider listed (worker.listed). An item for which ``fresh(key, its stored version)`` is False
-    (listed at the version already read, or an older one) is left alone. Returns the claims, and
-    how many were left so."""
+    (listed at the version already read) is left alone. Returns the claims, and how many were
+    left so."""
     keys = set(named)
     if not keys:
         return [], 0
