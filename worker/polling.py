@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import metrics
 from worker.accounts import AccountEvents
 from worker.documents import NotStrictJSON, check_document
-from worker.domain import PollOutcome, StatusDocument
+from worker.domain import ItemRef, PollOutcome, StatusDocument
 from worker.errors import (
     ConfigurationError,
     InputError,
@@ -40,9 +40,8 @@ from worker.errors import (
 from worker.fanout import fan_out
 from worker.guard import RedisGuard
 from worker.ids import event_ids
-from worker.listed import Listed, ListedReport, compare, storable
 from worker.providers.registry import ProviderSet
-from worker.store import items, repo
+from worker.store import repo
 from worker.store.models import Event
 from worker.store.repo import Claim, PollWork
 
@@ -130,47 +129,9 @@ class ChunkPoller:
         polls, deferred = self._admit(work)
         done, held = self._fetch_all(polls, deadline, report)
         self._record(done)
-        self._store(done, deferred + held, report)
+        self.write(done, deferred + held, report)
         self._report(done, report)
         return report
-
-    def store_listed(self, provider: str, account: str, listed: Mapping[tuple[str, str], Listed],
-                     lease_s: float) -> ListedReport:
-        """Store what a sweep listed as polls of those items would (worker.listed says when the
-        list may be believed); the items it may not be believed for are made due, to be polled,
-        and those listed at a version already read are left alone."""
-        svc, now = self.svc, self.svc.clock()
-        parse = getattr(svc.providers.get(provider, account), "parse_modified", None)
-
-        def fresh(key: tuple[str, str], stored: str | None) -> bool:
-            return compare(listed[key].version, stored, parse) != 0
-
-        with svc.sessions.begin() as session:
-            claims, seen = items.claim_named(session, provider, account, listed, fresh=fresh, now=now, lease_s=lease_s)
-            work = repo.load_work(session, claims)
-        believed = [Poll(u, doc=shown.doc, started_at=now) for u in work
-                    if (shown := listed[u.item.kind, u.item.ref]).doc is not None and u.state.consecutive_failures == 0
-                    and compare(shown.version, u.previous.version if u.previous else None, parse) != -1
-                    and storable(u.previous, shown.doc)]
-        hints = [(u.claim, now) for u in work if all(p.unit is not u for p in believed)]
-        # Made due before the writes: should those fail, these are not held for the lease as well.
-        with svc.sessions.begin() as session:
-            due = repo.defer_many(session, hints, now=now)
-        report = PollReport()
-        self._store(believed, [], report)
-        out = ListedReport(due=due, seen=seen)
-        for poll in believed:
-            if poll.written is None:  # a push moved the lease on meanwhile: that item is due, and polled
-                out.due += 1
-                continue
-            out.stored += 1
-            out.events.extend(e.id for e in poll.written)
-            metrics.events([e.type for e in poll.written])
-            for ev in poll.written:
-                log.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq, status=ev.data.get("status"),
-                         item_id=poll.unit.item.id, provider=provider, account=account, ref=poll.unit.item.ref,
-                         source="sweep")
-        return out
 
     # -- admission ------------------------------------------------------------------------
 
@@ -308,7 +269,9 @@ class ChunkPoller:
 
     # -- storing --------------------------------------------------------------------------
 
-    def _store(self, done: list[Poll], deferred: list[tuple[PollWork, datetime]], report: PollReport) -> None:
+    def write(self, done: list[Poll], deferred: list[tuple[PollWork, datetime]], report: PollReport) -> None:
+        """Decide and write the polls that ran, in one transaction (one by one if that fails), and
+        move the deferred ones to their new times."""
         svc = self.svc
         now = svc.clock()
         batch = []
@@ -367,13 +330,10 @@ class ChunkPoller:
                 answered.add((item.provider, item.account))
             if written is None:
                 continue
-            bound = log.bind(item_id=item.id, provider=item.provider, account=item.account, ref=item.ref)
             if outcome.error:
-                bound.warning("poll.failed", error=outcome.error, failures=outcome.consecutive_failures)
-            if written:
-                metrics.events([e.type for e in written])
-            for ev in written:
-                bound.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq, status=ev.data.get("status"))
+                log.warning("poll.failed", item_id=item.id, provider=item.provider, account=item.account,
+                            ref=item.ref, error=outcome.error, failures=outcome.consecutive_failures)
+            announce(item, written)
         metrics.polls(outcomes)
         for provider, account in refused.keys() | answered:
             try:
@@ -383,6 +343,16 @@ class ChunkPoller:
                     self.svc.accounts.auth_ok(provider, account)
             except Exception:  # noqa: BLE001 - the polls are stored; an account alert must not fail the batch
                 log.exception("provider.account_event_failed", provider=provider, account=account)
+
+
+def announce(item: ItemRef, written: list[Event], **context: str) -> None:
+    """Count and log the events a poll (or a sweep storing a listed item) wrote."""
+    if not written:
+        return
+    metrics.events([e.type for e in written])
+    bound = log.bind(item_id=item.id, provider=item.provider, account=item.account, ref=item.ref, **context)
+    for ev in written:
+        bound.info("event.created", event_id=ev.id, type=ev.type, seq=ev.seq, status=ev.data.get("status"))
 
 
 def _outcome_label(outcome: PollOutcome, written: bool, internal: bool = False) -> str:

@@ -29,6 +29,7 @@ from worker.errors import (
 from worker.guard import RedisGuard
 from worker.ids import event_ids
 from worker.listed import Listed, ListedReport
+from worker.listed_store import store_listed
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
 from worker.polling import ChunkPoller, PollReport
 from worker.providers.registry import ProviderSet
@@ -163,7 +164,7 @@ class PollerService:
         items would: same lease rules, snapshots and events (see worker.listed for when a list is
         believed; the items it is not are made due, those listed at a version already read are
         left alone). Untracked or finished items are left."""
-        return self.chunks.store_listed(provider, account, listed, lease_s)
+        return store_listed(self.chunks, provider, account, listed, lease_s)
 
     def _decide(self, unit: PollWork, doc: StatusDocument | None, error: ProviderError | None,
                 now: datetime) -> PollOutcome:
