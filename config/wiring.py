@@ -204,13 +204,14 @@ def provider_webhooks_for(settings: Settings, sessions: sessionmaker[Session] | 
 
 
 def sweeper_for(settings: Settings, *, kick: Callable[[], None] | None = None,
-                deliver: Callable[[], None] | None = None) -> Sweeper:
+                deliver: Callable[[], None] | None = None, poller: PollerService | None = None) -> Sweeper:
     """Incremental sweeps (beat's sweep tick), for the accounts with a sweep interval; ``kick`` and
-    ``deliver`` ask for the dispatch tick and for delivery (config.kicks)."""
+    ``deliver`` ask for the dispatch tick and for delivery (config.kicks); ``poller`` (the process's
+    own, or a new one) writes what a sweep may store from a list."""
     return Sweeper(sessions_for(settings), providers_for(settings), settings.sweep_intervals(),
                    kick=kick, discover=settings.discover_plans(),
                    discover_interval_s=settings.default_interval_seconds,
-                   store=build_service(settings).store_listed, deliver=deliver)
+                   store=(poller or build_service(settings)).store_listed, deliver=deliver)
 
 
 def retention_for(settings: Settings) -> RetentionService:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import structlog
 
 from config.settings import Settings, get_settings
+from config.wiring import build_service
 from worker import metrics
 
 T = TypeVar("T")
@@ -23,6 +24,10 @@ def per_process(build: Callable[[Settings], T]) -> Callable[[], T]:
     """``build(get_settings())``, made on first use and kept for the life of the process: a
     service keeps its database pool, its adapters' connections and their tokens between tasks."""
     return lru_cache(maxsize=1)(lambda: build(get_settings()))
+
+
+#: The process's poller service, shared by the poll tasks and the sweep task.
+poller_service = per_process(build_service)
 
 
 def send_due(queue: str, dispatch: Callable[..., int], task: Any, claim: Callable[[C], list[int]], *, lease_s: float,

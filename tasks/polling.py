@@ -9,11 +9,9 @@ from celery import current_app, shared_task
 
 from config.celery_app import DELIVER_DUE_TASK, DISPATCH_TASK, POLL_TASK
 from config.settings import get_settings
-from config.wiring import build_service, require_writable_database
-from tasks import per_process, send_due
+from config.wiring import require_writable_database
+from tasks import poller_service, send_due
 from worker.store.repo import Claim
-
-_service = per_process(build_service)
 
 
 @shared_task(name=DISPATCH_TASK, ignore_result=True)
@@ -23,7 +21,7 @@ def dispatch_due() -> int:
     # A deleted, replaced or read-only SQLite file would otherwise go unnoticed (writes to an
     # unlinked file succeed): fail the tick, which health reports.
     require_writable_database(settings)
-    return send_due("polls", _service().dispatch_due, poll_items, lambda c: [c.item_id, c.lease_id],
+    return send_due("polls", poller_service().dispatch_due, poll_items, lambda c: [c.item_id, c.lease_id],
                     lease_s=settings.lease_seconds, event="dispatch.tick", limit=settings.dispatch_limit,
                     chunk_size=settings.dispatch_chunk, lookahead_s=settings.tick_seconds / 2)
 
@@ -32,7 +30,7 @@ def dispatch_due() -> int:
 def poll_items(claims: list[list[int]], deadline: str) -> dict[str, int]:
     """Poll a chunk of claimed items, stopping at the end of their lease."""
     with structlog.contextvars.bound_contextvars(task=POLL_TASK, chunk=len(claims)):
-        report = _service().poll_claims([Claim(i, lease) for i, lease in claims],
+        report = poller_service().poll_claims([Claim(i, lease) for i, lease in claims],
                                         deadline=datetime.fromisoformat(deadline))
     if report.events:
         # Deliver now rather than at the next tick: change-to-webhook latency is the point.

@@ -10,12 +10,13 @@ from config.celery_app import SWEEP_TASK
 from config.kicks import kick_for
 from config.settings import Settings
 from config.wiring import sweeper_for
-from tasks import per_process
+from tasks import per_process, poller_service
 from worker.sweeps import LEASE_S, Sweeper
 
 
 def _build(settings: Settings) -> Sweeper:
-    return sweeper_for(settings, kick=kick_for(settings), deliver=kick_for(settings, deliver=True))
+    return sweeper_for(settings, kick=kick_for(settings), deliver=kick_for(settings, deliver=True),
+                       poller=poller_service())
 
 
 _sweeper = per_process(_build)
