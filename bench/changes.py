@@ -46,7 +46,7 @@ from worker.reconcile import Reconciler  # noqa: E402
 from worker.service import PollerService  # noqa: E402
 from worker.store.db import make_engine, make_sessionmaker, sqlite_url  # noqa: E402
 from worker.store.migrate import upgrade  # noqa: E402
-from worker.store.models import Event, Item  # noqa: E402
+from worker.store.models import Event, Item, Schedule  # noqa: E402
 from worker.sweeps import Sweeper  # noqa: E402
 
 
@@ -100,7 +100,7 @@ def run(mode: str, args: argparse.Namespace) -> dict[str, float]:
         # A fleet's polls are spread over their interval, not all due at once: steady state.
         with sessions.begin() as s:
             for item_id in item_of.values():
-                s.execute(update(Item).where(Item.id == item_id).values(
+                s.execute(update(Schedule).where(Schedule.item_id == item_id).values(
                     next_poll_at=clock() + timedelta(seconds=rng.uniform(0, interval))))
         last_event = 0
         with sessions.begin() as s:

@@ -24,6 +24,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,24 +36,27 @@ def populate(url: str, tracked: int, due: int, now: datetime) -> None:
 
     from worker.store.db import make_engine
     from worker.store.migrate import upgrade
-    from worker.store.models import Item
+    from worker.store.models import Item, Schedule
 
     engine = make_engine(url)
     upgrade(engine)
     finished = tracked // 10
 
-    def row(i: int) -> dict[str, object]:
+    def next_poll(i: int) -> datetime | None:
         if i < due:
-            nxt = now - timedelta(seconds=1 + i % 300)
-            state = "active"
-        elif i < due + finished:
-            nxt, state = None, "terminal"
-        else:
-            nxt, state = now + timedelta(seconds=3600 + i % 86400), "active"
+            return now - timedelta(seconds=1 + i % 300)
+        return None if i < due + finished else now + timedelta(seconds=3600 + i % 86400)
+
+    def row(i: int) -> dict[str, object]:
         return {"provider": "billit", "account": "default", "kind": "order", "ref": str(100000 + i),
-                "interval_s": 300.0, "state": state, "next_poll_at": nxt, "lease_id": 0,
+                "interval_s": 300.0, "state": "active" if next_poll(i) else "terminal",
                 "consecutive_failures": 0, "failing": False, "event_seq": 0, "created_at": now,
                 "updated_at": now}
+
+    def schedules(conn: Any) -> list[dict[str, object]]:
+        ids = conn.execute(text("SELECT id FROM items ORDER BY id")).scalars()
+        return [{"item_id": id_, "provider": "billit", "next_poll_at": next_poll(n), "lease_id": 0,
+                 "claims_since_poll": 0} for n, id_ in enumerate(ids)]
 
     if engine.dialect.name == "postgresql":
         # COPY: the fastest way to load a million rows into PostgreSQL.
@@ -63,13 +67,16 @@ def populate(url: str, tracked: int, due: int, now: datetime) -> None:
                 for i in range(tracked):
                     r = row(i)
                     copy.write_row([r[c] for c in cols])
+            conn.execute(insert(Schedule.__table__), schedules(conn))
             conn.execute(text("ANALYZE items"))
+            conn.execute(text("ANALYZE item_schedules"))
     else:
         batch = 50_000
         for start in range(0, tracked, batch):
             with engine.begin() as conn:
-                conn.execute(insert(Item), [row(i) for i in range(start, min(tracked, start + batch))])
+                conn.execute(insert(Item.__table__), [row(i) for i in range(start, min(tracked, start + batch))])
         with engine.begin() as conn:
+            conn.execute(insert(Schedule.__table__), schedules(conn))
             conn.execute(text("ANALYZE"))
     engine.dispose()
 
@@ -98,7 +105,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
         queued = broker.llen("celery")
         # Re-arm: make the just-claimed items due again for the next run.
         with engine.begin() as conn:
-            conn.execute(text("UPDATE items SET next_poll_at = :t WHERE lease_id > 0 AND next_poll_at > :n"),
+            conn.execute(text("UPDATE item_schedules SET next_poll_at = :t WHERE lease_id > 0 AND next_poll_at > :n"),
                          {"t": now - timedelta(seconds=5), "n": now + timedelta(seconds=60)})
     _service().sessions.kw["bind"].dispose()
     engine.dispose()

@@ -149,9 +149,11 @@ class Layout:
         return n
 
 
-def item_rows(lay: Layout, lo: int, hi: int, stamp: Stamp) -> list[tuple[Any, ...]]:
-    """Items ``lo`` to ``hi``: scheduled over their next interval, so about a tick's worth is due."""
-    rows = []
+def item_rows(lay: Layout, lo: int, hi: int,
+              stamp: Stamp) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Items ``lo`` to ``hi`` and their schedules: scheduled over their next interval, so about a
+    tick's worth is due."""
+    rows, schedules = [], []
     t0 = lay.t0_us
     for i in range(lo, hi):
         acct = lay.accounts[i]
@@ -177,17 +179,18 @@ def item_rows(lay: Layout, lo: int, hi: int, stamp: Stamp) -> list[tuple[Any, ..
         last_status = status_of(acct, step, terminal=state == "terminal")
         ext = external_id(i)
         rows.append((
-            i + 1, provider, account, kind, str(1_000_000 + i), interval, state, next_poll, int(mix(i, 7) * 5000),
+            i + 1, provider, account, kind, str(1_000_000 + i), interval, state,
             stamp(polled), stamp(success), last_status, failures, failing, error, error_at, seq,
-            f'W/"{i:x}-{seq}"' if acct < 2 else None, claims, due_since, labels_json(i), ext,
+            f'W/"{i:x}-{seq}"' if acct < 2 else None, labels_json(i), ext,
             stamp(lay.start_us - int(mix(i, 8) * 60 * DAY_US)), stamp(updated)))
-    return rows
+        schedules.append((i + 1, provider, next_poll, int(mix(i, 7) * 5000), claims, due_since))
+    return rows, schedules
 
 
-ITEM_COLUMNS = ("id", "provider", "account", "kind", "ref", "interval_s", "state", "next_poll_at", "lease_id",
+ITEM_COLUMNS = ("id", "provider", "account", "kind", "ref", "interval_s", "state",
                 "last_polled_at", "last_success_at", "last_status", "consecutive_failures", "failing", "last_error",
-                "last_error_at", "event_seq", "version", "claims_since_poll", "due_since", "labels", "external_id",
-                "created_at", "updated_at")
+                "last_error_at", "event_seq", "version", "labels", "external_id", "created_at", "updated_at")
+SCHEDULE_COLUMNS = ("item_id", "provider", "next_poll_at", "lease_id", "claims_since_poll", "due_since")
 LABEL_COLUMNS = ("item_id", "key", "value")
 SNAPSHOT_COLUMNS = ("id", "item_id", "taken_at", "status", "terminal", "fields", "raw")
 EVENT_COLUMNS = ("position", "id", "item_id", "seq", "type", "data", "created_at")

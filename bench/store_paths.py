@@ -27,7 +27,7 @@ from worker.policy import PollPolicy, after_success
 from worker.status import read_status, record_heartbeat
 from worker.store import deliveries as drepo
 from worker.store import repo
-from worker.store.models import Delivery, Item
+from worker.store.models import Delivery, Item, Schedule
 
 _SETTINGS = Settings.model_fields
 #: The shipped defaults the paths run with.
@@ -131,14 +131,18 @@ def settle_tick(b: Bench, claims: list[repo.Claim], now: datetime) -> None:
     if not claims:
         return
     items: Any = Item.__table__
-    stmt = (update(items).where(items.c.id == bindparam("b_id"), items.c.lease_id == bindparam("b_lease"))
-            .values(next_poll_at=bindparam("b_next", type_=items.c.next_poll_at.type), claims_since_poll=0,
-                    due_since=None, last_polled_at=now, last_success_at=now, updated_at=now))
+    schedules: Any = Schedule.__table__
+    moved = (update(schedules)
+             .where(schedules.c.item_id == bindparam("b_id"), schedules.c.lease_id == bindparam("b_lease"))
+             .values(next_poll_at=bindparam("b_next", type_=schedules.c.next_poll_at.type), claims_since_poll=0,
+                     due_since=None))
+    polled = update(items).where(items.c.id == bindparam("b_id")).values(last_polled_at=now, last_success_at=now)
     rows = [{"b_id": c.item_id, "b_lease": c.lease_id,
              "b_next": now + timedelta(seconds=interval_of(c.item_id - 1) * (0.9 + 0.2 * b.rng.random()))}
             for c in claims]
-    with b.sessions.begin() as s:
-        s.connection().execute(stmt, rows)
+    with b.sessions.begin() as s:  # as repo.apply_outcomes writes quiet polls
+        s.connection().execute(moved, rows)
+        s.connection().execute(polled, [{"b_id": c.item_id} for c in claims])
 
 
 def give_back(b: Bench, claims: list[drepo.DeliveryClaim]) -> None:

@@ -22,6 +22,7 @@ from store_data import (
     EVENT_COLUMNS,
     ITEM_COLUMNS,
     LABEL_COLUMNS,
+    SCHEDULE_COLUMNS,
     SNAPSHOT_COLUMNS,
     History,
     Layout,
@@ -39,7 +40,7 @@ from worker.store.migrate import upgrade
 from worker.webhooks.payload import new_secret
 
 #: The tables the bulk load fills.
-BULK_TABLES = ("items", "item_labels", "snapshots", "events", "deliveries", "delivery_attempts")
+BULK_TABLES = ("items", "item_schedules", "item_labels", "snapshots", "events", "deliveries", "delivery_attempts")
 #: The large ones, whose secondary indexes and constraints are dropped and made again (from the
 #: definitions the migrations left) after their load. Only plain column indexes: the items' partial
 #: indexes stay as migrated (PostgreSQL would write their predicates back in another form).
@@ -172,7 +173,9 @@ def populate(url: str, lay: Layout) -> None:
     step = 50_000
     for lo in range(0, lay.items, step):
         hi = min(lay.items, lo + step)
-        loader.load("items", ITEM_COLUMNS, item_rows(lay, lo, hi, stamp))
+        items, schedules = item_rows(lay, lo, hi, stamp)
+        loader.load("items", ITEM_COLUMNS, items)
+        loader.load("item_schedules", SCHEDULE_COLUMNS, schedules)
         loader.load("item_labels", LABEL_COLUMNS, [(i + 1, key, value) for i in range(lo, hi) if i % 3 == 0
                                                    for key, value in (("customer", f"c{i % 5000:04d}"),
                                                                       ("env", "prod"))])

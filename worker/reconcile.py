@@ -24,7 +24,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.domain import ItemState
-from worker.store.models import Item, Sweep
+from worker.store.models import Item, Schedule, Sweep
 
 #: Failed sweeps in a row after which an account counts as degraded.
 DEGRADED_AFTER = 3
@@ -61,15 +61,17 @@ def pull_in(session: Session, provider: str, account: str, now: datetime) -> int
     interval) back within it. Items backing off after failures keep their backoff, and items under
     a claim (``due_since`` set: in flight, or deferred by a rate limit) their lease. Returns how many."""
     rows = session.execute(
-        select(Item.id, Item.interval_s, Item.next_poll_at)
+        select(Item.id, Item.interval_s, Schedule.next_poll_at).join(Schedule, Schedule.item_id == Item.id)
         .where(Item.provider == provider, Item.account == account, Item.state == ItemState.ACTIVE.value,
-               Item.consecutive_failures == 0, Item.due_since.is_(None), Item.next_poll_at > now)).all()
+               Item.consecutive_failures == 0, Schedule.due_since.is_(None), Schedule.next_poll_at > now)).all()
     moves = [{"b_id": r.id, "b_at": spread_next(r.id, r.interval_s, now)} for r in rows
              if r.next_poll_at > now + timedelta(seconds=r.interval_s)]
     if moves:
-        table = cast(Table, Item.__table__)
-        session.connection().execute(update(table).where(table.c.id == bindparam("b_id"))
-                                     .values(next_poll_at=bindparam("b_at"), updated_at=now), moves)
+        table = cast(Table, Schedule.__table__)
+        # Checked again as it is written: an item claimed or paused since the read keeps its schedule.
+        session.connection().execute(update(table).where(table.c.item_id == bindparam("b_id"),
+                                                         table.c.due_since.is_(None), table.c.next_poll_at.is_not(None))
+                                     .values(next_poll_at=bindparam("b_at")), moves)
     return len(moves)
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tests.peer import Answer, Peer
+from tests.rows import update_items
 from worker.policy import PollPolicy
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import ProviderSet
@@ -111,7 +112,7 @@ def test_resume_and_pause_refuse_a_finished_item(env):
     engine = make_engine(env["POLLER_DATABASE_URL"])
     try:
         with engine.begin() as conn:
-            conn.execute(update(Item).values(state="terminal", last_status="paid", next_poll_at=None))
+            update_items(conn, state="terminal", last_status="paid", next_poll_at=None)
     finally:
         engine.dispose()
     assert refused(env, "resume", "1") == "error: item 1 is finished (final status 'paid'); it cannot be resumed"

@@ -11,6 +11,7 @@ import redis
 import structlog
 from sqlalchemy import select, update
 
+from tests.rows import update_items
 from worker.capacity import CapacityWatch, limits_of
 from worker.guard import BreakerPolicy, RedisGuard
 from worker.policy import PollPolicy
@@ -20,7 +21,7 @@ from worker.providers.registry import ProviderSet
 from worker.service import PollerService
 from worker.store import repo
 from worker.store.db import make_sessionmaker
-from worker.store.models import Event, Item
+from worker.store.models import Event, Item, Schedule
 
 POLICY = PollPolicy(backoff_base_s=2, backoff_max_s=60, jitter_ratio=0.1, failing_after=3)
 
@@ -67,7 +68,7 @@ def test_a_chunk_writes_unchanged_and_changed_polls_and_skips_lost_leases(engine
     def fetch_while_reclaimed(item, previous):
         if item.id == stolen.item_id:  # another dispatcher re-claims it while its call is in flight
             with service.sessions.begin() as s:
-                s.execute(update(Item).where(Item.id == item.id).values(lease_id=Item.lease_id + 1))
+                update_items(s, Item.id == item.id, lease_id=Schedule.lease_id + 1)
         return fetch(item, previous)
 
     adapter.fetch = fetch_while_reclaimed

@@ -13,6 +13,7 @@ from sqlalchemy import update
 
 from cli.embedded import free_port
 from tests.daemons import start_daemon, tail_log, wait_for
+from tests.rows import update_items
 from worker.metrics_state import StateCollector
 from worker.store import repo
 from worker.store.db import make_sessionmaker
@@ -38,7 +39,7 @@ def test_state_gauges_from_the_database(engine, clock):
             repo.add_item(s, provider="billit", account="default", kind="order", ref=str(n), interval_s=60,
                           now=clock() - timedelta(seconds=100))
         repo.add_item(s, provider="amili_ada", account="default", kind="case", ref="c", interval_s=60, now=clock())
-        s.execute(update(Item).where(Item.id == 1).values(state="terminal", next_poll_at=None))
+        update_items(s, Item.id == 1, state="terminal", next_poll_at=None)
         s.execute(update(Item).where(Item.id == 2).values(consecutive_failures=6, failing=True))
         s.execute(update(Item).where(Item.id == 3).values(consecutive_failures=2))
         add_subscription(s, kind="webhook", url="https://x.example/h", secret="whsec_x", event_types=None,

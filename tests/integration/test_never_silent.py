@@ -98,10 +98,10 @@ def test_migration_starts_the_item_counter_past_every_id_the_history_names(tmp_p
     upgrade(engine)
     with engine.begin() as conn:
         assert conn.scalar(text("SELECT count(*) FROM snapshots")) == 1  # the rebuild cascaded nothing
-        conn.execute(text("INSERT INTO items (provider, account, kind, ref, interval_s, state, lease_id, "
-                          "consecutive_failures, failing, event_seq, created_at, updated_at, claims_since_poll) "
-                          "VALUES ('billit', 'default', 'order', '2', 5, 'active', 0, 0, 0, 0, '2026-01-01', "
-                          "'2026-01-01', 0)"))
+        conn.execute(text("INSERT INTO items (provider, account, kind, ref, interval_s, state, "
+                          "consecutive_failures, failing, event_seq, created_at, updated_at) "
+                          "VALUES ('billit', 'default', 'order', '2', 5, 'active', 0, 0, 0, '2026-01-01', "
+                          "'2026-01-01')"))
         assert conn.scalar(text("SELECT max(id) FROM items")) == 5
         conn.execute(text("INSERT INTO subscriptions (kind, url, state, created_at, updated_at) "
                           "VALUES ('webhook', 'https://example.com/', 'active', '2026-01-01', '2026-01-01')"))

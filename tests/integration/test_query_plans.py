@@ -30,6 +30,7 @@ from sqlalchemy import Engine, event, update
 
 from api.dashboard import page_data
 from tests.receiver import Receiver
+from tests.rows import update_items
 from tests.stack import Stack
 from worker.delivery import DeliveryPolicy, DeliveryService
 from worker.feed import EventFeed
@@ -44,7 +45,7 @@ from worker.webhooks.sender import WebhookSender
 
 DAY = 86400.0
 #: The tables that grow with use; the others stay a few rows long.
-LARGE = ("items", "snapshots", "events", "deliveries", "delivery_attempts")
+LARGE = ("items", "item_schedules", "snapshots", "events", "deliveries", "delivery_attempts")
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,12 @@ PG_OFF = ("enable_seqscan",)
 PG_FILL_ROWS = 20_000
 _LATER = "TIMESTAMPTZ '2100-01-01 00:00:00+00'"
 PG_FILL = (
-    "INSERT INTO items (provider, account, kind, ref, interval_s, state, next_poll_at, lease_id, "
-    "consecutive_failures, failing, event_seq, claims_since_poll, created_at, updated_at) "
-    f"SELECT 'filler', 'default', 'order', n::text, 60, 'active', {_LATER} + n * interval '1 second', 1, 0, false, "
-    f"1, 0, {_LATER}, {_LATER} FROM generate_series(1, %(n)s) AS n",
+    "INSERT INTO items (provider, account, kind, ref, interval_s, state, "
+    "consecutive_failures, failing, event_seq, created_at, updated_at) "
+    f"SELECT 'filler', 'default', 'order', n::text, 60, 'active', 0, false, "
+    f"1, {_LATER}, {_LATER} FROM generate_series(1, %(n)s) AS n",
+    "INSERT INTO item_schedules (item_id, provider, next_poll_at, lease_id, claims_since_poll) "
+    f"SELECT id, provider, {_LATER} + id * interval '1 second', 1, 0 FROM items WHERE provider = 'filler'",
     "INSERT INTO snapshots (item_id, taken_at, status, terminal, fields) "
     f"SELECT id, {_LATER}, 'sent', false, '{{}}' FROM items WHERE provider = 'filler'",
     "INSERT INTO events (id, item_id, seq, type, data, created_at) "
@@ -248,7 +251,7 @@ def populate(stack: Stack, receiver: Receiver) -> tuple[list[int], int]:
     stack.deliver()
     with stack.sessions.begin() as s:
         s.execute(update(Item).where(Item.id == ids[1]).values(consecutive_failures=6, failing=True))
-        s.execute(update(Item).where(Item.id == ids[2]).values(state="terminal", next_poll_at=None))
+        update_items(s, Item.id == ids[2], state="terminal", next_poll_at=None)
     return ids, failing
 
 
@@ -303,10 +306,12 @@ def run_paths(stack: Stack, rec: Recorder, ids: list[int], failing: int) -> None
 
 #: Statements each path must have sent (a path that quietly did nothing would check nothing).
 EXPECTED: dict[str, list[str]] = {
-    "dispatch claim": [r"^UPDATE items SET next_poll_at"],
+    "dispatch claim": [r"^UPDATE item_schedules SET next_poll_at"],
     "poll writes": [r"^UPDATE items SET .* RETURNING .*event_seq",  # apply_outcome
-                    r"^UPDATE items SET next_poll_at=.* AND items\.lease_id = [^ ]+$",  # apply_outcomes, quiet polls
-                    r"^UPDATE items SET next_poll_at=[^,]+, claims_since_poll=[^,]+, updated_at"],  # defer_many
+                    r"^UPDATE item_schedules SET next_poll_at=.* WHERE item_schedules\.item_id = [^ ]+$",  # quiet polls
+                    r"^UPDATE items SET .*last_polled_at=.* WHERE items\.id = [^ ]+$",  # quiet polls, the items
+                    # defer_many
+                    r"^UPDATE item_schedules SET next_poll_at=[^,]+, claims_since_poll=[^ ]+ WHERE .*lease_id"],
     "delivery claim": [r"^UPDATE deliveries SET next_attempt_at", r"FROM delivery_attempts WHERE"],
     "poller status": [r"FROM items WHERE", r"FROM deliveries WHERE"],  # counts come from the tallies, unchecked
     "dashboard": [r"ORDER BY items\.consecutive_failures DESC"],
@@ -332,7 +337,7 @@ def test_every_path_uses_an_index(engine, stack, receiver, capsys: Any) -> None:
             assert any(re.search(pattern, s) for s in sent), f"{prefix}: no statement matches {pattern!r}"
     # The claim reads the due index in its own order (migration 0013): no sort of every due row.
     claims = [c for c in rec.checked if c.path.startswith("dispatch claim")
-              and one_line(c.sql).startswith("UPDATE items SET next_poll_at")]
+              and one_line(c.sql).startswith("UPDATE item_schedules SET next_poll_at")]
     sorting = [line for c in claims for line in c.plan if re.search(r"^\s*(Incremental )?Sort\b|TEMP B-TREE", line)]
     assert claims and not sorting, "\n".join("\n".join(c.plan) for c in claims)
     scanning = [c for c in rec.checked if c.scans]

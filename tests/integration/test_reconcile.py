@@ -9,16 +9,17 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from cli.render import status_table
 from tests.integration.conftest import SWEEP_INTERVAL_S
+from tests.rows import update_items
 from worker.metrics_state import StateCollector
 from worker.reconcile import REFRESH_S, Reconciler
 from worker.status import read_status
 from worker.store import items as store_items
 from worker.store import repo
-from worker.store.models import Event, Item, Sweep
+from worker.store.models import Event, Item, Schedule, Sweep
 
 RECONCILE_S = 3 * 3600.0
 OWN_S = 60.0
@@ -44,12 +45,13 @@ def delays(stack, clock, ids) -> list[float]:
     """Seconds from now to each item's next poll."""
     with stack.sessions.begin() as s:
         return [(at - clock()).total_seconds() for at in
-                s.scalars(select(Item.next_poll_at).where(Item.id.in_(ids)).order_by(Item.id))]
+                s.scalars(select(Schedule.next_poll_at).where(Schedule.item_id.in_(ids)).order_by(Schedule.item_id))]
 
 
 def next_polls(stack, ids) -> list:
     with stack.sessions.begin() as s:
-        return list(s.scalars(select(Item.next_poll_at).where(Item.id.in_(ids)).order_by(Item.id)))
+        return list(s.scalars(select(Schedule.next_poll_at).where(Schedule.item_id.in_(ids))
+                              .order_by(Schedule.item_id)))
 
 
 def system_events(stack) -> list[tuple[str, dict]]:
@@ -78,8 +80,7 @@ def test_a_healthy_sweep_slows_polls_and_failing_sweeps_bring_them_back_with_deg
     # bringing the others back must leave both alone.
     backing_off, claimed = orders[0], orders[1]
     with stack.sessions.begin() as s:
-        s.execute(update(Item).where(Item.id == backing_off)
-                  .values(consecutive_failures=2, next_poll_at=clock() + timedelta(seconds=2000)))
+        update_items(s, Item.id == backing_off, consecutive_failures=2, next_poll_at=clock() + timedelta(seconds=2000))
         store_items.make_due(s, "billit", "default", [("order", s.get(Item, claimed).ref)], now=clock())
         (claim,) = repo.claim_due(s, now=clock(), lease_s=300, limit=1)
     assert claim.item_id == claimed

@@ -8,10 +8,11 @@ from datetime import timedelta
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from config.celery_app import PRUNE_TASK, create_app
 from config.settings import Settings
+from tests.rows import update_items
 from worker.errors import ConfigurationError, CursorExpired
 from worker.feed import EventFeed
 from worker.metrics_state import StateCollector
@@ -37,7 +38,7 @@ def events(stack) -> list[Event]:
 
 def pause(stack, item_id: int) -> None:
     with stack.sessions.begin() as s:  # no more polls (and events) of it
-        s.execute(update(Item).where(Item.id == item_id).values(state="paused", next_poll_at=None))
+        update_items(s, Item.id == item_id, state="paused", next_poll_at=None)
 
 
 def service(stack, retention: Retention, batch: int = 3) -> RetentionService:
@@ -125,7 +126,7 @@ def test_finished_and_untracked_items_go_with_their_history_after_their_retentio
     events go, and so do the untracked one's events; the active item keeps everything."""
     active, terminal, untracked = stack.orders(3, stages=1)
     with stack.sessions.begin() as s:
-        s.execute(update(Item).where(Item.id == terminal).values(state="terminal", next_poll_at=None))
+        update_items(s, Item.id == terminal, state="terminal", next_poll_at=None)
         repo.delete_item(s, untracked)  # what `poller untrack` does
     stack.clock.advance(89 * DAY)
     retention = Retention(events_s=None, snapshots_keep=None, attempts_s=None, finished_items_s=90 * DAY)
@@ -181,8 +182,7 @@ def test_removing_a_finished_items_history_refuses_no_cursor_among_kept_events(s
     gone_item = stack.orders(1, stages=1)[0]
     kept = [e for e in events(stack) if e.item_id == kept_item]
     with stack.sessions.begin() as s:
-        s.execute(update(Item).where(Item.id == gone_item).values(state="terminal", next_poll_at=None,
-                                                                 updated_at=stack.clock()))
+        update_items(s, Item.id == gone_item, state="terminal", next_poll_at=None, updated_at=stack.clock())
     stack.clock.advance(91 * DAY)
     removed = service(stack, Retention(events_s=None, snapshots_keep=None, attempts_s=None,
                                        finished_items_s=90 * DAY)).prune()

@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select
 
+from tests.rows import update_items
 from worker.domain import EventType, ItemState, NewEvent, PollOutcome, StatusDocument
 from worker.errors import DuplicateItemError
 from worker.store import repo
@@ -27,19 +28,21 @@ def _add(sessions, clock, n, *, due_in=0.0, start=0):
             item.next_poll_at = clock() + timedelta(seconds=due_in)
 
 
+DUE = "ix_item_schedules_due"
+
+
 def test_migrations_match_models(engine):
     """Alembic's migrations produce exactly the schema the models describe."""
     with engine.connect() as conn, warnings.catch_warnings():
         # Neither SQLAlchemy nor Alembic reflects an index on an expression: the due index is
         # compared by its definition below instead.
-        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index ix_items_due")
-        warnings.filterwarnings("ignore", "autogenerate skipping metadata-specified expression-based index "
-                                          "'ix_items_due'")
+        warnings.filterwarnings("ignore", f"Skipped unsupported reflection of expression-based index {DUE}")
+        warnings.filterwarnings("ignore", f"autogenerate skipping metadata-specified expression-based index '{DUE}'")
         diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         if engine.dialect.name == "postgresql":
-            made = conn.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_items_due'").scalar()
+            made = conn.exec_driver_sql(f"SELECT indexdef FROM pg_indexes WHERE indexname = '{DUE}'").scalar()
         else:
-            made = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'ix_items_due'").scalar()
+            made = conn.exec_driver_sql(f"SELECT sql FROM sqlite_master WHERE name = '{DUE}'").scalar()
     assert diffs == []
     assert made is not None and "coalesce(due_since, next_poll_at), next_poll_at" in made.lower(), made
 
@@ -166,7 +169,7 @@ def test_finished_items_leave_the_due_index(engine, clock):
     _add(sessions, clock, 3, due_in=-1)
     with sessions.begin() as s:
         repo.set_paused(s, 1, True, now=clock())
-        s.execute(update(Item).where(Item.id == 2).values(state="terminal", next_poll_at=None))
+        update_items(s, Item.id == 2, state="terminal", next_poll_at=None)
     with sessions.begin() as s:
         assert [c.item_id for c in repo.claim_due(s, now=clock(), lease_s=10, limit=10)] == [3]
         paused = repo.get_item(s, 1)

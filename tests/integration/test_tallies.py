@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 
+from tests.rows import update_items
 from worker.retention import Retention
 from worker.status import read_status
 from worker.store import tallies
@@ -66,9 +67,9 @@ def test_counts_follow_every_writer(stack, receiver):
                      + [Upsert(tuple(identity), 7.5, 60.0)], now=stack.clock())
     agree(stack)
     with stack.sessions.begin() as s:  # plain UPDATEs, as an operator's SQL would do
-        s.execute(update(Item).where(Item.ref.like("batch-1%")).values(state="paused", next_poll_at=None))
+        update_items(s, Item.ref.like("batch-1%"), state="paused", next_poll_at=None)
         s.execute(update(Item).where(Item.ref.like("batch-2%")).values(account="other"))
-        s.execute(update(Item).where(Item.ref.like("batch-3%")).values(next_poll_at=stack.clock()))  # not counted
+        update_items(s, Item.ref.like("batch-3%"), next_poll_at=stack.clock())  # not counted
         s.execute(update(Delivery).where(Delivery.subscription_id == failing.id).values(state="failed"))
     agree(stack)
     with stack.sessions.begin() as s:  # untracking deletes the row (worker.catalog), as does this
@@ -79,8 +80,8 @@ def test_counts_follow_every_writer(stack, receiver):
     agree(stack)
     stack.clock.advance(120 * DAY)
     with stack.sessions.begin() as s:
-        s.execute(update(Item).where(Item.id == ids[2]).values(state="terminal", next_poll_at=None,
-                                                                updated_at=stack.clock() - timedelta(days=100)))
+        update_items(s, Item.id == ids[2], state="terminal", next_poll_at=None,
+                     updated_at=stack.clock() - timedelta(days=100))
     Pruner(stack.sessions, clock=stack.clock, batch=2).run(
         Retention(events_s=30 * DAY, snapshots_keep=0, attempts_s=30 * DAY, finished_items_s=90 * DAY)
         .cutoffs(stack.clock()))

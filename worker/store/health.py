@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from worker.store.models import (
@@ -17,14 +17,15 @@ from worker.store.models import (
     Delivery,
     Item,
     ProviderAccount,
+    Schedule,
     Subscription,
     Sweep,
     due_by,
 )
 
-#: The rows `poller status`, `poller health` and the ``poller_items_stuck`` gauge count as stuck
-#: (the partial index ``ix_items_stuck`` holds them).
-STUCK = and_(Item.claims_since_poll >= STUCK_AFTER_CLAIMS, Item.state == "active")
+#: The schedules `poller status`, `poller health` and the ``poller_items_stuck`` gauge count as
+#: stuck (the partial index ``ix_item_schedules_stuck`` holds them; only active items have claims).
+STUCK = Schedule.claims_since_poll >= STUCK_AFTER_CLAIMS
 
 
 def any_overdue(session: Session, cutoff: datetime) -> bool:
@@ -34,7 +35,8 @@ def any_overdue(session: Session, cutoff: datetime) -> bool:
     its statistics taken while the due range was elsewhere, expected a third of a million overdue
     items and read every row (60-130 ms) to count none. Usually none is, and then nothing is counted.
     """
-    return session.scalar(select(Item.id).where(due_by(cutoff, strict=True)).order_by(DUE_KEY).limit(1)) is not None
+    return session.scalar(select(Schedule.item_id).where(due_by(cutoff, strict=True))
+                          .order_by(DUE_KEY).limit(1)) is not None
 
 
 def overdue(session: Session, cutoff: datetime) -> dict[str, tuple[int, datetime | None]]:
@@ -43,7 +45,7 @@ def overdue(session: Session, cutoff: datetime) -> dict[str, tuple[int, datetime
         return {}
     # The overdue rows first (a range of the due index), grouped after: asked at once, SQLite
     # would rather read every item in provider order than sort the few overdue ones.
-    late = (select(Item.provider, Item.next_poll_at).where(due_by(cutoff, strict=True))
+    late = (select(Schedule.provider, Schedule.next_poll_at).where(due_by(cutoff, strict=True))
             .cte("overdue").prefix_with("MATERIALIZED"))
     return {provider: (n, first) for provider, n, first in session.execute(
         select(late.c.provider, func.count(), func.min(late.c.next_poll_at)).group_by(late.c.provider))}
@@ -68,7 +70,7 @@ def failures(session: Session) -> dict[str, tuple[int, int]]:
 def stuck(session: Session) -> dict[str, int]:
     """Provider -> active items claimed lease after lease without a completed poll."""
     return {provider: n for provider, n in session.execute(
-        select(Item.provider, func.count()).where(STUCK).group_by(Item.provider))}
+        select(Schedule.provider, func.count()).where(STUCK).group_by(Schedule.provider))}
 
 
 def auth_failures(session: Session) -> list[tuple[str, str, str | None]]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain import ItemState
 from worker.store.db import insert_for
-from worker.store.models import Item, ItemLabel, Snapshot
+from worker.store.models import Item, ItemLabel, Schedule, Snapshot
 from worker.store.repo import Claim
 
 #: Rows per statement: SQLite allows 32,766 bound parameters; an item identity takes four.
@@ -84,8 +84,8 @@ def _insert_new(session: Session, rows: Sequence[Upsert], *, now: datetime) -> d
     values = [{
         "provider": r.identity[0], "account": r.identity[1], "kind": r.identity[2], "ref": r.identity[3],
         "interval_s": r.interval_s if r.interval_s is not None else r.default_interval_s,
-        "state": ItemState.ACTIVE.value, "next_poll_at": now, "lease_id": 0, "consecutive_failures": 0,
-        "failing": False, "event_seq": 0, "claims_since_poll": 0, "labels": r.labels or {},
+        "state": ItemState.ACTIVE.value, "consecutive_failures": 0,
+        "failing": False, "event_seq": 0, "labels": r.labels or {},
         "external_id": r.external_id, "created_at": now, "updated_at": now,
     } for r in rows]
     # A Core statement executed with the list of rows: SQLAlchemy batches it into multi-row
@@ -97,6 +97,10 @@ def _insert_new(session: Session, rows: Sequence[Upsert], *, now: datetime) -> d
     inserted: dict[Identity, int] = {}
     for id_, *identity in session.connection().execute(stmt, values):
         inserted[tuple(identity)] = id_
+    if inserted:  # each new item's schedule: due now
+        session.connection().execute(insert(Schedule.__table__), [  # type: ignore[arg-type]
+            {"item_id": id_, "provider": identity[0], "next_poll_at": now, "lease_id": 0, "claims_since_poll": 0}
+            for identity, id_ in inserted.items()])
     labelled = [(inserted[r.identity], r.labels) for r in rows if r.labels and r.identity in inserted]
     _insert_labels(session, labelled)
     return inserted
@@ -203,12 +207,16 @@ def make_due(session: Session, provider: str, account: str, named: Iterable[tupl
         by_kind.setdefault(kind, set()).add(ref)
     ids: list[int] = []
     for kind, refs in sorted(by_kind.items()):
+        named_ids = select(Item.id).where(Item.provider == provider, Item.account == account, Item.kind == kind,
+                                          Item.ref.in_(sorted(refs)), Item.state == ItemState.ACTIVE.value)
+        # Only the schedule is written. Its own next_poll_at (never NULL while the item is active)
+        # is checked too: a pause committed while this waited for the row is seen there.
         rows = session.execute(
-            update(Item).where(Item.provider == provider, Item.account == account, Item.kind == kind,
-                               Item.ref.in_(sorted(refs)), Item.state == ItemState.ACTIVE.value)
-            .values(next_poll_at=now, lease_id=Item.lease_id + 1, updated_at=now)
-            .returning(Item.id).execution_options(synchronize_session=False))
-        ids.extend(row.id for row in rows)
+            update(Schedule).where(Schedule.item_id.in_(named_ids.scalar_subquery()),
+                                   Schedule.next_poll_at.is_not(None))
+            .values(next_poll_at=now, lease_id=Schedule.lease_id + 1)
+            .returning(Schedule.item_id).execution_options(synchronize_session=False))
+        ids.extend(row.item_id for row in rows)
     return sorted(ids)
 
 
@@ -224,7 +232,7 @@ def claim_named(session: Session, provider: str, account: str, named: Iterable[t
     if not keys:
         return [], 0
     # Locked in id order, as a chunk's write locks its items: two of them never wait on each other.
-    wanted = select(Item.id, Item.kind, Item.ref, Item.version).where(
+    wanted = select(Item.id, Item.kind, Item.ref, Item.version).join(Schedule, Schedule.item_id == Item.id).where(
         Item.provider == provider, Item.account == account, Item.state == ItemState.ACTIVE.value,
         tuple_(Item.kind, Item.ref).in_(sorted(keys))).order_by(Item.id)
     if session.get_bind().dialect.name == "postgresql":
@@ -234,12 +242,11 @@ def claim_named(session: Session, provider: str, account: str, named: Iterable[t
     if not chosen:
         return [], len(rows)
     claimed = session.execute(
-        update(Item).where(Item.id.in_(chosen))
-        .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Item.lease_id + 1,
-                claims_since_poll=Item.claims_since_poll + 1, due_since=func.coalesce(Item.due_since, now),
-                updated_at=now)
-        .returning(Item.id, Item.lease_id).execution_options(synchronize_session=False))
-    claims = sorted((Claim(row.id, row.lease_id) for row in claimed), key=lambda c: c.item_id)
+        update(Schedule).where(Schedule.item_id.in_(chosen))
+        .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Schedule.lease_id + 1,
+                claims_since_poll=Schedule.claims_since_poll + 1, due_since=func.coalesce(Schedule.due_since, now))
+        .returning(Schedule.item_id, Schedule.lease_id).execution_options(synchronize_session=False))
+    claims = sorted((Claim(row.item_id, row.lease_id) for row in claimed), key=lambda c: c.item_id)
     return claims, len(rows) - len(chosen)
 
 

@@ -15,11 +15,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    and_,
-    func,
 )
-from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 # The provider account models are importable from here too, as every model is (and so are in
 # Base.metadata whenever the models are).
@@ -30,11 +27,13 @@ from worker.store.account_models import Sweep as Sweep
 from worker.store.crypto import EncryptedText
 from worker.store.declarative import NAMING as NAMING
 from worker.store.declarative import Base, partial
+from worker.store.schedule import DUE_KEY as DUE_KEY
+from worker.store.schedule import SCHEDULE_FIELDS
+from worker.store.schedule import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS
+from worker.store.schedule import Schedule as Schedule
+from worker.store.schedule import due_by as due_by
 from worker.store.types import BigId, JSONDoc, UTCDateTime
 
-#: An item claimed in this many leases in a row without a completed poll is stuck. The partial
-#: index ``ix_items_stuck`` is built on it: a change needs a migration of that index.
-STUCK_AFTER_CLAIMS = 3
 #: The states of an item polled no more (``ItemState.TERMINAL``, ``ItemState.GONE``): the prune's
 #: finished items, and the partial index ``ix_items_finished`` (a change needs a migration).
 FINISHED = ("terminal", "gone")
@@ -43,13 +42,13 @@ FINISHED = ("terminal", "gone")
 class Item(Base):
     """A provider resource being watched.
 
-    Invariant: ``next_poll_at`` is NULL unless ``state`` is ``active``, so the due-items index
-    holds only what may be polled and a claim never looks at finished items. Likewise ``failing``
-    implies ``consecutive_failures > 0`` (a success clears both), so the failures index holds
-    every failing item.
+    Its schedule (``next_poll_at``, ``lease_id``, ``claims_since_poll``, ``due_since``) is a row of
+    ``item_schedules`` (worker.store.schedule), made with the item and offered as its attributes.
+    Invariant: ``failing`` implies ``consecutive_failures > 0`` (a success clears both), so the
+    failures index holds every failing item.
 
-    The partial indexes hold only the rows their condition admits (the few failing, stuck or
-    finished items): small, and a poll of a healthy item writes none of them.
+    The partial indexes hold only the rows their condition admits (the few failing or finished
+    items): small, and a quiet poll's write changes no indexed column of the row.
     """
 
     __tablename__ = "items"
@@ -59,7 +58,6 @@ class Item(Base):
         # the running counts of item_tallies (worker.store.tallies) instead.
         Index("ix_items_failures", "provider", "consecutive_failures", "failing",
               **partial("consecutive_failures > 0")),
-        Index("ix_items_stuck", "provider", **partial(f"claims_since_poll >= {STUCK_AFTER_CLAIMS}")),
         # The prune's pick. Its query names the states as literals, as here: SQLite matches a
         # partial index's IN list only to literals, not to bound parameters.
         Index("ix_items_finished", "updated_at",
@@ -74,9 +72,6 @@ class Item(Base):
     ref: Mapped[str] = mapped_column(String(200))
     interval_s: Mapped[float] = mapped_column(Float)
     state: Mapped[str] = mapped_column(String(16), default="active")
-    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Bumped by every claim; a poll writes only if the lease it was given is still current.
-    lease_id: Mapped[int] = mapped_column(Integer, default=0)
     last_polled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_status: Mapped[str | None] = mapped_column(String(80))
@@ -88,35 +83,54 @@ class Item(Base):
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     #: The provider's change marker (ETag) from the last successful poll, for conditional requests.
     version: Mapped[str | None] = mapped_column(String(200))
-    #: Leases handed out since the last completed poll; a few in a row means the item is stuck.
-    claims_since_poll: Mapped[int] = mapped_column(Integer, default=0)
-    #: When the item first came due and has not been polled since: deferred items keep their place.
-    due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The client's own labels ({key: value}) and record id, copied into every event of the item.
     #: Labels are also rows of ``item_labels``, which the label filters use.
     labels: Mapped[Any] = mapped_column(JSONDoc, nullable=True)
     external_id: Mapped[str | None] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When the item's record last changed (settings, state, status, failures); a quiet poll
+    #: leaves it, as it leaves every indexed column (``last_polled_at`` says when it was polled).
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    schedule: Mapped[Schedule] = relationship(lazy="joined", cascade="all, delete-orphan", passive_deletes=True)
 
+    def __init__(self, **fields: Any) -> None:
+        """Columns as keywords, the schedule's among them; the schedule row is made alongside."""
+        planned: dict[str, Any] = {"lease_id": 0, "claims_since_poll": 0}
+        planned.update({name: fields.pop(name) for name in SCHEDULE_FIELDS if name in fields})
+        super().__init__(**fields)
+        self.schedule = Schedule(provider=self.provider, **planned)
 
-#: The dispatch claim's order: the time each item first came due (a deferred item keeps its place).
-#: Never later than ``next_poll_at``: ``due_since`` is only set once the item is due.
-DUE_KEY = func.coalesce(Item.due_since, Item.next_poll_at)
-# The due index, in claim order, with next_poll_at beside the key: a claim of 200 reads 200
-# entries in order, skipping the items under a lease (due_since old, next_poll_at ahead) within
-# the index, instead of reading and sorting every due row (migration 0013: 45-137 ms -> 3 ms
-# for 200 of 34,000 due at 1,000,000 items on PostgreSQL).
-Index("ix_items_due", DUE_KEY, Item.next_poll_at)
+    @property
+    def next_poll_at(self) -> datetime | None:
+        """When the item is polled next (None: it is not polled)."""
+        return self.schedule.next_poll_at
 
+    @next_poll_at.setter
+    def next_poll_at(self, value: datetime | None) -> None:
+        self.schedule.next_poll_at = value
 
-def due_by(moment: datetime, *, strict: bool = False) -> ColumnElement[bool]:
-    """``next_poll_at <= moment`` (``<`` when ``strict``), said so that the due index answers it:
-    the bound on DUE_KEY is implied (the key is never later than next_poll_at) but is what the
-    index is ordered by."""
-    if strict:
-        return and_(DUE_KEY < moment, Item.next_poll_at < moment)  # noqa: SIM300 - DUE_KEY is a column expression
-    return and_(DUE_KEY <= moment, Item.next_poll_at <= moment)  # noqa: SIM300 - as above
+    @property
+    def lease_id(self) -> int:
+        """The current lease: a poll writes only if it holds it."""
+        return self.schedule.lease_id
+
+    @lease_id.setter
+    def lease_id(self, value: int) -> None:
+        self.schedule.lease_id = value
+
+    @property
+    def claims_since_poll(self) -> int:
+        """Leases handed out since the last completed poll."""
+        return self.schedule.claims_since_poll
+
+    @claims_since_poll.setter
+    def claims_since_poll(self, value: int) -> None:
+        self.schedule.claims_since_poll = value
+
+    @property
+    def due_since(self) -> datetime | None:
+        """When the item first came due and has not been polled since."""
+        return self.schedule.due_since
 
 
 class ItemLabel(Base):

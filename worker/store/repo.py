@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
@@ -15,10 +15,12 @@ from worker.errors import Conflict, CursorExpired, DuplicateItemError, ItemNotFo
 from worker.ids import event_time
 from worker.store.db import get_or_raise
 from worker.store.deliveries import enqueue_deliveries
-from worker.store.models import DUE_KEY, Event, Item, RetentionMark, Snapshot, due_by
+from worker.store.models import DUE_KEY, Event, Item, RetentionMark, Schedule, Snapshot, due_by
 
-#: The items table, for Core executemany updates (ORM bulk updates would match on the key only).
+#: The items and schedules tables, for Core executemany updates (ORM bulk updates would match on
+#: the key only).
 _ITEMS = cast(Table, Item.__table__)
+_SCHEDULES = cast(Table, Schedule.__table__)
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,10 @@ def get_item(session: Session, item_id: int) -> Item:
 def delete_item(session: Session, item_id: int) -> Item:
     """Stop tracking: delete the item and its snapshots. Its events stay."""
     item = get_item(session, item_id)
-    session.delete(item)
-    session.flush()
+    # One DELETE of the item, its schedule and snapshots following by the foreign keys' cascade:
+    # the ORM would delete the schedule row first, against the lock order (worker.store.schedule).
+    session.execute(delete(Item).where(Item.id == item_id).execution_options(synchronize_session=False))
+    session.expunge(item)
     return item
 
 
@@ -90,7 +94,7 @@ def set_paused(session: Session, item_id: int, paused: bool, *, now: datetime) -
         raise Conflict(f"item {item_id} is finished (final status {item.last_status!r}); "
                        f"it cannot be {'paused' if paused else 'resumed'}", field="paused")
     if paused:
-        item.state, item.next_poll_at = ItemState.PAUSED.value, None
+        item.state, item.next_poll_at, item.claims_since_poll = ItemState.PAUSED.value, None, 0
         item.lease_id += 1
     else:
         item.state, item.next_poll_at = ItemState.ACTIVE.value, now
@@ -115,19 +119,20 @@ def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int,
     """
     # Most overdue first: an item deferred by a rate limit keeps the time it first came due, so
     # it goes before items that came due after it (otherwise a busy account starves some items).
-    due = select(Item.id).where(due_by(now + timedelta(seconds=lookahead_s))).order_by(DUE_KEY).limit(limit)
+    due = select(Schedule.item_id).where(due_by(now + timedelta(seconds=lookahead_s))).order_by(DUE_KEY).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True)
-    stmt = (update(Item).where(Item.id.in_(due.scalar_subquery()))
-            .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Item.lease_id + 1,
-                    claims_since_poll=Item.claims_since_poll + 1,
-                    due_since=func.coalesce(Item.due_since, Item.next_poll_at))
-            .returning(Item.id, Item.lease_id, Item.due_since)
+    # Only the narrow schedule rows are written (worker.store.schedule): the items are not touched.
+    stmt = (update(Schedule).where(Schedule.item_id.in_(due.scalar_subquery()))
+            .values(next_poll_at=now + timedelta(seconds=lease_s), lease_id=Schedule.lease_id + 1,
+                    claims_since_poll=Schedule.claims_since_poll + 1,
+                    due_since=func.coalesce(Schedule.due_since, Schedule.next_poll_at))
+            .returning(Schedule.item_id, Schedule.lease_id, Schedule.due_since)
             .execution_options(synchronize_session=False))
     # RETURNING gives no order; hand the claims out most overdue first (the new due_since is the
     # time each item first came due).
-    rows = sorted(session.execute(stmt), key=lambda row: (row.due_since, row.id))
-    return [Claim(row.id, row.lease_id) for row in rows]
+    rows = sorted(session.execute(stmt), key=lambda row: (row.due_since, row.item_id))
+    return [Claim(row.item_id, row.lease_id) for row in rows]
 
 
 def padded(ids: list[int]) -> list[int]:
@@ -153,9 +158,10 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
         return []
     leases = {c.item_id: c.lease_id for c in claims}
     rows = session.execute(select(
-        Item.id, Item.provider, Item.account, Item.kind, Item.ref, Item.labels, Item.external_id, Item.lease_id,
+        Item.id, Item.provider, Item.account, Item.kind, Item.ref, Item.labels, Item.external_id, Schedule.lease_id,
         Item.interval_s, Item.consecutive_failures, Item.failing, Item.version,
-    ).where(Item.id.in_(padded(list(leases))), Item.state == ItemState.ACTIVE.value)).all()
+    ).join(Schedule, Schedule.item_id == Item.id)
+        .where(Item.id.in_(padded(list(leases))), Item.state == ItemState.ACTIVE.value)).all()
     current = [r for r in rows if r.lease_id == leases[r.id]]
     latest_ids = (select(func.max(Snapshot.id)).where(Snapshot.item_id.in_(padded([r.id for r in current])))
                   .group_by(Snapshot.item_id))
@@ -185,17 +191,15 @@ Written = tuple[Claim, PollOutcome, Sequence[str], "str | None", datetime]
 def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime) -> list[list[Event] | None]:
     """Write a chunk's results in the caller's transaction; one entry per result, as apply_outcome.
 
-    The items are locked first (SQLite holds its write lock already; PostgreSQL locks the rows),
-    so the leases read here stay true until commit. Polls that changed nothing (no snapshot, no
-    event) are the common case and become two executemany UPDATEs, whatever their number.
+    The items and their schedules are locked first, in id order and each item before its schedule
+    (SQLite holds its write lock already; PostgreSQL locks the rows), so the leases read here stay
+    true until commit. Polls that changed nothing (no snapshot, no event) are the common case and
+    become a few executemany UPDATEs, whatever their number: of the schedules, and of the items
+    without a change to any indexed column (PostgreSQL then updates them in place).
     """
     if not batch:
         return []
-    ids = [entry[0].item_id for entry in batch]
-    leases_q = select(Item.id, Item.lease_id).where(Item.id.in_(padded(ids)))
-    if session.get_bind().dialect.name == "postgresql":
-        leases_q = leases_q.with_for_update()
-    leases: dict[int, int] = {row.id: row.lease_id for row in session.execute(leases_q)}
+    leases = lock_leases(session, [entry[0].item_id for entry in batch])
     results: list[list[Event] | None] = []
     quiet: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for claim, outcome, eids, version, polled_at in batch:
@@ -204,8 +208,7 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime)
         elif outcome.snapshot is None and not outcome.events and outcome.state == ItemState.ACTIVE:
             # Claimed items are active and the lease proves nothing changed that since: the state
             # is left out of the UPDATE, so the index that counts items by state is not rewritten.
-            row: dict[str, Any] = {"b_id": claim.item_id, "b_lease": claim.lease_id,
-                                                   "next_poll_at": outcome.next_poll_at,
+            row: dict[str, Any] = {"b_id": claim.item_id, "b_next": outcome.next_poll_at,
                                    "consecutive_failures": outcome.consecutive_failures,
                                    "failing": outcome.failing, "last_polled_at": polled_at}
             if outcome.error is None:
@@ -217,15 +220,31 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime)
         else:
             results.append(apply_outcome(session, claim, outcome, now=now, event_ids=eids, version=version,
                                          polled_at=polled_at))
-    table = _ITEMS
-    for rows in quiet.values():
-        if not rows:
-            continue
-        values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
-        values.update(updated_at=now, claims_since_poll=0, due_since=None)
-        stmt = update(table).where(table.c.id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease"))
-        session.connection().execute(stmt.values(**values), rows)
+    quiet_rows = quiet[True] + quiet[False]
+    if quiet_rows:
+        # The leases were checked under lock above: these rows are the claims still holding theirs.
+        session.connection().execute(
+            update(_SCHEDULES).where(_SCHEDULES.c.item_id == bindparam("b_id"))
+            .values(next_poll_at=bindparam("b_next"), claims_since_poll=0, due_since=None), quiet_rows)
+    for ok, rows in quiet.items():
+        if rows:
+            values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
+            if not ok:
+                values["updated_at"] = now  # a failure changes the record (and the failures index)
+            session.connection().execute(update(_ITEMS).where(_ITEMS.c.id == bindparam("b_id")).values(**values),
+                                         rows)
     return results
+
+
+def lock_leases(session: Session, ids: Sequence[int]) -> dict[int, int]:
+    """Item id -> its current lease, for the items that exist. On PostgreSQL each item's row and
+    then its schedule's are locked until commit, in id order (worker.store.schedule's lock order);
+    SQLite's writer holds the whole database already."""
+    q = (select(Item.id, Schedule.lease_id).join(Schedule, Schedule.item_id == Item.id)
+         .where(Item.id.in_(padded(list(ids)))).order_by(Item.id))
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update()
+    return {row.id: row.lease_id for row in session.execute(q)}
 
 
 def apply_outcome(
@@ -242,11 +261,12 @@ def apply_outcome(
     """
     if len(event_ids) != len(outcome.events):
         raise ValueError("one event id per event is needed")
+    if lock_leases(session, [claim.item_id]).get(claim.item_id) != claim.lease_id:
+        return None
     values: dict[str, Any] = {
-        "state": outcome.state.value, "next_poll_at": outcome.next_poll_at,
-        "consecutive_failures": outcome.consecutive_failures, "failing": outcome.failing,
-        "last_polled_at": polled_at or now, "updated_at": now, "event_seq": Item.event_seq + len(outcome.events),
-        "claims_since_poll": 0, "due_since": None,
+        "state": outcome.state.value, "consecutive_failures": outcome.consecutive_failures,
+        "failing": outcome.failing, "last_polled_at": polled_at or now, "updated_at": now,
+        "event_seq": Item.event_seq + len(outcome.events),
     }
     if outcome.error is None:
         values["last_success_at"] = polled_at or now
@@ -255,11 +275,11 @@ def apply_outcome(
         values["last_error"], values["last_error_at"] = outcome.error, polled_at or now
     if outcome.snapshot is not None:
         values["last_status"] = outcome.snapshot.status
-    stmt = (update(Item).where(Item.id == claim.item_id, Item.lease_id == claim.lease_id)
-            .values(**values).returning(Item.event_seq).execution_options(synchronize_session=False))
-    last_seq = session.execute(stmt).scalar_one_or_none()
-    if last_seq is None:
-        return None
+    last_seq = session.execute(update(Item).where(Item.id == claim.item_id).values(**values)
+                               .returning(Item.event_seq).execution_options(synchronize_session=False)).scalar_one()
+    session.execute(update(Schedule).where(Schedule.item_id == claim.item_id)
+                    .values(next_poll_at=outcome.next_poll_at, claims_since_poll=0, due_since=None)
+                    .execution_options(synchronize_session=False))
     if outcome.snapshot is not None:
         doc = outcome.snapshot
         session.add(Snapshot(item_id=claim.item_id, taken_at=now, status=doc.status,
@@ -283,19 +303,16 @@ def resync_event_seq(session: Session, item_id: int) -> None:
 
 def defer(session: Session, claim: Claim, until: datetime, *, now: datetime) -> bool:
     """Move a claimed item's next poll without polling it (rate limit, open breaker)."""
-    moved = session.execute(update(Item).where(Item.id == claim.item_id, Item.lease_id == claim.lease_id)
-                            .values(next_poll_at=until, updated_at=now, claims_since_poll=0).returning(Item.id)
-                            .execution_options(synchronize_session=False)).scalar_one_or_none()
-    return moved is not None
+    return defer_many(session, [(claim, until)], now=now) == 1
 
 
 def defer_many(session: Session, moves: Sequence[tuple[Claim, datetime]], *, now: datetime) -> int:
     """``defer`` for many claims in one statement; returns how many still held their lease."""
     if not moves:
         return 0
-    table = _ITEMS
-    stmt = (update(table).where(table.c.id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease"))
-            .values(next_poll_at=bindparam("b_until"), updated_at=now, claims_since_poll=0))
+    table = _SCHEDULES
+    stmt = (update(table).where(table.c.item_id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease"))
+            .values(next_poll_at=bindparam("b_until"), claims_since_poll=0))
     result = session.connection().execute(stmt, [{"b_id": c.item_id, "b_lease": c.lease_id, "b_until": until}
                                                   for c, until in moves])
     return int(result.rowcount)
