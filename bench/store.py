@@ -17,9 +17,10 @@ the same paths again meanwhile. Rounds start a tick (5 s) apart, as in productio
     .venv/bin/python bench/store.py --items 2000 --events 20000 --attempts 20000 --db sqlite   # a quick check
 
 How it runs. A simulated clock starts at the populated data's "now" and moves one dispatch tick
-(POLLER_TICK_SECONDS, 5 s) per round. A round is what a tick brings: claim a dispatch chunk (200, the
-most overdue, as the chunk would be claimed on its own), claim the rest of the tick (limit
-POLLER_DISPATCH_LIMIT, 20,000, as `dispatch_due` claims: at 1M items about 13,000 come due per tick),
+(POLLER_TICK_SECONDS, 5 s) per round. A round is what a tick brings: the tick's claim, as
+`dispatch_due` makes it (limit POLLER_DISPATCH_LIMIT, 20,000: at 1M items about 13,000 come due per
+tick; its target is issue 3's, 1 s per 10,000 claimed), timed in two parts: a dispatch chunk first
+(200, the most overdue), then the rest,
 poll the 200 claimed as unchanged (`load_work`, decisions as worker/polling.py makes them,
 `apply_outcomes` and commit), claim the due deliveries (limit POLLER_DELIVERY_LIMIT; given back
 untimed, so every round claims the same: the newest --due-deliveries of the pending tail, whose
@@ -65,6 +66,7 @@ from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 from store_data import Layout  # noqa: E402
 from store_paths import (  # noqa: E402
     CLAIM,
+    CLAIMS,
     DASHBOARD,
     DEEP,
     DELIVERY,
@@ -108,7 +110,7 @@ def p95(values: Sequence[float]) -> float:
 
 def target_of(path: str, rows: float, limit: float) -> float:
     """The path's target: ``limit`` ms, and for the tick's claim 1 s per 10,000 claimed (issue 3)."""
-    if path == TICK:
+    if path == CLAIMS:
         return max(limit, DISPATCH_MS_PER_10K * rows / 10_000)
     return limit
 

@@ -59,8 +59,11 @@ class SimClock:
         self.at = self.at + timedelta(seconds=seconds)
 
 
-CLAIM = f"dispatch claim, a chunk ({DISPATCH_CHUNK}, `repo.claim_due`)"
-TICK = f"dispatch claim, the rest of the tick (limit {DISPATCH_LIMIT:,})"
+#: The tick's claim as `dispatch_due` makes it (one claim, limit POLLER_DISPATCH_LIMIT), here in two
+#: parts: the first chunk, which pays for visiting what the last tick left, then the rest.
+CLAIMS = f"dispatch claim, one tick's (limit {DISPATCH_LIMIT:,}: the two parts below)"
+CLAIM = f"  of which the first chunk ({DISPATCH_CHUNK}, `repo.claim_due`)"
+TICK = "  of which the rest of the tick"
 POLL = f"a poll's writes, {DISPATCH_CHUNK} unchanged (load + apply)"
 LOAD = "  of which `repo.load_work`"
 APPLY = "  of which `repo.apply_outcomes` + commit"
@@ -71,7 +74,8 @@ DASHBOARD = "dashboard (`page_data`)"
 METRICS = "metrics scrape (`StateCollector.collect`)"
 FIRST, DEEP, FIRST_1K, DEEP_1K = ("events page, first, limit 100", "events page, deep, limit 100",
                                   "events page, first, limit 1000", "events page, deep, limit 1000")
-PATHS = (CLAIM, TICK, POLL, LOAD, APPLY, DELIVERY, BACKLOG, STATUS, DASHBOARD, METRICS, FIRST, DEEP, FIRST_1K, DEEP_1K)
+PATHS = (CLAIMS, CLAIM, TICK, POLL, LOAD, APPLY, DELIVERY, BACKLOG, STATUS, DASHBOARD, METRICS,
+         FIRST, DEEP, FIRST_1K, DEEP_1K)
 
 
 @dataclass
@@ -179,6 +183,7 @@ def one_round(b: Bench) -> dict[str, tuple[float, int]]:
     out[CLAIM] = (ms, len(chunk))
     ms, rest = timed(lambda: claim(DISPATCH_LIMIT))
     out[TICK] = (ms, len(rest))
+    out[CLAIMS] = (out[CLAIM][0] + ms, len(chunk) + len(rest))
     with b.sessions.begin() as s:
         record_heartbeat(s, "dispatch", at=now, seconds=ms / 1000, claimed=len(chunk) + len(rest))
     load_ms, apply_ms = poll_chunk(b, chunk, now)

@@ -226,7 +226,7 @@ class Catalog:
         with self.sessions.begin() as session:
             if paused is not None:
                 repo.set_paused(session, item_id, paused, now=now)
-            item = repo.get_item(session, item_id)
+            item = repo.get_item(session, item_id, lock=interval is not None and paused is None)
             if interval is not None:
                 store.set_interval(item, interval, now=now)
             if external_id is not None:
@@ -252,7 +252,7 @@ class Catalog:
         is already under way. A paused or finished item is a Conflict."""
         now = self.clock()
         with self.sessions.begin() as session:
-            item = repo.get_item(session, item_id)
+            item = repo.get_item(session, item_id, lock=True)
             if item.state != ItemState.ACTIVE.value:
                 hint = "resume it first" if item.state in (ItemState.PAUSED.value, ItemState.GONE.value) else \
                     "it is finished"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.clock import utcnow
 from worker.errors import InputError, NotFound
-from worker.store import repo
+from worker.store import stream
 from worker.store.models import Event, RetentionMark
 
 #: How long a hole in the positions may still be filled by a commit under way (as `poller events -f`).
@@ -58,7 +58,7 @@ class EventFeed:
         whether more are available now."""
         with self.sessions.begin() as session:
             try:
-                start = repo.cursor_position(session, after or None)
+                start = stream.cursor_position(session, after or None)
             except NotFound:
                 raise InputError(f"after {after!r} names no event; pass an event id from this API",
                                  field="after") from None
@@ -76,7 +76,7 @@ class EventFeed:
     def get(self, event_id: str) -> Event:
         """One event by id (NotFound when none has it)."""
         with self.sessions.begin() as session:
-            position = repo.event_position(session, event_id)
+            position = stream.event_position(session, event_id)
             event = session.get(Event, position)
             assert event is not None
             return event

@@ -18,7 +18,7 @@ from worker.guard import KEY_PREFIX
 from worker.status import STUCK_AFTER_CLAIMS, age_seconds
 from worker.store import health, tallies
 from worker.store.models import Heartbeat, Subscription
-from worker.store.repo import oldest_event_at
+from worker.store.stream import oldest_event_at
 
 VERSION = "0.1.0"
 

@@ -285,7 +285,8 @@ class ChunkPoller:
                           poll.doc.version if poll.doc is not None else None, at))
         try:
             with svc.sessions.begin() as session:
-                written = repo.apply_outcomes(session, batch, now=now)
+                written = repo.apply_outcomes(session, batch, now=now,
+                                              lock_also=[u.claim.item_id for u, _ in deferred])
                 moved = repo.defer_many(session, [(u.claim, until) for u, until in deferred], now=now)
             for poll, w in zip(done, written, strict=True):
                 poll.written = w

@@ -60,10 +60,15 @@ def pull_in(session: Session, provider: str, account: str, now: datetime) -> int
     """Bring the account's active items scheduled past their own interval (by a reconciliation
     interval) back within it. Items backing off after failures keep their backoff, and items under
     a claim (``due_since`` set: in flight, or deferred by a rate limit) their lease. Returns how many."""
-    rows = session.execute(
-        select(Item.id, Item.interval_s, Schedule.next_poll_at).join(Schedule, Schedule.item_id == Item.id)
-        .where(Item.provider == provider, Item.account == account, Item.state == ItemState.ACTIVE.value,
-               Item.consecutive_failures == 0, Schedule.due_since.is_(None), Schedule.next_poll_at > now)).all()
+    query = (select(Item.id, Item.interval_s, Schedule.next_poll_at).join(Schedule, Schedule.item_id == Item.id)
+             .where(Item.provider == provider, Item.account == account, Item.state == ItemState.ACTIVE.value,
+                    Item.consecutive_failures == 0, Schedule.due_since.is_(None), Schedule.next_poll_at > now)
+             .order_by(Item.id))
+    if session.get_bind().dialect.name == "postgresql":
+        # Locked as every writer locks (an item before its schedule); an item some poll or claim
+        # holds now is left out: it gets a fresh schedule from that poll.
+        query = query.with_for_update(skip_locked=True)
+    rows = session.execute(query).all()
     moves = [{"b_id": r.id, "b_at": spread_next(r.id, r.interval_s, now)} for r in rows
              if r.next_poll_at > now + timedelta(seconds=r.interval_s)]
     if moves:

@@ -35,7 +35,7 @@ from worker.polling import ChunkPoller, PollReport
 from worker.providers.registry import ProviderSet
 from worker.reconcile import Reconciler
 from worker.status import record_heartbeat
-from worker.store import repo, tallies
+from worker.store import repo, stream, tallies
 from worker.store.models import Event, Item
 from worker.store.repo import Claim, PollWork
 
@@ -229,18 +229,18 @@ class PollerService:
     def events_after(self, position: int, limit: int = 1000) -> list[Event]:
         """Events after a stream position."""
         with self.sessions.begin() as session:
-            return list(repo.events_after(session, position, limit))
+            return list(stream.events_after(session, position, limit))
 
     def event_position(self, event_id_: str) -> int:
         """The stream position of an event id."""
         with self.sessions.begin() as session:
-            return repo.event_position(session, event_id_)
+            return stream.event_position(session, event_id_)
 
     def cursor_position(self, after: str | None) -> int:
         """The position an events cursor reads after (CursorExpired when it is from before what
         retention removed)."""
         with self.sessions.begin() as session:
-            return repo.cursor_position(session, after)
+            return stream.cursor_position(session, after)
 
     def latest_snapshot(self, item_id: int) -> StatusDocument | None:
         """The latest stored document of an item (raw included)."""

@@ -18,8 +18,8 @@ from worker.store import health, tallies
 from worker.store.db import insert_for
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface
 from worker.store.models import Heartbeat, Item
-from worker.store.repo import oldest_event_at
 from worker.store.sizes import StoreSize, store_size
+from worker.store.stream import oldest_event_at
 
 
 def age_seconds(now: datetime, since: datetime | None) -> float:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from alembic import command
 from sqlalchemy import event, select, text
 
-from worker.domain import ItemState, PollOutcome
+from tests.rows import update_items
+from worker.domain import ItemState, PollOutcome, StatusDocument
 from worker.store import repo
 from worker.store.db import make_sessionmaker
 from worker.store.migrate import alembic_config, upgrade
@@ -75,7 +77,7 @@ def test_a_claim_writes_only_schedules_and_a_quiet_poll_updates_its_item_in_plac
     assert not [q for q in sent if q.upper().startswith(("UPDATE ITEMS", "INSERT INTO ITEMS"))], sent
 
     quiet = PollOutcome(state=ItemState.ACTIVE, next_poll_at=clock() + timedelta(seconds=60),
-                        consecutive_failures=0, failing=False, snapshot=None, events=[], error=None)
+                        consecutive_failures=0, failing=False, events=[])
     with sessions.begin() as s:
         written = repo.apply_outcomes(s, [(c, quiet, [], 'W/"1"', clock()) for c in claims], now=clock())
         if engine.dialect.name == "postgresql":  # this transaction's own counts, before commit
@@ -88,3 +90,59 @@ def test_a_claim_writes_only_schedules_and_a_quiet_poll_updates_its_item_in_plac
         items = s.scalars(select(Item).order_by(Item.id)).all()
         assert {(i.next_poll_at, i.claims_since_poll, i.due_since, i.version, i.last_polled_at, i.updated_at)
                 for i in items} == {(clock() + timedelta(seconds=60), 0, None, 'W/"1"', clock(), created)}
+
+
+def test_a_written_poll_uses_its_lease_up(engine, clock):
+    """A late duplicate of a claim already written (a redelivered chunk) writes nothing, quiet or
+    not: the write moved the lease on. A quiet success that ends failures moves updated_at."""
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        for n in range(3):
+            repo.add_item(s, provider="billit", account="default", kind="order", ref=str(n), interval_s=60,
+                          now=clock())
+        update_items(s, Item.id == 2, consecutive_failures=2)
+        claims = repo.claim_due(s, now=clock(), lease_s=30, limit=10)
+    clock.advance(5)
+    quiet = PollOutcome(state=ItemState.ACTIVE, next_poll_at=clock() + timedelta(seconds=60),
+                        consecutive_failures=0, failing=False, events=[])
+    finished = PollOutcome(state=ItemState.TERMINAL, next_poll_at=None, consecutive_failures=0, failing=False,
+                           events=[], snapshot=StatusDocument("paid", True, {"status": "paid"}))
+    batch = [(claims[0], quiet, [], None, clock()), (claims[1], quiet, [], None, clock()),
+             (claims[2], finished, [], None, clock())]
+    with sessions.begin() as s:
+        assert repo.apply_outcomes(s, batch, now=clock()) == [[], [], []]
+    with sessions.begin() as s:
+        assert repo.apply_outcomes(s, batch, now=clock()) == [None, None, None]
+        assert repo.apply_outcome(s, claims[2], quiet, now=clock(), event_ids=[]) is None
+        assert repo.defer(s, claims[2], clock(), now=clock()) is False
+    with sessions.begin() as s:
+        got = [(i.state, i.next_poll_at, i.updated_at) for i in s.scalars(select(Item).order_by(Item.id))]
+    assert got == [("active", clock() + timedelta(seconds=60), clock() - timedelta(seconds=5)),
+                   ("active", clock() + timedelta(seconds=60), clock()),  # its failures ended
+                   ("terminal", None, clock())]
+
+
+def test_a_pause_moves_on_a_lease_handed_out_after_the_item_was_read(engine, clock):
+    """An item read by a request before a claim committed is locked and read afresh when paused:
+    the pause moves the lease past the claim's, so the poll under way cannot write after it."""
+    if engine.dialect.name == "sqlite":
+        pytest.skip("SQLite serializes writers: no claim can commit while the pausing transaction is open")
+    sessions = make_sessionmaker(engine)
+    with sessions.begin() as s:
+        repo.add_item(s, provider="billit", account="default", kind="order", ref="1", interval_s=60, now=clock())
+    with sessions.begin() as pausing:
+        stale = pausing.get(Item, 1)
+        assert stale is not None and stale.lease_id == 0
+        with sessions.begin() as s:
+            (claim,) = repo.claim_due(s, now=clock(), lease_s=30, limit=10)
+        assert claim.lease_id == 1
+        repo.set_paused(pausing, 1, True, now=clock())
+    quiet = PollOutcome(state=ItemState.ACTIVE, next_poll_at=clock() + timedelta(seconds=60),
+                        consecutive_failures=0, failing=False, events=[])
+    with sessions.begin() as s:
+        assert repo.apply_outcomes(s, [(claim, quiet, [], None, clock())], now=clock()) == [None]
+    with sessions.begin() as s:
+        item = s.get(Item, 1)
+        assert item is not None
+        assert (item.state, item.next_poll_at, item.lease_id, item.claims_since_poll, item.due_since) == (
+            "paused", None, 2, 0, None)

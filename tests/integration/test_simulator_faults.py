@@ -46,7 +46,7 @@ def test_fault_slow_trips_client_timeout(sim: Simulator) -> None:
     with pytest.raises(requests.exceptions.ReadTimeout):
         requests.get(f"{sim.url}/v1/orders/{order_id}", headers=billit.AUTH, timeout=0.2)
     sim.faults.clear("billit")
-    response = requests.get(f"{sim.url}/v1/orders/{order_id}", headers=billit.AUTH, timeout=0.2)
+    response = requests.get(f"{sim.url}/v1/orders/{order_id}", headers=billit.AUTH, timeout=5)  # load-proof
     assert response.status_code == 200 and response.json()["OrderID"] == order_id
 
 

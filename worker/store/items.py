@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from worker.domain import ItemState
 from worker.store.db import insert_for
 from worker.store.models import Item, ItemLabel, Schedule, Snapshot
-from worker.store.repo import Claim
+from worker.store.repo import Claim, lock_leases
 
 #: Rows per statement: SQLite allows 32,766 bound parameters; an item identity takes four.
 CHUNK = 500
@@ -111,7 +111,7 @@ def _apply_updates(session: Session, updates: Sequence[tuple[int, Upsert]], *, n
                 if r.interval_s is not None or r.labels is not None or r.external_id is not None]
     if not changing:
         return
-    items = {i.id: i for i in load_items(session, {id_ for id_, _ in changing})}
+    items = {i.id: i for i in load_items(session, {id_ for id_, _ in changing}, lock=True)}
     relabel: dict[int, dict[str, str]] = {}
     for id_, r in changing:
         item = items[id_]
@@ -137,12 +137,17 @@ def set_interval(item: Item, interval_s: float, *, now: datetime) -> None:
         item.next_poll_at = due_by
 
 
-def load_items(session: Session, ids: Iterable[int]) -> list[Item]:
-    """The items with these ids (those that exist)."""
+def load_items(session: Session, ids: Iterable[int], *, lock: bool = False) -> list[Item]:
+    """The items with these ids (those that exist). With ``lock``, locked with their schedules in
+    id order (repo.lock_leases) and read afresh, for a change of their schedule."""
     todo = sorted(ids)
     out: list[Item] = []
     for start in range(0, len(todo), CHUNK * 4):
-        out.extend(session.scalars(select(Item).where(Item.id.in_(todo[start:start + CHUNK * 4]))))
+        part = todo[start:start + CHUNK * 4]
+        if lock:
+            lock_leases(session, part)
+        query = select(Item).where(Item.id.in_(part))
+        out.extend(session.scalars(query.execution_options(populate_existing=True) if lock else query))
     return out
 
 
@@ -202,22 +207,20 @@ def make_due(session: Session, provider: str, account: str, named: Iterable[tupl
              now: datetime) -> list[int]:
     """Make the active items named by ``(kind, ref)`` due now, their lease moved on (a poll under
     way then cannot store its possibly older answer); returns their ids. A push or a sweep's hint."""
-    by_kind: dict[str, set[str]] = {}
-    for kind, ref in named:
-        by_kind.setdefault(kind, set()).add(ref)
-    ids: list[int] = []
-    for kind, refs in sorted(by_kind.items()):
-        named_ids = select(Item.id).where(Item.provider == provider, Item.account == account, Item.kind == kind,
-                                          Item.ref.in_(sorted(refs)), Item.state == ItemState.ACTIVE.value)
-        # Only the schedule is written. Its own next_poll_at (never NULL while the item is active)
-        # is checked too: a pause committed while this waited for the row is seen there.
-        rows = session.execute(
-            update(Schedule).where(Schedule.item_id.in_(named_ids.scalar_subquery()),
-                                   Schedule.next_poll_at.is_not(None))
-            .values(next_poll_at=now, lease_id=Schedule.lease_id + 1)
-            .returning(Schedule.item_id).execution_options(synchronize_session=False))
-        ids.extend(row.item_id for row in rows)
-    return sorted(ids)
+    keys = sorted(set(named))
+    if not keys:
+        return []
+    wanted = select(Item.id).where(Item.provider == provider, Item.account == account,
+                                   Item.state == ItemState.ACTIVE.value, tuple_(Item.kind, Item.ref).in_(keys))
+    # Only the schedules are written, but each item is locked before its schedule, in id order
+    # (worker.store.schedule's lock order), and read as active under the lock.
+    if session.get_bind().dialect.name == "postgresql":
+        wanted = wanted.order_by(Item.id).with_for_update(of=Item)
+    rows = session.execute(
+        update(Schedule).where(Schedule.item_id.in_(list(session.scalars(wanted))), Schedule.next_poll_at.is_not(None))
+        .values(next_poll_at=now, lease_id=Schedule.lease_id + 1)
+        .returning(Schedule.item_id).execution_options(synchronize_session=False))
+    return sorted(row.item_id for row in rows)
 
 
 def claim_named(session: Session, provider: str, account: str, named: Iterable[tuple[str, str]], *,

@@ -91,7 +91,9 @@ class Item(Base):
     #: When the item's record last changed (settings, state, status, failures); a quiet poll
     #: leaves it, as it leaves every indexed column (``last_polled_at`` says when it was polled).
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    schedule: Mapped[Schedule] = relationship(lazy="joined", cascade="all, delete-orphan", passive_deletes=True)
+    #: Every item has one: joined with an inner join (cheaper, and PostgreSQL can lock both rows).
+    schedule: Mapped[Schedule] = relationship(lazy="joined", innerjoin=True, cascade="all, delete-orphan",
+                                              passive_deletes=True)
 
     def __init__(self, **fields: Any) -> None:
         """Columns as keywords, the schedule's among them; the schedule row is made alongside."""

@@ -7,15 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, select, update
+from sqlalchemy import Table, bindparam, case, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
-from worker.errors import Conflict, CursorExpired, DuplicateItemError, ItemNotFoundError, NotFound
-from worker.ids import event_time
+from worker.errors import Conflict, DuplicateItemError, ItemNotFoundError
 from worker.store.db import get_or_raise
 from worker.store.deliveries import enqueue_deliveries
-from worker.store.models import DUE_KEY, Event, Item, RetentionMark, Schedule, Snapshot, due_by
+from worker.store.models import DUE_KEY, Event, Item, Schedule, Snapshot, due_by
 
 #: The items and schedules tables, for Core executemany updates (ORM bulk updates would match on
 #: the key only).
@@ -65,8 +64,16 @@ def add_item(
     return item
 
 
-def get_item(session: Session, item_id: int) -> Item:
-    """The item with ``item_id``, or ItemNotFoundError."""
+def get_item(session: Session, item_id: int, *, lock: bool = False) -> Item:
+    """The item with ``item_id``, or ItemNotFoundError. With ``lock``, for a change of its state or
+    schedule: it and its schedule are locked (lock_leases) and read afresh under the lock, so a
+    claim or poll that committed meanwhile is not overwritten with what was read before it."""
+    if lock:
+        lock_leases(session, [item_id])
+        item = session.get(Item, item_id, populate_existing=True)
+        if item is None:
+            raise ItemNotFoundError(f"no tracked item has id {item_id}")
+        return item
     return get_or_raise(session, Item, item_id, ItemNotFoundError, f"no tracked item has id {item_id}")
 
 
@@ -89,12 +96,13 @@ def set_paused(session: Session, item_id: int, paused: bool, *, now: datetime) -
         ItemNotFoundError: no such item.
         Conflict: the item is finished (terminal): there is nothing left to poll.
     """
-    item = get_item(session, item_id)
+    item = get_item(session, item_id, lock=True)
     if item.state == ItemState.TERMINAL.value:
         raise Conflict(f"item {item_id} is finished (final status {item.last_status!r}); "
                        f"it cannot be {'paused' if paused else 'resumed'}", field="paused")
     if paused:
         item.state, item.next_poll_at, item.claims_since_poll = ItemState.PAUSED.value, None, 0
+        item.schedule.due_since = None  # resumed, it takes its place from when it is due again
         item.lease_id += 1
     else:
         item.state, item.next_poll_at = ItemState.ACTIVE.value, now
@@ -188,18 +196,23 @@ def load_work(session: Session, claims: Sequence[Claim]) -> list[PollWork]:
 Written = tuple[Claim, PollOutcome, Sequence[str], "str | None", datetime]
 
 
-def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime) -> list[list[Event] | None]:
+def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime,
+                   lock_also: Sequence[int] = ()) -> list[list[Event] | None]:
     """Write a chunk's results in the caller's transaction; one entry per result, as apply_outcome.
 
     The items and their schedules are locked first, in id order and each item before its schedule
     (SQLite holds its write lock already; PostgreSQL locks the rows), so the leases read here stay
     true until commit. Polls that changed nothing (no snapshot, no event) are the common case and
     become a few executemany UPDATEs, whatever their number: of the schedules, and of the items
-    without a change to any indexed column (PostgreSQL then updates them in place).
+    without a change to any indexed column (PostgreSQL then updates them in place). ``lock_also``:
+    items the same transaction writes next (deferred ones), locked in the same id order.
+
+    A written poll uses its lease up (the lease moves on): a duplicate of the same claim writes
+    nothing.
     """
-    if not batch:
+    if not batch and not lock_also:
         return []
-    leases = lock_leases(session, [entry[0].item_id for entry in batch])
+    leases = lock_leases(session, [entry[0].item_id for entry in batch] + list(lock_also))
     results: list[list[Event] | None] = []
     quiet: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for claim, outcome, eids, version, polled_at in batch:
@@ -225,12 +238,15 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime)
         # The leases were checked under lock above: these rows are the claims still holding theirs.
         session.connection().execute(
             update(_SCHEDULES).where(_SCHEDULES.c.item_id == bindparam("b_id"))
-            .values(next_poll_at=bindparam("b_next"), claims_since_poll=0, due_since=None), quiet_rows)
+            .values(next_poll_at=bindparam("b_next"), lease_id=_SCHEDULES.c.lease_id + 1, claims_since_poll=0,
+                    due_since=None), quiet_rows)
     for ok, rows in quiet.items():
         if rows:
             values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
-            if not ok:
-                values["updated_at"] = now  # a failure changes the record (and the failures index)
+            # A failure, or a success ending failures, changes the record (and the failures index);
+            # any other quiet poll leaves updated_at as it is, and so every indexed column.
+            values["updated_at"] = now if not ok else case(
+                (_ITEMS.c.consecutive_failures != 0, now), else_=_ITEMS.c.updated_at)
             session.connection().execute(update(_ITEMS).where(_ITEMS.c.id == bindparam("b_id")).values(**values),
                                          rows)
     return results
@@ -278,7 +294,8 @@ def apply_outcome(
     last_seq = session.execute(update(Item).where(Item.id == claim.item_id).values(**values)
                                .returning(Item.event_seq).execution_options(synchronize_session=False)).scalar_one()
     session.execute(update(Schedule).where(Schedule.item_id == claim.item_id)
-                    .values(next_poll_at=outcome.next_poll_at, claims_since_poll=0, due_since=None)
+                    .values(next_poll_at=outcome.next_poll_at, lease_id=Schedule.lease_id + 1, claims_since_poll=0,
+                            due_since=None)
                     .execution_options(synchronize_session=False))
     if outcome.snapshot is not None:
         doc = outcome.snapshot
@@ -326,55 +343,6 @@ def add_system_event(session: Session, event_id: str, etype: str, data: dict[str
     session.flush()
     enqueue_deliveries(session, [event], now=now)
     return event
-
-
-def event_position(session: Session, event_id: str) -> int:
-    """The stream position of an event id, or NotFound when no event has it."""
-    pos = session.scalar(select(Event.position).where(Event.id == event_id))
-    if pos is None:
-        raise NotFound(f"no event has id {event_id!r}")
-    return pos
-
-
-def oldest_event_at(session: Session) -> datetime | None:
-    """When the oldest retained event was created (`poller status`, the metrics). From the
-    stream's start, not from past the retention mark: an event a subscriber still waits for is
-    kept however old, and may sit before the mark."""
-    return session.scalar(select(Event.created_at).order_by(Event.position).limit(1))
-
-
-def cursor_position(session: Session, after: str | None) -> int:
-    """The stream position an events cursor (an event id; None for the start) reads after.
-
-    Raises:
-        CursorExpired: the cursor is from before what retention removed; the message names the
-            oldest retained event.
-        NotFound: no event has that id, and it is not one retention removed.
-    """
-    if after is None:
-        return 0
-    mark = session.get(RetentionMark, "events")
-    try:
-        start = event_position(session, after)
-    except NotFound:
-        made = event_time(after)
-        if mark is None or made is None or made > mark.at:
-            raise
-        start = -1
-    if mark is not None and start < mark.position:
-        oldest = session.scalars(select(Event).order_by(Event.position).limit(1)).first()
-        where = f"the oldest retained event is {oldest.id}, created {oldest.created_at:%Y-%m-%d %H:%M:%S} UTC" \
-            if oldest is not None else "no event is retained"
-        raise CursorExpired(f"after {after!r} is before the retained events: events up to "
-                            f"{mark.at:%Y-%m-%d %H:%M:%S} UTC were removed by retention (POLLER_RETENTION_EVENTS); "
-                            f"{where}. Read again from the start (no after) to continue from it.", field="after")
-    return start
-
-
-def events_after(session: Session, position: int, limit: int = 1000) -> Sequence[Event]:
-    """Events after ``position`` in stream order."""
-    return session.scalars(select(Event).where(Event.position > position)
-                           .order_by(Event.position).limit(limit)).all()
 
 
 def latest_snapshot(session: Session, item_id: int) -> Snapshot | None:

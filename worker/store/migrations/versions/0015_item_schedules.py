@@ -22,6 +22,9 @@ _MOVED = ("next_poll_at", "lease_id", "claims_since_poll", "due_since")
 
 
 def upgrade() -> None:
+    postgresql = op.get_bind().dialect.name == "postgresql"
+    if postgresql:  # no claim or poll may move a schedule between the copy and the drop
+        op.execute("LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE")
     op.create_table(
         "item_schedules",
         sa.Column("item_id", sa.Integer(), nullable=False),
@@ -48,8 +51,9 @@ def upgrade() -> None:
     for column in _MOVED:
         # ALTER TABLE ... DROP COLUMN on both (SQLite 3.35+): no rebuild of items and its triggers.
         op.execute(f"ALTER TABLE items DROP COLUMN {column}")
-    if op.get_bind().dialect.name == "postgresql":
+    if postgresql:
         op.execute("ALTER TABLE items SET (fillfactor = 85)")
+        op.execute("ANALYZE item_schedules")  # the due queries are planned by its statistics
 
 
 def downgrade() -> None:
@@ -67,3 +71,6 @@ def downgrade() -> None:
     op.create_index("ix_items_stuck", "items", ["provider"],
                     sqlite_where=sa.text("claims_since_poll >= 3"), postgresql_where=sa.text("claims_since_poll >= 3"))
     op.drop_table("item_schedules")
+    if op.get_bind().dialect.name == "postgresql":  # as 0014 had them (SQLite cannot drop a default)
+        for column in ("lease_id", "claims_since_poll"):
+            op.alter_column("items", column, server_default=None)
