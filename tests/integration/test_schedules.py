@@ -146,3 +146,10 @@ def test_a_pause_moves_on_a_lease_handed_out_after_the_item_was_read(engine, clo
         assert item is not None
         assert (item.state, item.next_poll_at, item.lease_id, item.claims_since_poll, item.due_since) == (
             "paused", None, 2, 0, None)
+
+
+def test_a_query_naming_a_schedule_column_on_item_is_refused():
+    """``Item.next_poll_at`` in a query would compare a Python object, silently ``WHERE false``:
+    named on the class, the schedule's attributes refuse and name the column to use."""
+    with pytest.raises(AttributeError, match=r"Schedule\.next_poll_at"):
+        select(Item.id).where(Item.next_poll_at.is_(None))  # type: ignore[union-attr]

@@ -28,7 +28,7 @@ from worker.store.crypto import EncryptedText
 from worker.store.declarative import NAMING as NAMING
 from worker.store.declarative import Base, partial
 from worker.store.schedule import DUE_KEY as DUE_KEY
-from worker.store.schedule import SCHEDULE_FIELDS
+from worker.store.schedule import SCHEDULE_FIELDS, OnSchedule
 from worker.store.schedule import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS
 from worker.store.schedule import Schedule as Schedule
 from worker.store.schedule import due_by as due_by
@@ -102,37 +102,11 @@ class Item(Base):
         super().__init__(**fields)
         self.schedule = Schedule(provider=self.provider, **planned)
 
-    @property
-    def next_poll_at(self) -> datetime | None:
-        """When the item is polled next (None: it is not polled)."""
-        return self.schedule.next_poll_at
-
-    @next_poll_at.setter
-    def next_poll_at(self, value: datetime | None) -> None:
-        self.schedule.next_poll_at = value
-
-    @property
-    def lease_id(self) -> int:
-        """The current lease: a poll writes only if it holds it."""
-        return self.schedule.lease_id
-
-    @lease_id.setter
-    def lease_id(self, value: int) -> None:
-        self.schedule.lease_id = value
-
-    @property
-    def claims_since_poll(self) -> int:
-        """Leases handed out since the last completed poll."""
-        return self.schedule.claims_since_poll
-
-    @claims_since_poll.setter
-    def claims_since_poll(self, value: int) -> None:
-        self.schedule.claims_since_poll = value
-
-    @property
-    def due_since(self) -> datetime | None:
-        """When the item first came due and has not been polled since."""
-        return self.schedule.due_since
+    #: The schedule's columns, as attributes of the item (worker.store.schedule.OnSchedule).
+    next_poll_at: OnSchedule[datetime | None] = OnSchedule()
+    lease_id: OnSchedule[int] = OnSchedule()
+    claims_since_poll: OnSchedule[int] = OnSchedule()
+    due_since: OnSchedule[datetime | None] = OnSchedule()
 
 
 class ItemLabel(Base):

@@ -16,6 +16,7 @@ only schedules).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Generic, TypeVar, overload
 
 from sqlalchemy import ForeignKey, Index, Integer, String, and_, func
 from sqlalchemy.orm import Mapped, mapped_column
@@ -57,6 +58,32 @@ class Schedule(Base):
     claims_since_poll: Mapped[int] = mapped_column(Integer, default=0)
     #: When the item first came due and has not been polled since: deferred items keep their place.
     due_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+T = TypeVar("T")
+
+
+class OnSchedule(Generic[T]):
+    """An attribute of an item kept on its schedule row (``item.next_poll_at`` is
+    ``item.schedule.next_poll_at``). Named on the class, as a query would, it refuses: the column
+    is ``Schedule``'s, and the item's name would silently compare as a Python object."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, item: None, owner: type) -> OnSchedule[T]: ...
+    @overload
+    def __get__(self, item: object, owner: type) -> T: ...
+    def __get__(self, item: object | None, owner: type) -> OnSchedule[T] | T:
+        if item is None:
+            raise AttributeError(f"{owner.__name__}.{self.name} is a column of item_schedules: "
+                                 f"name Schedule.{self.name} in a query")
+        value: T = getattr(item.schedule, self.name)  # type: ignore[attr-defined]
+        return value
+
+    def __set__(self, item: Any, value: T) -> None:
+        setattr(item.schedule, self.name, value)
 
 
 #: The dispatch claim's order: the time each item first came due (a deferred item keeps its place).
