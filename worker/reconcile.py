@@ -65,9 +65,9 @@ def pull_in(session: Session, provider: str, account: str, now: datetime) -> int
                     Item.consecutive_failures == 0, Schedule.due_since.is_(None), Schedule.next_poll_at > now)
              .order_by(Item.id))
     if session.get_bind().dialect.name == "postgresql":
-        # Locked as every writer locks (an item before its schedule); an item some poll or claim
-        # holds now is left out: it gets a fresh schedule from that poll.
-        query = query.with_for_update(skip_locked=True)
+        # The schedules locked, as every writer locks them; one a poll or claim holds now is left
+        # out: it gets a fresh schedule from that poll.
+        query = query.with_for_update(of=Schedule, skip_locked=True)
     rows = session.execute(query).all()
     moves = [{"b_id": r.id, "b_at": spread_next(r.id, r.interval_s, now)} for r in rows
              if r.next_poll_at > now + timedelta(seconds=r.interval_s)]

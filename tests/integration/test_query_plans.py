@@ -308,8 +308,10 @@ def run_paths(stack: Stack, rec: Recorder, ids: list[int], failing: int) -> None
 EXPECTED: dict[str, list[str]] = {
     "dispatch claim": [r"^UPDATE item_schedules SET next_poll_at"],
     "poll writes": [r"^UPDATE items SET .* RETURNING .*event_seq",  # apply_outcome
-                    r"^UPDATE item_schedules SET next_poll_at=.* WHERE item_schedules\.item_id = [^ ]+$",  # quiet polls
-                    r"^UPDATE items SET .*last_polled_at=.* WHERE items\.id = [^ ]+$",  # quiet polls, the items
+                    # quiet polls (worker.store.quiet): PostgreSQL from unnest(), SQLite executemany
+                    r"^UPDATE item_schedules (AS s SET next_poll_at = v\.|SET next_poll_at=.* WHERE item_schedules"
+                    r"\.item_id = [^ ]+$)",
+                    r"^UPDATE items (AS i SET last_polled_at = v\.|SET .*last_polled_at=.* WHERE items\.id = [^ ]+$)",
                     # defer_many
                     r"^UPDATE item_schedules SET next_poll_at=[^,]+, claims_since_poll=[^ ]+ WHERE .*lease_id"],
     "delivery claim": [r"^UPDATE deliveries SET next_attempt_at", r"FROM delivery_attempts WHERE"],

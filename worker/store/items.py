@@ -212,12 +212,11 @@ def make_due(session: Session, provider: str, account: str, named: Iterable[tupl
         return []
     wanted = select(Item.id).where(Item.provider == provider, Item.account == account,
                                    Item.state == ItemState.ACTIVE.value, tuple_(Item.kind, Item.ref).in_(keys))
-    # Only the schedules are written, but each item is locked before its schedule, in id order
-    # (worker.store.schedule's lock order), and read as active under the lock.
-    if session.get_bind().dialect.name == "postgresql":
-        wanted = wanted.order_by(Item.id).with_for_update(of=Item)
+    # Only the schedules are written (and locked, in id order). Their own next_poll_at, never NULL
+    # while the item is active, is checked as each is locked: a pause committed meanwhile is seen.
+    ids = sorted(session.scalars(wanted))
     rows = session.execute(
-        update(Schedule).where(Schedule.item_id.in_(list(session.scalars(wanted))), Schedule.next_poll_at.is_not(None))
+        update(Schedule).where(Schedule.item_id.in_(ids), Schedule.next_poll_at.is_not(None))
         .values(next_poll_at=now, lease_id=Schedule.lease_id + 1)
         .returning(Schedule.item_id).execution_options(synchronize_session=False))
     return sorted(row.item_id for row in rows)
@@ -234,12 +233,12 @@ def claim_named(session: Session, provider: str, account: str, named: Iterable[t
     keys = set(named)
     if not keys:
         return [], 0
-    # Locked in id order, as a chunk's write locks its items: two of them never wait on each other.
+    # Their schedules locked in id order, as a chunk's write locks them: two never wait on each other.
     wanted = select(Item.id, Item.kind, Item.ref, Item.version).join(Schedule, Schedule.item_id == Item.id).where(
         Item.provider == provider, Item.account == account, Item.state == ItemState.ACTIVE.value,
         tuple_(Item.kind, Item.ref).in_(sorted(keys))).order_by(Item.id)
     if session.get_bind().dialect.name == "postgresql":
-        wanted = wanted.with_for_update()
+        wanted = wanted.with_for_update(of=Schedule)
     rows = session.execute(wanted).all()
     chosen = [r.id for r in rows if fresh((r.kind, r.ref), r.version)]
     if not chosen:

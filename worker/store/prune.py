@@ -32,6 +32,7 @@ from worker.store.models import (
     Snapshot,
     Subscription,
 )
+from worker.store.repo import lock_leases
 
 #: Items whose snapshots are counted per query when trimming each item's history.
 ITEMS_PER_SCAN = 500
@@ -218,6 +219,7 @@ class Pruner:
                         delete(Snapshot).where(Snapshot.id.in_(batch))))))
         with self.sessions.begin() as s:  # unless one was tracked again meanwhile
             gone = s.scalars(select(Item.id).where(Item.id.in_(ids), _finished_items(cut))).all()
+            lock_leases(s, gone)  # their schedules first, as every writer locks (worker.store.schedule)
             s.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(gone)))
             add("items", _rowcount(s.execute(delete(Item).where(Item.id.in_(gone)))))
             tallies.fold(s)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, delete, func, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
@@ -15,10 +15,9 @@ from worker.errors import Conflict, DuplicateItemError, ItemNotFoundError
 from worker.store.db import get_or_raise
 from worker.store.deliveries import enqueue_deliveries
 from worker.store.models import DUE_KEY, Event, Item, Schedule, Snapshot, due_by
+from worker.store.quiet import QuietPoll, write_quiet
 
-#: The items and schedules tables, for Core executemany updates (ORM bulk updates would match on
-#: the key only).
-_ITEMS = cast(Table, Item.__table__)
+#: The schedules table, for Core executemany updates (ORM bulk updates would match on the key only).
 _SCHEDULES = cast(Table, Schedule.__table__)
 
 
@@ -80,8 +79,8 @@ def get_item(session: Session, item_id: int, *, lock: bool = False) -> Item:
 def delete_item(session: Session, item_id: int) -> Item:
     """Stop tracking: delete the item and its snapshots. Its events stay."""
     item = get_item(session, item_id)
-    # One DELETE of the item, its schedule and snapshots following by the foreign keys' cascade:
-    # the ORM would delete the schedule row first, against the lock order (worker.store.schedule).
+    lock_leases(session, [item_id])  # the schedule first (worker.store.schedule's lock order)
+    # One DELETE: the schedule and snapshots follow by the foreign keys' cascade.
     session.execute(delete(Item).where(Item.id == item_id).execution_options(synchronize_session=False))
     session.expunge(item)
     return item
@@ -200,66 +199,49 @@ def apply_outcomes(session: Session, batch: Sequence[Written], *, now: datetime,
                    lock_also: Sequence[int] = ()) -> list[list[Event] | None]:
     """Write a chunk's results in the caller's transaction; one entry per result, as apply_outcome.
 
-    The items and their schedules are locked first, in id order and each item before its schedule
-    (SQLite holds its write lock already; PostgreSQL locks the rows), so the leases read here stay
-    true until commit. Polls that changed nothing (no snapshot, no event) are the common case and
-    become a few executemany UPDATEs, whatever their number: of the schedules, and of the items
-    without a change to any indexed column (PostgreSQL then updates them in place). ``lock_also``:
-    items the same transaction writes next (deferred ones), locked in the same id order.
+    Polls that changed nothing (no snapshot, no event) are the common case: worker.store.quiet
+    writes them all at once, checking each lease as it writes. The others are written one by one
+    after their schedules are locked (lock_leases). ``lock_also``: items the same transaction
+    writes next (deferred ones), locked with them.
 
     A written poll uses its lease up (the lease moves on): a duplicate of the same claim writes
     nothing.
     """
     if not batch and not lock_also:
         return []
-    leases = lock_leases(session, [entry[0].item_id for entry in batch] + list(lock_also))
+    # Claimed items are active and a held lease proves nothing changed that since: a quiet poll's
+    # write leaves the state out, so the index that counts items by state is not rewritten.
+    quiet = [QuietPoll(c.item_id, c.lease_id, o.next_poll_at, o.consecutive_failures, o.failing, polled_at,
+                       version, o.error)
+             for c, o, _, version, polled_at in batch
+             if o.snapshot is None and not o.events and o.state == ItemState.ACTIVE]
+    quiet_ids = {q.item_id for q in quiet}
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    loud = [entry[0].item_id for entry in batch if sqlite or entry[0].item_id not in quiet_ids]
+    leases = lock_leases(session, loud + list(lock_also))
+    held = write_quiet(session, quiet, now=now, leases=leases)
     results: list[list[Event] | None] = []
-    quiet: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for claim, outcome, eids, version, polled_at in batch:
-        if leases.get(claim.item_id) != claim.lease_id:
+        if claim.item_id in quiet_ids:
+            results.append([] if claim.item_id in held else None)
+        elif leases.get(claim.item_id) != claim.lease_id:
             results.append(None)
-        elif outcome.snapshot is None and not outcome.events and outcome.state == ItemState.ACTIVE:
-            # Claimed items are active and the lease proves nothing changed that since: the state
-            # is left out of the UPDATE, so the index that counts items by state is not rewritten.
-            row: dict[str, Any] = {"b_id": claim.item_id, "b_next": outcome.next_poll_at,
-                                   "consecutive_failures": outcome.consecutive_failures,
-                                   "failing": outcome.failing, "last_polled_at": polled_at}
-            if outcome.error is None:
-                row.update(version=version, last_success_at=polled_at)
-            else:
-                row.update(last_error=outcome.error, last_error_at=polled_at)
-            quiet[outcome.error is None].append(row)
-            results.append([])
         else:
             results.append(apply_outcome(session, claim, outcome, now=now, event_ids=eids, version=version,
                                          polled_at=polled_at))
-    quiet_rows = quiet[True] + quiet[False]
-    if quiet_rows:
-        # The leases were checked under lock above: these rows are the claims still holding theirs.
-        session.connection().execute(
-            update(_SCHEDULES).where(_SCHEDULES.c.item_id == bindparam("b_id"))
-            .values(next_poll_at=bindparam("b_next"), lease_id=_SCHEDULES.c.lease_id + 1, claims_since_poll=0,
-                    due_since=None), quiet_rows)
-    for ok, rows in quiet.items():
-        if rows:
-            values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
-            # A failure, or a success ending failures, changes the record (and the failures index);
-            # any other quiet poll leaves updated_at as it is, and so every indexed column.
-            values["updated_at"] = now if not ok else case(
-                (_ITEMS.c.consecutive_failures != 0, now), else_=_ITEMS.c.updated_at)
-            session.connection().execute(update(_ITEMS).where(_ITEMS.c.id == bindparam("b_id")).values(**values),
-                                         rows)
     return results
 
 
 def lock_leases(session: Session, ids: Sequence[int]) -> dict[int, int]:
-    """Item id -> its current lease, for the items that exist. On PostgreSQL each item's row and
-    then its schedule's are locked until commit, in id order (worker.store.schedule's lock order);
-    SQLite's writer holds the whole database already."""
+    """Item id -> its current lease, for the items that exist. On PostgreSQL their schedules are
+    locked until commit, in id order, before the items are written (worker.store.schedule's lock
+    order); SQLite's writer holds the whole database already."""
+    if not ids:
+        return {}
     q = (select(Item.id, Schedule.lease_id).join(Schedule, Schedule.item_id == Item.id)
          .where(Item.id.in_(padded(list(ids)))).order_by(Item.id))
     if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update()
+        q = q.with_for_update(of=Schedule)
     return {row.id: row.lease_id for row in session.execute(q)}
 
 

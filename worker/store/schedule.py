@@ -8,9 +8,11 @@ dozen bytes, which at 1,000,000 items stays in the database's buffers. The item 
 written only when a poll has something to say, and a quiet poll's write to it changes no indexed
 column, so PostgreSQL updates it in place (HOT).
 
-Lock order, so two writers never wait on each other: an item's row before its schedule row (the
-ORM flushes a parent before its child; the poll's write locks both in that order; a claim locks
-only schedules).
+Lock order on PostgreSQL, so two writers never wait on each other in a cycle: an item's schedule
+row before its item row. Every writer of both locks the schedules first (``repo.lock_leases``, or
+the quiet polls' own UPDATE, worker.store.quiet), then writes the items; the ORM then flushes the
+item before its schedule, whose lock it holds already. A claim, a push's ``make_due`` and a
+deferral lock only schedules.
 """
 
 from __future__ import annotations
