@@ -91,7 +91,8 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
     populate(args.url, args.tracked, args.due, now)
     load_s = time.perf_counter() - t0
 
-    from tasks.polling import _service, dispatch_due
+    from tasks import poller_service
+    from tasks.polling import dispatch_due
     from worker.store.db import make_engine
 
     broker = redis.Redis.from_url(os.environ["POLLER_BROKER_URL"])
@@ -107,7 +108,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
         with engine.begin() as conn:
             conn.execute(text("UPDATE item_schedules SET next_poll_at = :t WHERE lease_id > 0 AND next_poll_at > :n"),
                          {"t": now - timedelta(seconds=5), "n": now + timedelta(seconds=60)})
-    _service().sessions.kw["bind"].dispose()
+    poller_service().sessions.kw["bind"].dispose()
     engine.dispose()
     return {"db": args.db, "tracked": args.tracked, "due": args.due, "claimed": claimed[-1],
             "messages": queued, "median_s": statistics.median(times), "min_s": min(times),
