@@ -21,6 +21,7 @@ from sqlalchemy import Table, bindparam, case, text, update
 from sqlalchemy.orm import Session
 
 from worker.store.models import Item, Schedule
+from worker.store.schedule import polled
 
 _ITEMS = cast(Table, Item.__table__)
 _SCHEDULES = cast(Table, Schedule.__table__)
@@ -40,6 +41,7 @@ class QuietPoll:
     error: str | None  # None: it succeeded
 
 
+# What ``polled`` sets, said in SQL over the unnest's rows.
 _MOVE_ON = text(
     "UPDATE item_schedules AS s SET next_poll_at = v.next_poll_at, lease_id = s.lease_id + 1, "
     "claims_since_poll = 0, due_since = NULL "
@@ -94,8 +96,7 @@ def _write_many(session: Session, polls: Sequence[QuietPoll], *, now: datetime) 
         return
     conn = session.connection()
     conn.execute(update(_SCHEDULES).where(_SCHEDULES.c.item_id == bindparam("b_id"))
-                 .values(next_poll_at=bindparam("b_next"), lease_id=_SCHEDULES.c.lease_id + 1, claims_since_poll=0,
-                         due_since=None), [{"b_id": p.item_id, "b_next": p.next_poll_at} for p in polls])
+                 .values(**polled(bindparam("b_next"))), [{"b_id": p.item_id, "b_next": p.next_poll_at} for p in polls])
     for ok in (True, False):
         rows: list[dict[str, Any]] = [
             {"b_id": p.item_id, "consecutive_failures": p.consecutive_failures, "failing": p.failing,

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 
 from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocument
 from worker.errors import Conflict, DuplicateItemError, ItemNotFoundError
-from worker.store.db import get_or_raise
 from worker.store.deliveries import enqueue_deliveries
 from worker.store.models import DUE_KEY, Event, Item, Schedule, Snapshot, due_by
 from worker.store.quiet import QuietPoll, write_quiet
+from worker.store.schedule import polled
 
 #: The schedules table, for Core executemany updates (ORM bulk updates would match on the key only).
 _SCHEDULES = cast(Table, Schedule.__table__)
@@ -69,17 +69,15 @@ def get_item(session: Session, item_id: int, *, lock: bool = False) -> Item:
     claim or poll that committed meanwhile is not overwritten with what was read before it."""
     if lock:
         lock_leases(session, [item_id])
-        item = session.get(Item, item_id, populate_existing=True)
-        if item is None:
-            raise ItemNotFoundError(f"no tracked item has id {item_id}")
-        return item
-    return get_or_raise(session, Item, item_id, ItemNotFoundError, f"no tracked item has id {item_id}")
+    item = session.get(Item, item_id, populate_existing=lock)
+    if item is None:
+        raise ItemNotFoundError(f"no tracked item has id {item_id}")
+    return item
 
 
 def delete_item(session: Session, item_id: int) -> Item:
     """Stop tracking: delete the item and its snapshots. Its events stay."""
-    item = get_item(session, item_id)
-    lock_leases(session, [item_id])  # the schedule first (worker.store.schedule's lock order)
+    item = get_item(session, item_id, lock=True)  # the schedule first (worker.store.schedule's lock order)
     # One DELETE: the schedule and snapshots follow by the foreign keys' cascade.
     session.execute(delete(Item).where(Item.id == item_id).execution_options(synchronize_session=False))
     session.expunge(item)
@@ -276,9 +274,7 @@ def apply_outcome(
     last_seq = session.execute(update(Item).where(Item.id == claim.item_id).values(**values)
                                .returning(Item.event_seq).execution_options(synchronize_session=False)).scalar_one()
     session.execute(update(Schedule).where(Schedule.item_id == claim.item_id)
-                    .values(next_poll_at=outcome.next_poll_at, lease_id=Schedule.lease_id + 1, claims_since_poll=0,
-                            due_since=None)
-                    .execution_options(synchronize_session=False))
+                    .values(**polled(outcome.next_poll_at)).execution_options(synchronize_session=False))
     if outcome.snapshot is not None:
         doc = outcome.snapshot
         session.add(Snapshot(item_id=claim.item_id, taken_at=now, status=doc.status,

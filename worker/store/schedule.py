@@ -88,6 +88,14 @@ class OnSchedule(Generic[T]):
         setattr(item.schedule, self.name, value)
 
 
+def polled(next_poll_at: Any) -> dict[str, Any]:
+    """The schedule's values once a poll is written: its next poll, the lease used up (a duplicate
+    of the claim then writes nothing), no claims outstanding, no longer due. ``next_poll_at`` is a
+    value or a bind parameter."""
+    return {"next_poll_at": next_poll_at, "lease_id": Schedule.lease_id + 1, "claims_since_poll": 0,
+            "due_since": None}
+
+
 #: The dispatch claim's order: the time each item first came due (a deferred item keeps its place).
 #: Never later than ``next_poll_at``: ``due_since`` is only set once the item is due.
 DUE_KEY = func.coalesce(Schedule.due_since, Schedule.next_poll_at)
