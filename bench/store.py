@@ -82,7 +82,7 @@ from store_paths import (  # noqa: E402
     SimClock,
     one_round,
 )
-from store_populate import populate, progress  # noqa: E402
+from store_populate import populate, progress, record_digests  # noqa: E402
 
 from cli.forked import freeze_heap  # noqa: E402
 from worker.retention import Cutoffs, Retention  # noqa: E402
@@ -186,6 +186,9 @@ def run(args: argparse.Namespace, url: str, fresh: bool) -> None:
         started = time.perf_counter()
         upgrade(engine)
         migrate_s = time.perf_counter() - started
+    started = time.perf_counter()
+    if recorded := record_digests(engine):
+        progress(f"snapshot digests recorded for {recorded:,} items ({time.perf_counter() - started:.0f} s)")
     sessions, reads = make_sessionmaker(engine), make_sessionmaker(engine, read_only=True)
     with sessions.begin() as s:
         beat = s.get(Heartbeat, "dispatch")

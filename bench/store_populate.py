@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
-from sqlalchemy import make_url
+from sqlalchemy import Engine, Table, bindparam, func, make_url, select, update
 from store_data import (
     ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS,
@@ -32,11 +32,14 @@ from store_data import (
 )
 from store_documents import ALERTS, Documents, status_of
 
+from worker.documents import document_digest, dumps_strict
+from worker.domain import StatusDocument
 from worker.status import record_heartbeat
 from worker.store import deliveries as drepo
 from worker.store import tallies
 from worker.store.db import make_engine, make_sessionmaker
 from worker.store.migrate import upgrade
+from worker.store.models import Item, Snapshot
 from worker.webhooks.payload import new_secret
 
 #: The tables the bulk load fills.
@@ -214,3 +217,27 @@ def populate(url: str, lay: Layout) -> None:
     engine.dispose()
     progress(f"indexes built{', vacuumed and analyzed' if isinstance(loader, PgLoader) else ''} "
              f"({time.perf_counter() - started:.0f} s)")
+
+
+def record_digests(engine: Engine) -> int:
+    """Give every item whose digest is not known that of its latest snapshot, as its next quiet
+    poll would (a store populated or kept before migration 0016 has none); returns how many."""
+    latest = (select(func.max(Snapshot.id).label("id")).group_by(Snapshot.item_id)).subquery()
+    rows = select(Snapshot.item_id, Snapshot.status, Snapshot.terminal, Snapshot.fields).join(
+        latest, latest.c.id == Snapshot.id).join(Item, Item.id == Snapshot.item_id).where(
+        Item.snapshot_digest.is_(None))
+    digests: dict[tuple[str, bool, str], str] = {}
+    done = 0
+    with make_sessionmaker(engine).begin() as s:
+        batch: list[dict[str, Any]] = []
+        for row in s.execute(rows).all():
+            key = (row.status, row.terminal, dumps_strict(row.fields))
+            if key not in digests:  # the populated documents are a few templates
+                digests[key] = document_digest(StatusDocument(row.status, row.terminal, row.fields))
+            batch.append({"b_id": row.item_id, "b_digest": digests[key]})
+        table = cast(Table, Item.__table__)
+        for lo in range(0, len(batch), 50_000):
+            s.connection().execute(update(table).where(table.c.id == bindparam("b_id"))
+                                   .values(snapshot_digest=bindparam("b_digest")), batch[lo:lo + 50_000])
+            done += len(batch[lo:lo + 50_000])
+    return done

@@ -7,6 +7,7 @@ equals itself, so a document holding one differs from its own snapshot on every 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any
@@ -80,3 +81,12 @@ def check_document(doc: StatusDocument) -> None:
         raise NotStrictJSON(f"status is {len(doc.status)} characters long (at most {MAX_STATUS_CHARS})")
     check_value(doc.fields, "fields")
     check_value(doc.raw, "body")
+
+
+def document_digest(doc: StatusDocument) -> str:
+    """A digest of what decides whether a document is a change: its status, terminal flag and
+    fields (not the raw body or the version). Equal digests mean equal documents, so a poll whose
+    document has its item's stored digest changed nothing, and needs no read of the snapshot."""
+    canonical = json.dumps([doc.status, doc.terminal, doc.fields], sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False, allow_nan=False)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()

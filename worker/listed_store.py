@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from worker.listed import Listed, ListedReport, compare, storable
-from worker.polling import ChunkPoller, Poll, PollReport, announce
+from worker.polling import ChunkPoller, announce
+from worker.polls import Poll, PollReport
 from worker.store import items, repo
 from worker.store.repo import Claim
 

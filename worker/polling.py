@@ -17,7 +17,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from worker.errors import (
 from worker.fanout import fan_out
 from worker.guard import RedisGuard
 from worker.ids import event_ids
+from worker.polls import Poll, PollReport
 from worker.providers.registry import ProviderSet
 from worker.store import repo
 from worker.store.models import Event
@@ -72,38 +73,6 @@ class PollHost(Protocol):
                bound: Any) -> tuple[PollOutcome, list[Event] | None, list[str], bool]: ...
 
 
-@dataclass
-class PollReport:
-    """Counts of what one batch of polls did (for logs and metrics)."""
-
-    polled: int = 0
-    changed: int = 0
-    failed: int = 0
-    gone: int = 0
-    lost_lease: int = 0
-    skipped: int = 0
-    deferred: int = 0
-    events: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-
-@dataclass
-class Poll:
-    """One item's poll as it goes through the chunk."""
-
-    unit: PollWork
-    wait_s: float = 0.0
-    probe: bool = False
-    doc: StatusDocument | None = None
-    error: ProviderError | None = None
-    internal: bool = False  # our own failure (a bug, a write), counted as outcome "error"
-    counted: bool = False  # admitted by the guard: its outcome counts for the breaker
-    seconds: float = 0.0
-    started_at: datetime | None = None  # when its call went out: the next one is due an interval later
-    outcome: PollOutcome | None = None
-    written: list[Event] | None = None
-
-
 class ChunkPoller:
     """Polls chunks of claimed items for a service (its settings and clients: :class:`PollHost`)."""
 
@@ -124,11 +93,12 @@ class ChunkPoller:
     def run(self, claims: Sequence[Claim], deadline: datetime | None) -> PollReport:
         """Poll the claimed items that still hold their lease; see PollerService.poll_claims."""
         with self.svc.reads.begin() as session:
-            work = repo.load_work(session, claims)
+            work = repo.load_work(session, claims, documents=False)
         report = PollReport()
         polls, deferred = self._admit(work)
         done, held = self._fetch_all(polls, deadline, report)
         self._record(done)
+        self._read_previous(done)
         self.write(done, deferred + held, report)
         self._report(done, report)
         return report
@@ -216,14 +186,17 @@ class ChunkPoller:
         return [p for p, r in zip(polls, ran, strict=True) if r == "done"], held
 
     def _fetch(self, poll: Poll) -> None:
-        item, previous = poll.unit.item, poll.unit.previous
+        unit = poll.unit
+        item, previous = unit.item, unit.previous
         poll.started_at = self.svc.clock()
         started = time.perf_counter()
         try:
             adapter = self.svc.providers.get(item.provider, item.account)
-            fetched = adapter.fetch(item, previous)
+            fetched = adapter.fetch(item, unit.version if unit.state.has_snapshot else None)
             if fetched.not_modified and previous is not None:
                 poll.doc = previous
+            elif fetched.not_modified and unit.unread:
+                poll.not_modified = True  # the document is the latest snapshot: read after the calls
             else:
                 poll.doc = replace(adapter.normalize(fetched.raw, item), version=fetched.version)
                 check_document(poll.doc)
@@ -269,6 +242,34 @@ class ChunkPoller:
 
     # -- storing --------------------------------------------------------------------------
 
+    def _read_previous(self, done: list[Poll]) -> None:
+        """Give the polls whose latest snapshot was not read (``PollWork.unread``) what their
+        decision needs: a document with the stored digest stands for the snapshot it equals; the
+        others (a change, a failure, a 304) get the snapshot, read for all of them at once."""
+        need: list[Poll] = []
+        for poll in done:
+            unit = poll.unit
+            if not unit.unread:
+                continue
+            if poll.doc is not None and poll.doc_digest() == unit.digest:
+                poll.unit = replace(unit, previous=poll.doc)
+            else:
+                need.append(poll)
+        if not need:
+            return
+        with self.svc.reads.begin() as session:
+            docs = repo.latest_documents(session, [p.unit.item.id for p in need])
+        for poll in need:
+            found = docs.get(poll.unit.item.id)
+            previous = replace(found, version=poll.unit.version) if found is not None else None
+            poll.unit = replace(poll.unit, previous=previous)
+            if poll.not_modified:
+                poll.doc = previous
+                if previous is None:
+                    poll.error = ProviderResponseInvalid("the provider answered 304 Not Modified, and no "
+                                                         "earlier document of the item is stored",
+                                                         provider=poll.unit.item.provider)
+
     def write(self, done: list[Poll], deferred: list[tuple[PollWork, datetime]], report: PollReport) -> None:
         """Decide and write the polls that ran, in one transaction (one by one if that fails), and
         move the deferred ones to their new times."""
@@ -283,9 +284,11 @@ class ChunkPoller:
             events = len(poll.outcome.events)
             batch.append((poll.unit.claim, poll.outcome, event_ids(now, svc.entropy(10), events) if events else [],
                           poll.doc.version if poll.doc is not None else None, at))
+        # The digests a poll found that its item does not have yet (a new snapshot records its own).
+        digests = {p.unit.item.id: d for p in done if (d := p.doc_digest()) is not None and d != p.unit.digest}
         try:
             with svc.sessions.begin() as session:
-                written = repo.apply_outcomes(session, batch, now=now,
+                written = repo.apply_outcomes(session, batch, now=now, digests=digests,
                                               lock_also=[u.claim.item_id for u, _ in deferred])
                 moved = repo.defer_many(session, [(u.claim, until) for u, until in deferred], now=now)
             for poll, w in zip(done, written, strict=True):

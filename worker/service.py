@@ -31,7 +31,8 @@ from worker.ids import event_ids
 from worker.listed import Listed, ListedReport
 from worker.listed_store import store_listed
 from worker.policy import PollPolicy, after_failure, after_gone, after_success
-from worker.polling import ChunkPoller, PollReport
+from worker.polling import ChunkPoller
+from worker.polls import PollReport
 from worker.providers.registry import ProviderSet
 from worker.reconcile import Reconciler
 from worker.status import record_heartbeat

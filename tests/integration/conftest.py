@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from tests.conftest import Clock
 from worker.policy import PollPolicy
-from worker.polling import PollReport
+from worker.polls import PollReport
 from worker.providers.base import HttpOptions, ProviderContext
 from worker.providers.billit import BillitSettings
 from worker.providers.registry import ProviderSet

@@ -65,11 +65,11 @@ def test_a_chunk_writes_unchanged_and_changed_polls_and_skips_lost_leases(engine
     adapter = service.providers.get("billit")
     fetch = adapter.fetch
 
-    def fetch_while_reclaimed(item, previous):
+    def fetch_while_reclaimed(item, version):
         if item.id == stolen.item_id:  # another dispatcher re-claims it while its call is in flight
             with service.sessions.begin() as s:
                 update_items(s, Item.id == item.id, lease_id=Schedule.lease_id + 1)
-        return fetch(item, previous)
+        return fetch(item, version)
 
     adapter.fetch = fetch_while_reclaimed
     report = service.poll_claims(claims)

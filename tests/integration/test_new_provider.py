@@ -54,7 +54,7 @@ class AcmePayProvider:
     def validate_ref(self, kind: str, ref: str) -> str:
         return check_ref(NAME, kind, ref, in_path=True, max_len=40)
 
-    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+    def fetch(self, item: ItemRef, version: str | None) -> Fetched:
         self.settings.require(self.account, "base_url", "api_key")
         _, body = self.http.request_json("GET", f"/invoices/{segment(NAME, item.kind, item.ref)}", headers={
             "Authorization": f"Bearer {secret(self.settings.api_key)}"})

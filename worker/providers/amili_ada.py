@@ -127,15 +127,15 @@ class AmiliAdaProvider:
         """A case id (in the path), or a creditor invoice number (in a query)."""
         return check_ref(NAME, kind, ref, in_path=kind == "case")
 
-    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+    def fetch(self, item: ItemRef, version: str | None) -> Fetched:
         """``GET /cases/{id}`` (conditional on the last ``_etag``) or ``GET /cases?where=...``."""
         if item.kind == "case":
             headers = {}
-            if previous is not None and previous.version:
-                headers["If-None-Match"] = f'"{previous.version}"'
+            if version:
+                headers["If-None-Match"] = f'"{version}"'
             status, body = self._get(f"/cases/{segment(NAME, item.kind, item.ref)}", headers=headers)
             if status == 304:
-                return Fetched(None, version=previous.version if previous else None, not_modified=True)
+                return Fetched(None, version=version, not_modified=True)
             case = obj(body, "case", NAME)
         else:
             _, body = self._get("/cases", params={

@@ -83,7 +83,7 @@ class AmiliArmProvider:
         """A batch UUID as returned by ``POST /documents/batches`` (its format is not documented)."""
         return check_ref(NAME, kind, ref, in_path=True, max_len=100)
 
-    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+    def fetch(self, item: ItemRef, version: str | None) -> Fetched:
         """GET the batch; the HTTP status is part of what is normalized."""
         self.settings.require(self.account, "base_url", "client_no")
         path = f"/clients/{quote(str(self.settings.client_no), safe='')}/batches/{segment(NAME, item.kind, item.ref)}"

@@ -88,7 +88,7 @@ class AmiliCollectionProvider:
         its case number, sent as a query parameter."""
         return check_ref(NAME, kind, ref, in_path=kind != "case")
 
-    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+    def fetch(self, item: ItemRef, version: str | None) -> Fetched:
         """GET the invoice, the case (by case number) or the batch, with a bearer token."""
         self.settings.require(self.account, "org_id")
         org = quote(str(self.settings.org_id), safe="")

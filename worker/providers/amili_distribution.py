@@ -67,7 +67,7 @@ class AmiliDistributionProvider:
         """Any identifier or invoice number of 1 to 200 characters (it travels in the JSON body)."""
         return check_ref(NAME, kind, ref, in_path=False)
 
-    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+    def fetch(self, item: ItemRef, version: str | None) -> Fetched:
         """``POST /send/pstatus`` with ``{"<field>": ref}``."""
         self.settings.require(self.account, "base_url")
         field = (self.settings.identifier_field if item.kind == "identifier"

@@ -55,8 +55,9 @@ class Provider(Protocol):
         """Check a reference at track time; return it canonicalized or raise InputError."""
         ...
 
-    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
-        """Ask the provider for the item's status. ``previous`` allows conditional requests."""
+    def fetch(self, item: ItemRef, version: str | None) -> Fetched:
+        """Ask the provider for the item's status. ``version``: the change marker of the last
+        successful poll (``Fetched.version``), for a conditional request; None when there is none."""
         ...
 
     def normalize(self, raw: Any, item: ItemRef) -> StatusDocument:

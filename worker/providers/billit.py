@@ -148,7 +148,7 @@ class BillitProvider:
         """An OrderID is a positive integer."""
         return str(int(check_ref(NAME, kind, ref, in_path=True, pattern=_ORDER_ID, expected="a numeric OrderID")))
 
-    def fetch(self, item: ItemRef, previous: StatusDocument | None) -> Fetched:
+    def fetch(self, item: ItemRef, version: str | None) -> Fetched:
         """``GET /v1/orders/{OrderID}`` with ``ApiKey`` or a bearer token, and ``PartyID``."""
         body = self._get(f"/v1/orders/{segment(NAME, item.kind, item.ref)}")
         # LastModified is the order's version: a sweep that lists the order at the version already

@@ -83,6 +83,10 @@ class Item(Base):
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
     #: The provider's change marker (ETag) from the last successful poll, for conditional requests.
     version: Mapped[str | None] = mapped_column(String(200))
+    #: worker.documents.document_digest of the latest snapshot (NULL: none yet, or written before
+    #: migration 0016 and not polled since). A poll that finds the same digest changed nothing, and
+    #: the chunk poller reads no snapshot for it.
+    snapshot_digest: Mapped[str | None] = mapped_column(String(32))
     #: The client's own labels ({key: value}) and record id, copied into every event of the item.
     #: Labels are also rows of ``item_labels``, which the label filters use.
     labels: Mapped[Any] = mapped_column(JSONDoc, nullable=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, text, update
+from sqlalchemy import String, Table, bindparam, case, func, text, update
 from sqlalchemy.orm import Session
 
 from worker.store.models import Item, Schedule
@@ -39,6 +39,8 @@ class QuietPoll:
     polled_at: datetime
     version: str | None
     error: str | None  # None: it succeeded
+    #: The digest of the document it found, to record (worker.store.repo.apply_outcomes); None: keep.
+    digest: str | None = None
 
 
 # What ``polled`` sets, said in SQL over the unnest's rows.
@@ -58,10 +60,12 @@ _RECORD = text(
     "last_success_at = CASE WHEN v.ok THEN v.polled_at ELSE i.last_success_at END, "
     "last_error = CASE WHEN v.ok THEN i.last_error ELSE v.error END, "
     "last_error_at = CASE WHEN v.ok THEN i.last_error_at ELSE v.polled_at END, "
+    "snapshot_digest = coalesce(v.digest, i.snapshot_digest), "
     "updated_at = CASE WHEN NOT v.ok OR i.consecutive_failures <> 0 THEN :now ELSE i.updated_at END "
     "FROM unnest(CAST(:ids AS integer[]), CAST(:polled AS timestamptz[]), CAST(:failures AS integer[]), "
-    "CAST(:failing AS boolean[]), CAST(:ok AS boolean[]), CAST(:versions AS text[]), CAST(:errors AS text[])) "
-    "AS v(id, polled_at, failures, failing, ok, version, error) WHERE i.id = v.id")
+    "CAST(:failing AS boolean[]), CAST(:ok AS boolean[]), CAST(:versions AS text[]), CAST(:errors AS text[]), "
+    "CAST(:digests AS text[])) "
+    "AS v(id, polled_at, failures, failing, ok, version, error, digest) WHERE i.id = v.id")
 
 
 def write_quiet(session: Session, polls: Sequence[QuietPoll], *, now: datetime,
@@ -82,7 +86,7 @@ def write_quiet(session: Session, polls: Sequence[QuietPoll], *, now: datetime,
                 "now": now, "ids": [p.item_id for p in kept], "polled": [p.polled_at for p in kept],
                 "failures": [p.consecutive_failures for p in kept], "failing": [p.failing for p in kept],
                 "ok": [p.error is None for p in kept], "versions": [p.version for p in kept],
-                "errors": [p.error for p in kept]})
+                "errors": [p.error for p in kept], "digests": [p.digest for p in kept]})
         return held
     if leases is None:
         raise ValueError("SQLite needs the leases read under its write lock")
@@ -101,11 +105,14 @@ def _write_many(session: Session, polls: Sequence[QuietPoll], *, now: datetime) 
         rows: list[dict[str, Any]] = [
             {"b_id": p.item_id, "consecutive_failures": p.consecutive_failures, "failing": p.failing,
              "last_polled_at": p.polled_at,
-             **({"version": p.version, "last_success_at": p.polled_at} if ok
+             **({"version": p.version, "last_success_at": p.polled_at, "b_digest": p.digest} if ok
                 else {"last_error": p.error, "last_error_at": p.polled_at})}
             for p in polls if (p.error is None) == ok]
         if rows:
-            values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if name != "b_id"}
+            values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
+            if ok:
+                values["snapshot_digest"] = func.coalesce(bindparam("b_digest", type_=String()),
+                                                          _ITEMS.c.snapshot_digest)
             values["updated_at"] = case((_ITEMS.c.consecutive_failures != 0, now),
                                         else_=_ITEMS.c.updated_at) if ok else now
             conn.execute(update(_ITEMS).where(_ITEMS.c.id == bindparam("b_id")).values(**values), rows)
