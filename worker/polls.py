@@ -49,5 +49,8 @@ class Poll:
     def doc_digest(self) -> str | None:
         """The digest of the document found, None for a failed poll."""
         if self.digest is None and self.doc is not None and self.error is None:
-            self.digest = document_digest(self.doc)
+            try:
+                self.digest = document_digest(self.doc)
+            except (TypeError, ValueError):  # not strict JSON: it cannot be stored either, and that lands on its item
+                return None
         return self.digest

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from sqlalchemy import event, select
+from sqlalchemy import event, inspect, select, text
 
 from tests.integration.conftest import provider_service
 from tests.integration.test_chunk_poll import make_service, track
 from tests.integration.test_providers import ada_settings
+from tests.integration.test_schedules import _downgrade
 from tests.rows import update_items
 from worker.documents import document_digest
 from worker.domain import StatusDocument
+from worker.store.migrate import upgrade
 from worker.store.models import Event, Item, Snapshot
 
 
@@ -121,3 +123,21 @@ def test_a_304_uses_the_stored_document(engine, sim, wall):
     assert [e.type for e in service.events_after(0) if e.item_id == item_id] == ["status.observed"]
     mine, theirs = stored_digests(service)[item_id]
     assert mine == theirs
+
+
+def test_the_migration_adds_the_digest_empty_and_takes_it_away(engine, sim, clock):
+    """0016 on a store with items: no row is rewritten (the digests come with the next polls), and
+    a downgrade drops only the column."""
+    service = make_service(engine, sim, clock)
+    track(service, sim, range(4201, 4204))
+    poll_round(service)
+    _downgrade(engine, "0015")
+    with engine.begin() as conn:
+        columns = [c["name"] for c in inspect(conn).get_columns("items")]
+        assert "snapshot_digest" not in columns
+        assert conn.execute(text("SELECT count(*) FROM items")).scalar() == 3
+    upgrade(engine)
+    assert {mine for mine, _ in stored_digests(service).values()} == {None}
+    clock.advance(70)
+    poll_round(service)
+    assert all(mine == theirs for mine, theirs in stored_digests(service).values())
