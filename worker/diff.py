@@ -27,6 +27,8 @@ def diff_fields(old: Any, new: Any, path: str = "") -> list[Change]:
     Returns:
         The changes in a stable order (sorted keys, ascending indices).
     """
+    if old is new:  # an unchanged poll's document stands for its snapshot (worker.polling): nothing to walk
+        return []
     if isinstance(old, dict) and isinstance(new, dict):
         changes: list[Change] = []
         for key in sorted(set(old) | set(new)):
