@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, exists, func, select
+from sqlalchemy import Select, bindparam, delete, exists, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -215,14 +215,22 @@ class Pruner:
                     Event.position, lambda s, positions: self._delete_events(s, positions, add))
         self._drain(select(Snapshot.id).where(Snapshot.item_id.in_(ids), Item.id == Snapshot.item_id,
                                               _finished_items(cut)).order_by(Snapshot.id), Snapshot.id,
-                    lambda s, batch: add("snapshots", _rowcount(s.execute(
-                        delete(Snapshot).where(Snapshot.id.in_(batch))))))
+                    lambda s, batch: self._delete_snapshots(s, batch, add))
         with self.sessions.begin() as s:  # unless one was tracked again meanwhile
             gone = s.scalars(select(Item.id).where(Item.id.in_(ids), _finished_items(cut))).all()
             lock_leases(s, gone)  # their schedules first, as every writer locks (worker.store.schedule)
             s.execute(delete(ItemLabel).where(ItemLabel.item_id.in_(gone)))
             add("items", _rowcount(s.execute(delete(Item).where(Item.id.in_(gone)))))
             tallies.fold(s)
+
+    @staticmethod
+    def _delete_snapshots(s: Session, batch: Sequence[int], add: Callable[[str, int], None]) -> None:
+        # A finished item resumed meanwhile is kept without these: its digest must not stand for a
+        # snapshot that is gone, or its next poll would be decided against nothing (worker.polling).
+        owners = select(Snapshot.item_id).where(Snapshot.id.in_(batch)).distinct().scalar_subquery()
+        s.execute(update(Item).where(Item.id.in_(owners)).values(snapshot_digest=None)
+                  .execution_options(synchronize_session=False))
+        add("snapshots", _rowcount(s.execute(delete(Snapshot).where(Snapshot.id.in_(batch)))))
 
     def _trim_snapshots(self, keep: int, add: Callable[[str, int], None]) -> None:
         last = 0
