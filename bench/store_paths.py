@@ -26,7 +26,7 @@ from worker.ids import event_ids
 from worker.metrics_state import StateCollector
 from worker.policy import PollPolicy, after_success
 from worker.status import read_status, record_heartbeat
-from worker.store import deliveries as drepo
+from worker.store import delivery_claims as drepo
 from worker.store import repo
 from worker.store.models import Delivery, Item, Schedule
 
@@ -68,7 +68,7 @@ TICK = "  of which the rest of the tick"
 POLL = f"a poll's writes, {DISPATCH_CHUNK} unchanged (load + apply)"
 LOAD = "  of which `repo.load_work`"
 APPLY = "  of which the digests, decisions, `repo.apply_outcomes` + commit"
-DELIVERY = f"delivery claim (`deliveries.claim_due`, limit {DELIVERY_LIMIT:,})"
+DELIVERY = f"delivery claim (`delivery_claims.claim_due`, limit {DELIVERY_LIMIT:,})"
 BACKLOG = "  the same with every pending delivery due (rolled back)"
 STATUS = "`poller status` (`read_status`)"
 DASHBOARD = "dashboard (`page_data`)"
@@ -157,12 +157,12 @@ def settle_tick(b: Bench, claims: list[repo.Claim], now: datetime) -> None:
 
 
 def give_back(b: Bench, claims: list[drepo.DeliveryClaim]) -> None:
-    """Untimed: make the claimed deliveries due again as they were (due since they were written)."""
+    """Untimed: hand the claimed deliveries back (lease cleared), due as they were since written."""
     ids = [c.delivery_id for c in claims]
     with b.sessions.begin() as s:
         for lo in range(0, len(ids), 500):
             s.execute(update(Delivery).where(Delivery.id.in_(ids[lo:lo + 500]))
-                      .values(next_attempt_at=Delivery.created_at).execution_options(synchronize_session=False))
+                      .values(leased_until=None).execution_options(synchronize_session=False))
 
 
 def claim_backlog(b: Bench, now: datetime) -> tuple[float, int]:

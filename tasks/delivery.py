@@ -11,7 +11,7 @@ from config.celery_app import DELIVER_DUE_TASK, DELIVER_TASK
 from config.settings import get_settings
 from config.wiring import build_delivery
 from tasks import per_process, send_due
-from worker.store.deliveries import DeliveryClaim
+from worker.store.delivery_claims import DeliveryClaim
 
 _service = per_process(build_delivery)
 

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import jsonschema
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from worker.delivery import DeliveryPolicy, DeliveryService
 from worker.policy import PollPolicy
@@ -59,7 +59,9 @@ class Stack:
     def next_due(self) -> bool:
         """Move the clock to the earliest pending delivery; False when none is left."""
         with self.sessions.begin() as s:
-            due = s.scalar(select(func.min(Delivery.next_attempt_at)).where(Delivery.state == "pending"))
+            due = min((max(at, leased or at) for at, leased in s.execute(
+                select(Delivery.next_attempt_at, Delivery.leased_until).where(Delivery.state == "pending"))),
+                default=None)
         if due is None:
             return False
         self.clock.now = max(self.clock.now, due)

@@ -24,8 +24,9 @@ from worker.errors import InputError, TargetRefused
 from worker.fanout import fan_out
 from worker.ids import event_ids
 from worker.sinks.sql import SqlSink
-from worker.store import deliveries
-from worker.store.deliveries import DeliveryClaim, DeliveryWork
+from worker.store import deliveries, delivery_claims
+from worker.store.deliveries import DeliveryWork
+from worker.store.delivery_claims import DeliveryClaim
 from worker.store.models import Subscription
 from worker.store.repo import add_system_event
 from worker.webhooks import payload
@@ -110,7 +111,7 @@ class DeliveryService:
     ) -> int:
         """Claim due deliveries and hand them to ``enqueue`` in chunks. Returns how many."""
         with self.sessions.begin() as session:
-            claims = deliveries.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
+            claims = delivery_claims.claim_due(session, now=self.clock(), lease_s=lease_s, limit=limit)
         for chunk in chunk_by_chain(claims, chunk_size):
             enqueue(chunk)
         return len(claims)

@@ -22,7 +22,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from standardwebhooks import Webhook
 
 from tests.faults.harness import report
@@ -90,9 +90,11 @@ class Trickler:
 def next_due(stack: Stack) -> datetime | None:
     """The earliest retry of an active subscription, or None when nothing is left to send."""
     with stack.sessions.begin() as s:
-        return s.scalar(select(func.min(Delivery.next_attempt_at)).join(
-            Subscription, Subscription.id == Delivery.subscription_id).where(
-            Delivery.state == "pending", Subscription.state == "active"))
+        # A delivery in flight is due again when its lease runs out.
+        return min((max(at, leased or at) for at, leased in s.execute(
+            select(Delivery.next_attempt_at, Delivery.leased_until).join(
+                Subscription, Subscription.id == Delivery.subscription_id).where(
+                Delivery.state == "pending", Subscription.state == "active"))), default=None)
 
 
 def drain(stack: Stack, on_tick=lambda: None, rounds: int = 3000) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.receiver import Receiver
 from tests.stack import Stack
-from worker.store import deliveries
+from worker.store import delivery_claims
 from worker.store.models import Delivery
 
 
@@ -132,11 +132,11 @@ def test_a_late_batch_does_not_send_past_an_event_another_worker_took(stack, rec
     receiver.secrets = [secret]
     stack.orders(1, stages=1)
     with stack.sessions.begin() as s:
-        late = deliveries.claim_due(s, now=stack.clock(), lease_s=60, limit=10)
+        late = delivery_claims.claim_due(s, now=stack.clock(), lease_s=60, limit=10)
     assert len(late) == 2
     stack.clock.advance(61)
     with stack.sessions.begin() as s:
-        newer = deliveries.claim_due(s, now=stack.clock(), lease_s=60, limit=1)  # #1 only
+        newer = delivery_claims.claim_due(s, now=stack.clock(), lease_s=60, limit=1)  # #1 only
     stack.delivery.deliver(late)
     assert receiver.received == []
     stack.delivery.deliver(newer)
@@ -169,7 +169,7 @@ def test_a_claim_of_twenty_thousand_due_chains_stays_within_the_drivers_paramete
                                       "state": "pending", "attempts": 0, "next_attempt_at": clock(), "lease_id": 0,
                                       "created_at": clock(), "updated_at": clock()} for n in range(2 * items)])
     with sessions.begin() as s:
-        claims = deliveries.claim_due(s, now=clock(), lease_s=60, limit=20_000)
+        claims = delivery_claims.claim_due(s, now=clock(), lease_s=60, limit=20_000)
     assert len(claims) == 20_000
     by_chain: dict[tuple[int, int] | None, int] = {}
     for c in claims:

@@ -273,7 +273,7 @@ def run_paths(stack: Stack, rec: Recorder, ids: list[int], failing: int) -> None
         with stack.sessions.begin() as s:
             deferred = repo.claim_due(s, now=clock(), lease_s=30, limit=100)
             repo.defer_many(s, [(c, clock() + timedelta(seconds=60)) for c in deferred], now=clock())
-    path = "delivery claim and delivery (deliveries.claim_due, DeliveryService.deliver)"
+    path = "delivery claim and delivery (delivery_claims.claim_due, DeliveryService.deliver)"
     with rec.run(path):
         stack.deliver()
     # Our own policy refuses the http target: a refusal, then another (the refusal's row is kept current).
@@ -314,7 +314,7 @@ EXPECTED: dict[str, list[str]] = {
                     r"^UPDATE items (AS i SET last_polled_at = v\.|SET .*last_polled_at=.* WHERE items\.id = [^ ]+$)",
                     # defer_many
                     r"^UPDATE item_schedules SET next_poll_at=[^,]+, claims_since_poll=[^ ]+ WHERE .*lease_id"],
-    "delivery claim": [r"^UPDATE deliveries SET next_attempt_at", r"FROM delivery_attempts WHERE"],
+    "delivery claim": [r"^UPDATE deliveries SET lease_id=.*, leased_until=", r"FROM delivery_attempts WHERE"],
     "poller status": [r"FROM items WHERE", r"FROM deliveries WHERE"],  # counts come from the tallies, unchecked
     "dashboard": [r"ORDER BY items\.consecutive_failures DESC"],
     "metrics scrape": [r"FROM deliveries WHERE deliveries\.state", r"FROM items WHERE"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.delivery import chunk_by_chain
-from worker.store.deliveries import DeliveryClaim
+from worker.store.delivery_claims import DeliveryClaim
 
 
 def test_a_chain_never_spans_two_chunks():

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import and_, bindparam, func, insert, literal_column, or_, select, tuple_, update
-from sqlalchemy.orm import Session, aliased
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from worker.domain import AttemptResult, Decision
 from worker.errors import Conflict, InputError
 from worker.store.db import get_or_raise
+from worker.store.delivery_claims import DeliveryClaim
 from worker.store.models import Delivery, DeliveryAttempt, Event, Subscription
-
-#: "pending" spelled out in the SQL, as the partial index ix_deliveries_pending_chain needs.
-PENDING: ColumnElement[str] = literal_column("'pending'")
-#: Bound values per statement, within every driver's limit (PostgreSQL 65,535, a stock SQLite 32,766).
-PARAMS_PER_QUERY = 5000
-
-
-@dataclass(frozen=True)
-class DeliveryClaim:
-    """A delivery handed to a worker, with the lease that entitles it to record the result."""
-
-    delivery_id: int
-    lease_id: int
-    #: (subscription, item) of a claim fresh from ``claim_due``: one chain must go out in one
-    #: batch, or a follower in another batch could overtake its head. Not part of the identity.
-    chain: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -96,94 +80,6 @@ def _add_deliveries(session: Session, events: Sequence[Event], subs: Sequence[Su
     return len(rows)
 
 
-def claim_due(session: Session, *, now: datetime, lease_s: float, limit: int) -> list[DeliveryClaim]:
-    """Claim due deliveries of active subscriptions, oldest first, one lease ahead.
-
-    One item's deliveries to one subscription form a chain in event order (ties, such as a
-    redelivery next to a waiting copy, by delivery id). Only the first pending delivery of a chain
-    can be claimed on its own; the others wait until it is settled, even while it sits in retry
-    backoff, so one item's events arrive in order. Other items are not held up.
-    """
-    earlier = aliased(Delivery)
-    blocked = (select(earlier.id).where(
-        earlier.subscription_id == Delivery.subscription_id, earlier.item_id == Delivery.item_id,
-        earlier.state == PENDING,
-        or_(earlier.event_position < Delivery.event_position,
-            and_(earlier.event_position == Delivery.event_position, earlier.id < Delivery.id))).exists())
-    due = (select(Delivery.id).join(Subscription, Subscription.id == Delivery.subscription_id)
-           .where(Delivery.next_attempt_at <= now, Subscription.state == "active", ~blocked)
-           .order_by(Delivery.next_attempt_at, Delivery.id).limit(limit))
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        due = due.with_for_update(skip_locked=True, of=Delivery)
-    lease_until = now + timedelta(seconds=lease_s)
-    stmt = (update(Delivery).where(Delivery.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=lease_until, lease_id=Delivery.lease_id + 1)
-            .returning(Delivery.id, Delivery.lease_id, Delivery.subscription_id, Delivery.item_id)
-            .execution_options(synchronize_session=False))
-    heads = session.execute(stmt).all()
-    claims = [DeliveryClaim(row.id, row.lease_id, _chain(row)) for row in heads]
-    # The events queued behind each head (same item, same subscription) come along, so a burst of
-    # changes goes out in one batch, in order, instead of one event per item per tick.
-    pairs = {(row.subscription_id, row.item_id) for row in heads if row.item_id is not None}
-    room = limit - len(claims)
-    if pairs and room > 0:
-        followers = _chain_followers(session, pairs, {row.id for row in heads}, now=now, room=room,
-                                     lock=postgres)
-        for start in range(0, len(followers), PARAMS_PER_QUERY):
-            more = session.execute(
-                update(Delivery).where(Delivery.id.in_(followers[start:start + PARAMS_PER_QUERY]))
-                .values(next_attempt_at=lease_until, lease_id=Delivery.lease_id + 1)
-                .returning(Delivery.id, Delivery.lease_id, Delivery.subscription_id, Delivery.item_id)
-                .execution_options(synchronize_session=False))
-            claims.extend(DeliveryClaim(row.id, row.lease_id, _chain(row)) for row in more)
-    return claims
-
-
-
-def _chain(row: Any) -> tuple[int, int] | None:
-    return None if row.item_id is None else (row.subscription_id, row.item_id)
-
-
-def _chain_followers(session: Session, pairs: set[tuple[int, int]], heads: set[int], *, now: datetime,
-                     room: int, lock: bool) -> list[int]:
-    """The due deliveries right behind each claimed head, in chain order, up to ``room``.
-
-    A chain is cut at its first delivery that is not due (in retry backoff, or in flight with
-    another worker): whatever follows it must wait for it, or a later event would overtake it.
-    """
-    out: list[int] = []
-    ordered = sorted(pairs)
-    step = PARAMS_PER_QUERY // 4  # a pair is two bound values, with its item and subscription
-    for start in range(0, len(ordered), step):
-        part = ordered[start:start + step]
-        subs, items = sorted({s for s, _ in part}), sorted({i for _, i in part})
-        rows = select(Delivery.id, Delivery.subscription_id, Delivery.item_id, Delivery.next_attempt_at).where(
-            # The two lists let SQLite search ix_deliveries_order (for a list of pairs alone it scans
-            # the whole index); the pairs then keep exactly the chains asked for.
-            Delivery.subscription_id.in_(subs), Delivery.item_id.in_(items),
-            tuple_(Delivery.subscription_id, Delivery.item_id).in_(part), Delivery.state == PENDING,
-        ).order_by(Delivery.subscription_id, Delivery.item_id, Delivery.event_position, Delivery.id)
-        if lock:
-            # Not SKIP LOCKED: a skipped row would look like a gap and let the rows after it through.
-            # No other claim can hold them (the head we locked blocks every claim of the chain); a
-            # worker recording a result holds them for a moment only.
-            rows = rows.with_for_update()
-        cut: set[tuple[int, int]] = set()
-        # Each chain's head comes first; skipped here rather than bound (they may be a whole claim).
-        for row in session.execute(rows.limit(room - len(out) + len(part))):
-            pair = (row.subscription_id, row.item_id)
-            if row.id in heads or pair in cut:
-                continue
-            if row.next_attempt_at is None or row.next_attempt_at > now:
-                cut.add(pair)
-                continue
-            out.append(row.id)
-            if len(out) >= room:
-                return out
-    return out
-
-
 def load_work(session: Session, claims: Sequence[DeliveryClaim], *, now: datetime) -> list[DeliveryWork]:
     """The claimed deliveries still under their lease, with event and subscription, in event order.
 
@@ -218,7 +114,8 @@ def release(session: Session, work: DeliveryWork, *, due: datetime, now: datetim
     so it is due again with that event's retry (and stays blocked until that one is settled)."""
     session.execute(update(Delivery).where(Delivery.id == work.claim.delivery_id,
                                            Delivery.lease_id == work.claim.lease_id)
-                    .values(next_attempt_at=due, updated_at=now).execution_options(synchronize_session=False))
+                    .values(next_attempt_at=due, leased_until=None, updated_at=now)
+                    .execution_options(synchronize_session=False))
 
 
 def active_secrets(sub: Subscription, now: datetime) -> list[str]:
@@ -256,7 +153,8 @@ def record_batch(
     session.execute(
         update(table).where(table.c.id == bindparam("b_id"), table.c.lease_id == bindparam("b_lease")),
         [{"b_id": w.claim.delivery_id, "b_lease": w.claim.lease_id, "state": d.state, "attempts": w.attempts + d.counts,
-          "next_attempt_at": d.next_attempt_at, "last_status_code": r.status_code, "last_error": r.error,
+          "next_attempt_at": d.next_attempt_at, "leased_until": None, "last_status_code": r.status_code,
+          "last_error": r.error,
           "updated_at": now, "finished_at": None if d.state == "pending" else now} for w, r, d in kept])
     repeated = _repeated_refusals(session, [w.claim.delivery_id for w, _, d in kept if d.outcome == "refused"])
     attempts = DeliveryAttempt.metadata.tables["delivery_attempts"]

@@ -211,7 +211,9 @@ class Delivery(Base):
     """One event to one subscription: the outbox row, written with the event.
 
     Invariant like items: ``next_attempt_at`` is NULL once the delivery succeeded or failed for
-    good; a claim pushes it one lease ahead, so a delivery lost with a worker is retried.
+    good. A claim leaves it alone and sets ``leased_until`` one lease ahead instead (a delivery lost
+    with a worker is retried when that passes): neither of those two is indexed, so a claim writes
+    the row alone.
     """
 
     __tablename__ = "deliveries"
@@ -240,6 +242,8 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_id: Mapped[int] = mapped_column(Integer, default=0)
+    #: Until when the latest claim's worker has it (NULL: nobody has claimed it since it was due).
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
