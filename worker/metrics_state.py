@@ -69,9 +69,9 @@ class StateCollector:
             failures = GaugeMetricFamily("poller_items_consecutive_failures",
                                          "Sum of consecutive failures over items now failing to poll.",
                                          labels=["provider"])
-            for provider, (n_failing, total) in health.failures(s).items():
-                failing.add_metric([provider], n_failing)
-                failures.add_metric([provider], total)
+            for provider, failed in health.failures(s).items():
+                failing.add_metric([provider], failed.failing)
+                failures.add_metric([provider], failed.failures)
             yield failing
             yield failures
             stuck = GaugeMetricFamily("poller_items_stuck", f"Active items claimed in {STUCK_AFTER_CLAIMS} or more "

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.capacity import LimitOf, Need, needs_of
@@ -17,7 +17,7 @@ from worker.faults import Fault
 from worker.store import health, tallies
 from worker.store.db import insert_for
 from worker.store.models import STUCK_AFTER_CLAIMS as STUCK_AFTER_CLAIMS  # part of this module's interface
-from worker.store.models import Heartbeat, Item
+from worker.store.models import Heartbeat
 from worker.store.sizes import StoreSize, store_size
 from worker.store.stream import oldest_event_at
 
@@ -90,9 +90,8 @@ def read_status(sessions: sessionmaker[Session], *, tick_s: float, clock: Callab
         late = health.overdue(s, now - timedelta(seconds=tick_s))
         st.overdue = sum(n for n, _ in late.values())
         st.most_overdue_seconds = age_seconds(now, health.earliest([first for _, first in late.values()]))
-        st.failing = sum(n for n, _ in health.failures(s).values())
-        st.retrying = s.scalar(select(func.count()).where(Item.failing.is_(False), Item.consecutive_failures > 0,
-                                                          Item.state == "active")) or 0
+        failed = health.failures(s).values()
+        st.failing, st.retrying = sum(f.failing for f in failed), sum(f.retrying for f in failed)
         st.stuck = sum(health.stuck(s).values())
         st.auth_failed = [f"{p}/{a}: {e}" for p, a, e in health.auth_failures(s)]
         st.deliveries_pending = sum(by.get("pending", 0) for by in tallies.delivery_counts(s).values())

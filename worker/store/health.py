@@ -7,6 +7,7 @@ take a Session and only read.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -56,15 +57,25 @@ def earliest(times: list[datetime | None]) -> datetime | None:
     return min((t for t in times if t is not None), default=None)
 
 
-def failures(session: Session) -> dict[str, tuple[int, int]]:
-    """Provider -> (items failing, the sum of consecutive failures over items now failing to poll).
+class Failures(NamedTuple):
+    """One provider's items that failed their latest polls."""
+
+    failing: int  #: past POLLER_FAILING_AFTER failures in a row (alerted)
+    failures: int  #: the sum of consecutive failures over them all
+    retrying: int  #: active, failed lately, not (yet) failing
+
+
+def failures(session: Session) -> dict[str, Failures]:
+    """Provider -> its items that failed their latest polls, counted in one read.
 
     Every failing item has failures counted (Item's invariant): so said, the query reads the
     partial index ix_items_failures instead of every item.
     """
-    return {provider: (n_failing, total or 0) for provider, n_failing, total in session.execute(
-        select(Item.provider, func.count().filter(Item.failing.is_(True)), func.sum(Item.consecutive_failures))
-        .where(Item.consecutive_failures > 0).group_by(Item.provider))}
+    return {provider: Failures(n_failing, total or 0, n_retrying) for provider, n_failing, total, n_retrying
+            in session.execute(
+                select(Item.provider, func.count().filter(Item.failing.is_(True)), func.sum(Item.consecutive_failures),
+                       func.count().filter(Item.failing.is_(False), Item.state == "active"))
+                .where(Item.consecutive_failures > 0).group_by(Item.provider))}
 
 
 def stuck(session: Session) -> dict[str, int]:

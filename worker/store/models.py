@@ -58,6 +58,8 @@ class Item(Base):
         # the running counts of item_tallies (worker.store.tallies) instead.
         Index("ix_items_failures", "provider", "consecutive_failures", "failing",
               **partial("consecutive_failures > 0")),
+        # "The most failures first" (the dashboard) reads the end of this one only.
+        Index("ix_items_most_failures", "consecutive_failures", **partial("consecutive_failures > 0")),
         # The prune's pick. Its query names the states as literals, as here: SQLite matches a
         # partial index's IN list only to literals, not to bound parameters.
         Index("ix_items_finished", "updated_at",
