@@ -98,7 +98,9 @@ class CoreSettings(BaseSettings):
     #: unset, ``{home}/secret.key`` (generated once for a SQLite database).
     secret_keys: SecretStr | None = None
 
-    #: SQLite: how long a write waits for the database lock before it fails (and is retried).
+    #: SQLite: how long a write waits for the database lock before it fails (and is retried). It
+    #: tries for the lock every 1-3 ms meanwhile, so it gets in at the first pause between another
+    #: writer's transactions.
     database_busy_timeout_seconds: float = Field(30.0, gt=0)
 
     tick_seconds: float = Field(5.0, gt=0)
