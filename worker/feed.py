@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.clock import utcnow
@@ -21,6 +22,8 @@ from worker.errors import InputError, NotFound
 from worker.store import stream
 from worker.store.models import Event, RetentionMark
 
+#: What a page reads of each event (what `worker.views.event_dict` shows, and its position).
+PAGE_COLUMNS = (Event.position, Event.id, Event.item_id, Event.seq, Event.type, Event.data, Event.created_at)
 #: How long a hole in the positions may still be filled by a commit under way (as `poller events -f`).
 HOLE_GRACE_S = 10.0
 
@@ -53,16 +56,17 @@ class EventFeed:
         self.sessions, self.clock, self.hole_grace_s = sessions, clock, hole_grace_s
 
     def page(self, *, after: str | None, limit: int, item_id: int | None = None,
-             types: Sequence[str] = ()) -> tuple[list[Event], bool]:
+             types: Sequence[str] = ()) -> tuple[list[Row[Any]], bool]:
         """Events after the event ``after`` (from the start when None), in stream order, and
-        whether more are available now."""
+        whether more are available now. Rows with an event's columns, not ``Event`` objects: for
+        a page of 1,000, building the objects cost more than reading the rows."""
         with self.sessions.begin() as session:
             try:
                 start = stream.cursor_position(session, after or None)
             except NotFound:
                 raise InputError(f"after {after!r} names no event; pass an event id from this API",
                                  field="after") from None
-            q = select(Event).where(Event.position > start)
+            q = select(*PAGE_COLUMNS).where(Event.position > start)
             if item_id is not None:
                 q = q.where(Event.item_id == item_id)
             if types:
@@ -70,7 +74,7 @@ class EventFeed:
             safe = self._safe_position(session, start)
             if safe is not None:
                 q = q.where(Event.position <= safe)
-            rows = list(session.scalars(q.order_by(Event.position).limit(limit + 1)))
+            rows = list(session.execute(q.order_by(Event.position).limit(limit + 1)))
         return rows[:limit], len(rows) > limit
 
     def get(self, event_id: str) -> Event:

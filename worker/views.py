@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Row
+
 from worker.dates import iso_z
 from worker.store.models import Event, Item, Snapshot
 
@@ -28,7 +30,7 @@ def snapshot_dict(snap: Snapshot) -> dict[str, Any]:
             "terminal": snap.terminal, "fields": snap.fields, "raw": snap.raw}
 
 
-def event_dict(event: Event) -> dict[str, Any]:
+def event_dict(event: Event | Row[Any]) -> dict[str, Any]:
     """An event: ``id``, ``type``, ``created_at``, ``item_id``, ``seq``, ``data``."""
     return {"id": event.id, "type": event.type, "created_at": iso_z(event.created_at),
             "item_id": event.item_id, "seq": event.seq, "data": event.data}
