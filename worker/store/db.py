@@ -103,7 +103,12 @@ def _begin_immediate(conn: Connection, busy_timeout_ms: int) -> None:
     raw = conn.connection.driver_connection
     assert raw is not None
     deadline = time.monotonic() + busy_timeout_ms / 1000
-    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        raw.execute("PRAGMA busy_timeout=0")
+    except sqlite3.Error:
+        # An unusable connection: its error is raised through SQLAlchemy (and its disconnect handling).
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
     try:
         while True:
             try:
@@ -117,7 +122,9 @@ def _begin_immediate(conn: Connection, busy_timeout_ms: int) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
         # Statements inside the transaction keep the configured patience (a checkpoint, a recovery).
-        raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
+        # On a connection broken meanwhile, the error that broke it is the one raised.
+        with contextlib.suppress(sqlite3.Error):
+            raw.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
 
 
 #: Execution option of the read-only sessions (`make_sessionmaker(engine, read_only=True)`).

@@ -248,9 +248,9 @@ def redeliver(
     """Send already-sent events again (same event id, so the same ``webhook-id``), in item order.
 
     An event that still waits for a subscription (retry backoff) is not queued twice: its delivery
-    is made due now. What waits behind the re-sent events of the same item is made due now too, so
-    the item's chain goes out at once and in order, instead of the later events trailing behind an
-    old retry time.
+    is made due now (one a worker is sending right now is left to that attempt). What waits behind
+    the re-sent events of the same item is made due now too, so the item's chain goes out at once
+    and in order, instead of the later events trailing behind an old retry time.
 
     Returns:
         How many deliveries were queued or moved up.

@@ -69,7 +69,7 @@ def failures(session: Session) -> dict[str, Failures]:
     """Provider -> its items that failed their latest polls, counted in one read.
 
     Every failing item has failures counted (Item's invariant): so said, the query reads the
-    partial index ix_items_failures instead of every item.
+    partial index ix_items_failures (and those items' rows, for their state) instead of every item.
     """
     return {provider: Failures(n_failing, total or 0, n_retrying) for provider, n_failing, total, n_retrying
             in session.execute(
