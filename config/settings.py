@@ -245,6 +245,17 @@ class CoreSettings(BaseSettings):
             raise ValueError(f"must be at most {MAX_SECONDS:.0f} (366 days)")
         return value
 
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease_outlasts_lookahead(cls, value: float, info: ValidationInfo) -> float:
+        # A dispatch claims items half a tick before they are due, so a chunk gets the lease less
+        # that to start its polls: a lease no longer than half a tick would leave none.
+        tick = info.data.get("tick_seconds")
+        if tick is not None and value <= tick / 2:
+            raise ValueError("must be more than half of POLLER_TICK_SECONDS (a dispatch claims items half a "
+                             "tick before they are due)")
+        return value
+
     @field_validator("home", mode="before")
     @classmethod
     def _home(cls, value: Any) -> Any:

@@ -34,10 +34,12 @@ def send_due(queue: str, dispatch: Callable[..., int], task: Any, claim: Callabl
              event: str, **limits: Any) -> int:
     """One dispatch tick of ``queue`` (``polls``, ``deliveries``): ``dispatch`` claims what is due for
     ``lease_s`` and hands it over in chunks, each sent to ``task`` as ``[claim(c) ...]`` (``[id, lease]``)
-    and the end of the lease, after which the broker drops it. Times the tick and logs ``event``
-    when it claimed anything; returns how many it claimed."""
+    and a deadline, the end of the lease less the dispatch's ``lookahead_s``, after which the broker
+    drops it. Times the tick and logs ``event`` when it claimed anything; returns how many it claimed."""
     started = datetime.now(UTC)
-    deadline = started + timedelta(seconds=lease_s)
+    # A dispatch looking ahead claims an item that much before its lease runs out: a chunk must
+    # not start a poll after that, or the item's next claim polls it a second time meanwhile.
+    deadline = started + timedelta(seconds=lease_s - limits.get("lookahead_s", 0.0))
 
     def enqueue(chunk: list[C]) -> None:
         task.apply_async(

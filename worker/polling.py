@@ -160,7 +160,8 @@ class ChunkPoller:
         def run(poll: Poll) -> str:
             # Items not started by the deadline (the end of their lease) are due again and another
             # dispatch owns them: polling them would poll twice.
-            if deadline is not None and svc.clock() >= deadline:
+            # A reserved rate-limit slot is waited for first, so the wait counts against the lease.
+            if deadline is not None and svc.clock() + timedelta(seconds=poll.wait_s) >= deadline:
                 return "skipped"
             key = (poll.unit.item.provider, poll.unit.item.account)
             if policy is not None:

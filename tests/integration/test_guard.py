@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import redis
@@ -129,3 +130,20 @@ def test_storm_pauses_provider_with_one_event_and_resumes(engine, sim, client):
     types = [e.type for e in service.events_after(0)]
     assert types.count("provider.paused") == 1 and types.count("provider.resumed") == 1
     assert types.index("provider.resumed") < types.index("status.observed")
+
+
+def test_a_rate_limit_wait_past_the_deadline_skips_the_poll(engine, sim, client):
+    """A poll that would wait for its rate-limit slot beyond the chunk's deadline is left for the
+    next dispatch (which owns the item by then), not polled late beside it."""
+    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234",
+                              rate_limit_per_second=1, rate_limit_burst=1)
+    service = PollerService(make_sessionmaker(engine), ProviderSet({"billit": settings}), PollPolicy(),
+                            guard=RedisGuard(client, FAST), max_throttle_wait_s=5)
+    for ref in (3001, 3002):
+        sim.billit.create_order(ref)
+        service.track("billit", str(ref), interval_s=60)
+    claims: list = []
+    service.dispatch_due(claims.extend, lease_s=30, limit=10, chunk_size=10)
+    report = service.poll_claims(claims, deadline=service.clock() + timedelta(seconds=0.5))
+    assert (report.polled, report.skipped) == (1, 1)  # the second slot is a second away
+    assert sim.stats()["requests"]["billit"]["total"] == 1

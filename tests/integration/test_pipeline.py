@@ -267,6 +267,35 @@ def test_poll_past_lease_deadline_is_skipped(service, sim, clock):
     assert sim.stats()["requests"].get("billit", {}).get("total", 0) == 0
 
 
+def test_chunk_deadline_ends_before_its_items_can_be_claimed_again(engine, sim):
+    """A dispatch claims items half a tick before they are due, so a chunk's deadline is the end
+    of its lease less that: a poll started later would run beside the next claim's poll of the
+    same item (two GETs milliseconds apart, seen in the topology test)."""
+    from datetime import datetime
+
+    from tasks import send_due
+    from worker.store import repo
+
+    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")
+    service = PollerService(make_sessionmaker(engine), ProviderSet({"billit": settings}), POLICY)  # the wall clock
+    sim.billit.create_order(1001)
+    service.track("billit", "1001", interval_s=5)
+    sent: list[dict] = []
+
+    class Recorder:  # where the Celery task would be: what the chunk is sent with
+        def apply_async(self, **message):
+            sent.append(message)
+
+    assert send_due("polls", service.dispatch_due, Recorder(), lambda c: [c.item_id, c.lease_id], lease_s=30,
+                    event="dispatch.tick", limit=10, chunk_size=10, lookahead_s=5) == 1
+    (message,) = sent
+    deadline = datetime.fromisoformat(message["args"][1])
+    assert message["expires"] == deadline
+    with service.sessions.begin() as session:  # the next dispatch, just before the chunk's deadline
+        assert repo.claim_due(session, now=deadline - timedelta(milliseconds=1), lease_s=30, limit=10,
+                              lookahead_s=5) == []
+
+
 def test_oversized_body_is_a_clear_error(engine, sim, clock):
     """A response larger than the cap is refused, named, and not parsed."""
     settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")

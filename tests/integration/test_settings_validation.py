@@ -43,6 +43,7 @@ def assert_refused(proc: subprocess.CompletedProcess[str], *expected: str, tmp_p
 #: (variable, bad value, part of what the message says it must be)
 BAD_VALUES = [
     ("POLLER_LEASE_SECONDS", "inf", "finite number"),
+    ("POLLER_LEASE_SECONDS", "2", "more than half of POLLER_TICK_SECONDS"),
     ("POLLER_WEBHOOK_RETRY_SCHEDULE", "5,soon,60", "comma-separated seconds"),
     ("POLLER_WEBHOOK_DISABLE_AFTER", "forever", "s/m/h/d"),
     ("POLLER_BROKER_URL", "notaurl", "redis://"),
