@@ -56,9 +56,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
                        "unset: `$POLLER_HOME/secret.key`, made once for SQLite. Required with a shared database "
                        "([deployment](deployment.md#secrets-at-rest)).",
         "tick_seconds": "How often beat runs `dispatch_due` (and `deliver_due`).",
-        "lease_seconds": ("How long a claimed poll may take before the item is claimed again. A chunk starts "
-                          "no poll in the last half tick of it (the next dispatch may claim the item then); "
-                          "more than half of `POLLER_TICK_SECONDS`."),
+        "lease_seconds": "How long a claimed poll may take before the item is claimed again; more than half a tick.",
         "dispatch_limit": "Most items claimed in one tick (the most overdue first).",
         "dispatch_chunk": "Items per `poll_items` task.",
         "default_interval_seconds": "Poll interval when `track` (or the API) gives none.",

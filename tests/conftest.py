@@ -249,7 +249,7 @@ def _forget_engine(settings) -> None:
 
 
 #: Modules whose tests bound wall-clock times (a recovery, a deadline, a tick gap): scripts/test
-#: runs them first, one at a time, with the machine to themselves, and then the rest side by side
+#: runs them first, two at a time with nothing else running, and then the rest side by side
 #: (pytest-xdist), where a busy core only makes a test wait longer within its generous timeouts.
 SERIAL_MODULES = {"test_processes.py", "test_supervisor.py", "test_hostile_providers.py", "test_hostile_receivers.py",
                   "test_transport.py", "test_pages.py", "test_topology.py", "test_beat.py"}
