@@ -6,8 +6,9 @@ delivery per event to a catch-all webhook subscription (plus one per alert event
 filtered one) and ``--attempts`` delivery attempts; then times, with the project's own code, the
 paths that run all day: the dispatch claim, a poll's writes, the delivery claim, `poller status`,
 the dashboard, the metrics scrape and the events API's first and a deep page. Then it prunes the
-oldest day (a day's worth: events/D) in a background thread, as beat's daily prune does, and times
-the same paths again meanwhile. Rounds start a tick (5 s) apart, as in production.
+oldest day (a day's worth: events/D) in a process of its own, as beat's daily prune does (or, with
+--prune-in thread, in a thread of the timed process), and times the same paths again meanwhile.
+Rounds start a tick (5 s) apart, as in production.
 
     .venv/bin/python bench/store.py --db sqlite                                 # 1M items, 10M events, 10M attempts
     .venv/bin/python bench/store.py --db postgresql                             # a scratch database beside
@@ -31,8 +32,7 @@ the tick claimed are then marked polled in one untimed statement, so they come b
 later and the number due stays what it would be in steady state. Every other write commits.
 
 What is not like production: nothing else runs (no workers, no API server), so the figures are
-the store's own; the prune is a thread of this process (as in a `threads` worker pool), sharing its
-GIL with the timed paths. SQLite is not ANALYZEd (the poller never does); PostgreSQL gets the
+the store's own. SQLite is not ANALYZEd (the poller never does); PostgreSQL gets the
 VACUUM ANALYZE that autovacuum would give a table loaded this fast. Each run prunes the oldest
 day, so a database reused with --reuse has one day less of history per run before it.
 """
@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import base64
 import math
+import multiprocessing
 import os
 import platform
 import shutil
@@ -53,7 +54,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +169,16 @@ def deep_cursor(sessions: sessionmaker[Session]) -> str:
     return found
 
 
+def prune_apart(url: str, cutoffs: Cutoffs, now: datetime) -> dict[str, int]:
+    """The prune in a child process, on its own engine (``now`` for the marks it writes)."""
+    engine = make_engine(url)
+    try:
+        return Pruner(make_sessionmaker(engine), clock=lambda: now,
+                      reads=make_sessionmaker(engine, read_only=True)).run(cutoffs)
+    finally:
+        engine.dispose()
+
+
 def run(args: argparse.Namespace, url: str, fresh: bool) -> None:
     crypto.install(crypto.Keyring.parse(BENCH_KEY))
     populate_s = None
@@ -252,7 +263,11 @@ def run(args: argparse.Namespace, url: str, fresh: bool) -> None:
     def prune() -> None:
         started = time.perf_counter()
         try:
-            result["removed"] = Pruner(sessions, clock=bench.clock, reads=bench.reads).run(cutoffs)
+            if args.prune_in == "thread":
+                result["removed"] = Pruner(sessions, clock=bench.clock, reads=bench.reads).run(cutoffs)
+            else:  # as beat's daily task runs it: `poller prune` in a process of its own
+                with multiprocessing.get_context("spawn").Pool(1) as pool:
+                    result["removed"] = pool.apply(prune_apart, (url, cutoffs, bench.clock()))
         except Exception as err:  # noqa: BLE001 - reported below, after the rounds stop
             result["error"] = err
         result["seconds"] = time.perf_counter() - started
@@ -307,6 +322,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-prune", action="store_true", help="skip the prune phase")
+    parser.add_argument("--prune-in", choices=["process", "thread"], default="process",
+                        help="where the prune runs: a process of its own, as beat's task runs it (default), or a "
+                             "thread of the timed process, sharing its GIL, as it ran before")
     parser.add_argument("--keep", action="store_true", help="keep the populated database (to --reuse it)")
     parser.add_argument("--reuse", metavar="PATH_OR_URL", help="a database populated by an earlier --keep run")
     args = parser.parse_args()

@@ -4,14 +4,17 @@ cursor from before what it removed gets a clear error naming the oldest retained
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pytest
+import structlog
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy import select
 
 from config.celery_app import PRUNE_TASK, create_app
-from config.settings import Settings
+from config.settings import Settings, get_settings
+from tests.conftest import TEST_SECRET_KEY
 from tests.rows import update_items
 from worker.errors import ConfigurationError, CursorExpired
 from worker.feed import EventFeed
@@ -192,3 +195,35 @@ def test_removing_a_finished_items_history_refuses_no_cursor_among_kept_events(s
     assert [e.id for e in feed.page(after=kept[0].id, limit=10)[0]] == [kept[1].id]
     with stack.sessions.begin() as s:
         assert s.get(RetentionMark, "events") is None
+
+
+def test_beats_daily_prune_runs_in_a_process_of_its_own(stack, db_url, tmp_path, monkeypatch, request):
+    """The prune task runs `poller prune` in a child process, with the worker's environment, and
+    returns its counts: in the worker's own process (a threads pool by default) the prune's Python
+    work would hold the GIL the polls' and deliveries' database calls wait for."""
+    from tasks.maintenance import prune
+
+    stack.orders(2, stages=1)  # 4 events of the test clock's 2026-11-23: days old by the wall clock
+    for name, value in {"POLLER_DATABASE_URL": db_url, "POLLER_HOME": str(tmp_path / "var"),
+                        "POLLER_SECRET_KEYS": TEST_SECRET_KEY, "POLLER_RETENTION_EVENTS": "1d"}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    with structlog.testing.capture_logs() as logs:
+        assert prune()["events"] == 4
+    assert events(stack) == []
+    (done,) = [entry for entry in logs if entry["event"] == "prune.done"]
+    assert done["events"] == 4 and done["pid"] != os.getpid()
+
+
+def test_a_prune_that_fails_fails_its_task(tmp_path, monkeypatch, request):
+    """A child that cannot prune (here: no database) fails the task, which says where its error is."""
+    from tasks.maintenance import prune
+    from worker.errors import PollerError
+
+    monkeypatch.setenv("POLLER_DATABASE_URL", f"sqlite+pysqlite:///{tmp_path / 'missing' / 'poller.db'}")
+    monkeypatch.setenv("POLLER_HOME", str(tmp_path / "var"))
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    with pytest.raises(PollerError, match=r"`poller prune` exited with status \d+; its error is logged above"):
+        prune()
