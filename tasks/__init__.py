@@ -31,7 +31,7 @@ poller_service = per_process(build_service)
 
 
 def send_due(queue: str, dispatch: Callable[..., int], task: Any, claim: Callable[[C], list[int]], *, lease_s: float,
-             event: str, **limits: Any) -> int:
+             event: str, lookahead_s: float = 0.0, **limits: Any) -> int:
     """One dispatch tick of ``queue`` (``polls``, ``deliveries``): ``dispatch`` claims what is due for
     ``lease_s`` and hands it over in chunks, each sent to ``task`` as ``[claim(c) ...]`` (``[id, lease]``)
     and a deadline, the end of the lease less the dispatch's ``lookahead_s``, after which the broker
@@ -39,7 +39,7 @@ def send_due(queue: str, dispatch: Callable[..., int], task: Any, claim: Callabl
     started = datetime.now(UTC)
     # A dispatch looking ahead claims an item that much before its lease runs out: a chunk must
     # not start a poll after that, or the item's next claim polls it a second time meanwhile.
-    deadline = started + timedelta(seconds=lease_s - limits.get("lookahead_s", 0.0))
+    deadline = started + timedelta(seconds=lease_s - lookahead_s)
 
     def enqueue(chunk: list[C]) -> None:
         task.apply_async(
@@ -49,6 +49,8 @@ def send_due(queue: str, dispatch: Callable[..., int], task: Any, claim: Callabl
             argsrepr=f"[<{len(chunk)} claims>, {deadline.isoformat()!r}]",
         )
 
+    if lookahead_s:
+        limits["lookahead_s"] = lookahead_s
     count = dispatch(enqueue, lease_s=lease_s, **limits)
     elapsed = (datetime.now(UTC) - started).total_seconds()
     metrics.dispatch(queue, elapsed)

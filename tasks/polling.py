@@ -28,7 +28,7 @@ def dispatch_due() -> int:
 
 @shared_task(name=POLL_TASK, ignore_result=True)
 def poll_items(claims: list[list[int]], deadline: str) -> dict[str, int]:
-    """Poll a chunk of claimed items, stopping at the end of their lease."""
+    """Poll a chunk of claimed items, starting none that could still run at ``deadline``."""
     with structlog.contextvars.bound_contextvars(task=POLL_TASK, chunk=len(claims)):
         report = poller_service().poll_claims([Claim(i, lease) for i, lease in claims],
                                         deadline=datetime.fromisoformat(deadline))

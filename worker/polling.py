@@ -45,6 +45,7 @@ from worker.providers.registry import ProviderSet
 from worker.store import repo
 from worker.store.models import Event
 from worker.store.repo import Claim, PollWork
+from worker.webhooks.decision import last_send_start
 
 log = structlog.get_logger(__name__)
 
@@ -150,20 +151,27 @@ class ChunkPoller:
 
     def _fetch_all(self, polls: list[Poll], deadline: datetime | None,
                    report: PollReport) -> tuple[list[Poll], list[tuple[PollWork, datetime]]]:
-        """Fetch on the pool; returns the polls that ran, and those held back because their
-        provider account failed enough in this chunk to open its breaker (deferred like the rest)."""
+        """Fetch on the pool; returns the polls that ran, and those held back (deferred like the
+        rest): because their provider account failed enough in this chunk to open its breaker, or
+        because they could not start in time (see below)."""
         svc = self.svc
         tally: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         lock = threading.Lock()
         policy = svc.guard.policy if svc.guard is not None else None
+        # After its deadline an item may be claimed again, and the chunk's results are written
+        # after its last call: a poll that could still be running then would run beside the next
+        # claim's poll of the same item. So, as a delivery batch does, no poll starts within one
+        # call's timeout of the deadline (at least half the time left is used: a short lease still polls).
+        now = svc.clock()
+        stops = {} if deadline is None else {
+            key: last_send_start(deadline, now, svc.providers.timeout_of(*key))
+            for key in {(p.unit.item.provider, p.unit.item.account) for p in polls}}
 
         def run(poll: Poll) -> str:
-            # Items not started by the deadline (the end of their lease) are due again and another
-            # dispatch owns them: polling them would poll twice.
-            # A reserved rate-limit slot is waited for first, so the wait counts against the lease.
-            if deadline is not None and svc.clock() + timedelta(seconds=poll.wait_s) >= deadline:
-                return "skipped"
             key = (poll.unit.item.provider, poll.unit.item.account)
+            # A reserved rate-limit slot is waited for first, so the wait counts against the lease.
+            if key in stops and svc.clock() + timedelta(seconds=poll.wait_s) >= stops[key]:
+                return "skipped"
             if policy is not None:
                 with lock:
                     oks, fails = tally[key]
@@ -182,8 +190,13 @@ class ChunkPoller:
         ran = fan_out(run, polls, threads=svc.threads, pool=self._executor)
         report.skipped += ran.count("skipped")
         cooldown = policy.cooldown_s if policy is not None else 0.0
-        held = [(p.unit, svc.clock() + timedelta(seconds=cooldown + svc.rng.random()))
+        after = svc.clock()
+        held = [(p.unit, after + timedelta(seconds=cooldown + svc.rng.random()))
                 for p, r in zip(polls, ran, strict=True) if r == "held"]
+        # A skipped poll is due again at once (at its rate-limit slot), not when its lease runs out;
+        # an item claimed again meanwhile has a new lease, which the deferral leaves alone.
+        held += [(p.unit, after + timedelta(seconds=p.wait_s)) for p, r in zip(polls, ran, strict=True)
+                 if r == "skipped"]
         return [p for p, r in zip(polls, ran, strict=True) if r == "done"], held
 
     def _fetch(self, poll: Poll) -> None:

@@ -154,8 +154,10 @@ class PollerService:
         """Poll each claimed item that still holds its lease (see worker.polling).
 
         The database is read before and written after the HTTP calls, never held across them.
-        Items not started by ``deadline`` (the end of their lease) are left alone: by then they
-        are due again and another dispatch owns them, so polling them would poll twice.
+        ``deadline`` is when the items may be claimed again (their lease less the dispatch's
+        lookahead). No poll starts within one call's timeout of it (half the time left at most):
+        one still running then would run beside the next claim's poll of the same item. The
+        items not started are made due again at once.
         """
         return self.chunks.run(claims, deadline)
 

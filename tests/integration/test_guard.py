@@ -144,6 +144,29 @@ def test_a_rate_limit_wait_past_the_deadline_skips_the_poll(engine, sim, client)
         service.track("billit", str(ref), interval_s=60)
     claims: list = []
     service.dispatch_due(claims.extend, lease_s=30, limit=10, chunk_size=10)
-    report = service.poll_claims(claims, deadline=service.clock() + timedelta(seconds=0.5))
-    assert (report.polled, report.skipped) == (1, 1)  # the second slot is a second away
+    started = service.clock()
+    report = service.poll_claims(claims, deadline=started + timedelta(seconds=0.5))
+    assert (report.polled, report.skipped, report.deferred) == (1, 1, 1)  # the second slot is a second away
+    assert sim.stats()["requests"]["billit"]["total"] == 1
+    # due again at its slot, not when its lease of 30 s runs out
+    skipped = [i for i in service.items() if i.ref == "3002"][0]
+    assert skipped.next_poll_at is not None and skipped.next_poll_at < started + timedelta(seconds=5)
+
+
+def test_no_poll_starts_within_a_call_timeout_of_the_deadline(engine, sim, client):
+    """The chunk writes after its last call, and from its deadline the items may be claimed again:
+    a poll that could still run then is not started (here its provider's own 1 s timeout does not
+    fit in what is left, so it must start in the first half of that: the slot 1 s away does not)."""
+    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234",
+                              rate_limit_per_second=1, rate_limit_burst=1, timeout_seconds=1.0)
+    service = PollerService(make_sessionmaker(engine), ProviderSet(
+        {"billit": settings}, ProviderContext(http=HttpOptions(timeout_s=10))), PollPolicy(),
+        guard=RedisGuard(client, FAST), max_throttle_wait_s=5)
+    for ref in (3001, 3002):
+        sim.billit.create_order(ref)
+        service.track("billit", str(ref), interval_s=60)
+    claims: list = []
+    service.dispatch_due(claims.extend, lease_s=30, limit=10, chunk_size=10)
+    report = service.poll_claims(claims, deadline=service.clock() + timedelta(seconds=1.8))
+    assert (report.polled, report.skipped) == (1, 1)
     assert sim.stats()["requests"]["billit"]["total"] == 1

@@ -296,6 +296,20 @@ def test_chunk_deadline_ends_before_its_items_can_be_claimed_again(engine, sim):
                               lookahead_s=5) == []
 
 
+def test_a_providers_own_timeout_overrides_the_http_timeout(engine, sim, clock):
+    """POLLER_<P>__TIMEOUT_SECONDS is the deadline of that provider's calls (it was read and then
+    ignored: every call had POLLER_HTTP_TIMEOUT_SECONDS)."""
+    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234", timeout_seconds=0.3)
+    service = PollerService(make_sessionmaker(engine), ProviderSet(
+        {"billit": settings}, ProviderContext(http=HttpOptions(timeout_s=10), clock=clock)), POLICY, clock=clock)
+    sim.billit.create_order(1001)
+    service.track("billit", "1001", interval_s=5)
+    sim.faults.add("billit", "slow", delay=3)
+    poll_round(service)
+    (it,) = service.items()
+    assert "timed out after 0.3s" in it.last_error
+
+
 def test_oversized_body_is_a_clear_error(engine, sim, clock):
     """A response larger than the cap is refused, named, and not parsed."""
     settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234")

@@ -5,6 +5,7 @@ cursor from before what it removed gets a clear error naming the oldest retained
 from __future__ import annotations
 
 import os
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -227,3 +228,23 @@ def test_a_prune_that_fails_fails_its_task(tmp_path, monkeypatch, request):
     request.addfinalizer(get_settings.cache_clear)
     with pytest.raises(PollerError, match=r"`poller prune` exited with status \d+; its error is logged above"):
         prune()
+
+
+def test_a_prune_child_times_out_and_is_the_pollers_own(tmp_path, monkeypatch, request):
+    """A task whose time is up ends with its child's time-out; the child runs the poller's own
+    `poller prune` whatever the worker's working directory holds."""
+    from tasks.maintenance import prune_in_child
+    from worker.errors import PollerError
+
+    # A working directory with a `cli/` of its own: the child still runs the poller's.
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "main.py").write_text("raise SystemExit('not the poller')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("POLLER_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("POLLER_DATABASE_URL", f"sqlite+pysqlite:///{tmp_path / 'poller.db'}")
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)
+    with pytest.raises(subprocess.TimeoutExpired):
+        prune_in_child(timeout_s=0.05)  # the child is still importing when its time is up
+    with pytest.raises(PollerError, match="`poller prune` exited with status 2"):
+        prune_in_child(timeout_s=60)  # the poller's own error: no database (not the cli/ above)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from worker.errors import InputError
@@ -111,5 +111,19 @@ class ProviderSet:
             if (name, account) not in self._built:
                 s = spec(name, self.registry)
                 base = self._settings.get(name) or s.settings_cls()
-                self._built[name, account] = s.factory(base.for_account(account), account, self.ctx)
+                settings = base.for_account(account)
+                self._built[name, account] = s.factory(settings, account, self.context_for(settings))
             return self._built[name, account]
+
+    def context_for(self, settings: ProviderSettings) -> ProviderContext:
+        """The shared context, with the account's own timeout (POLLER_<P>__TIMEOUT_SECONDS) if it has one."""
+        if settings.timeout_seconds is None:
+            return self.ctx
+        return replace(self.ctx, http=replace(self.ctx.http, timeout_s=settings.timeout_seconds))
+
+    def timeout_of(self, name: str, account: str = DEFAULT_ACCOUNT) -> float:
+        """The total deadline of one call to ``account`` of provider ``name``, in seconds."""
+        try:
+            return self.context_for(self.get(name, account).settings).http.timeout_s
+        except Exception:  # noqa: BLE001 - an unknown or broken provider fails in its fetch, where it lands
+            return self.ctx.http.timeout_s
