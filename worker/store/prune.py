@@ -83,7 +83,7 @@ class Pruner:
                  progress: Callable[[str, int], None] | None = None, hold_s: float = HOLD_S,
                  sleep: Callable[[float], None] = time.sleep, reads: sessionmaker[Session] | None = None) -> None:
         self.sessions, self.clock, self.batch, self.hold_s, self.sleep = sessions, clock, batch, hold_s, sleep
-        self.size, self.reads = batch, reads or sessions
+        self.size, self.reads = min(batch, MIN_BATCH), reads or sessions
         bind = sessions.kw.get("bind")
         self.shared_lock = bind is not None and bind.dialect.name == "sqlite"
         self.progress = progress or (lambda _table, _n: None)
@@ -144,6 +144,10 @@ class Pruner:
         # transaction, takes those that still qualify and removes them, until nothing is left to
         # pick. The running counts are folded as it goes, so a day's prune leaves readers a few
         # rows to sum, not a delta per delivery removed.
+        # Each kind starts small: a batch of events (with their deliveries and attempts) holds
+        # its locks far longer than one of attempts alone, so the size the last kind grew to
+        # would hold them for 100-200 ms on its first batch.
+        self.size = min(self.batch, MIN_BATCH)
         while True:
             size = self.size
             with self.reads.begin() as r:
