@@ -28,6 +28,7 @@ from worker.policy import PollPolicy, after_success
 from worker.status import read_status, record_heartbeat
 from worker.store import delivery_claims as drepo
 from worker.store import repo
+from worker.store.db import checkpoint
 from worker.store.models import Delivery, Item, Schedule
 
 _SETTINGS = Settings.model_fields
@@ -193,6 +194,7 @@ def one_round(b: Bench) -> dict[str, tuple[float, int]]:
     out[CLAIMS] = (out[CLAIM][0] + ms, len(chunk) + len(rest))
     with b.sessions.begin() as s:
         record_heartbeat(s, "dispatch", at=now, seconds=ms / 1000, claimed=len(chunk) + len(rest))
+    checkpoint(b.engine)  # untimed, as the tick's (PollerService.dispatch_due) after its claim
     load_ms, apply_ms = poll_chunk(b, chunk, now)
     out[POLL], out[LOAD], out[APPLY] = (load_ms + apply_ms, len(chunk)), (load_ms, len(chunk)), (apply_ms, len(chunk))
     settle_tick(b, rest, now)

@@ -37,6 +37,7 @@ from worker.providers.registry import ProviderSet
 from worker.reconcile import Reconciler
 from worker.status import record_heartbeat
 from worker.store import repo, stream, tallies
+from worker.store.db import checkpoint
 from worker.store.models import Event, Item
 from worker.store.repo import Claim, PollWork
 
@@ -146,6 +147,9 @@ class PollerService:
         with self.sessions.begin() as session:
             record_heartbeat(session, "dispatch", at=self.clock(), seconds=round(elapsed, 6), claimed=len(claims))
             tallies.fold(session)  # the running counts' deltas since the last tick, one row per key again
+        # SQLite: the tick copies the log into the database file, so no poll's or delivery's
+        # commit does (see worker.store.db.AUTOCHECKPOINT_PAGES).
+        checkpoint(self.sessions.kw["bind"])
         return len(claims)
 
     # -- polling --------------------------------------------------------------------------

@@ -79,6 +79,13 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
+        # A commit while SQLite's log is longer than its checkpoint threshold (1,000 pages by
+        # default) copies the log into the database file and syncs it before it returns: during a
+        # prune, 130-250 ms of a delivery claim of 20 (with readers always about, the log is not
+        # rewound, so it stays that long). The dispatch tick and the prune's batches checkpoint
+        # instead (see checkpoint); a commit only past this far higher mark, a safety net.
+        cur.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES:d}")
+        cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT:d}")  # the log file shrinks back to this
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -89,6 +96,25 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
             conn.exec_driver_sql("BEGIN")
         else:
             _begin_immediate(conn, busy_timeout_ms)
+
+
+#: SQLite's automatic checkpoint threshold (pages of 4 KiB: 1 GiB; a day's prune at 10,000,000
+#: events grew the log to 0.5 GiB), and the size its log file is cut back to after a checkpoint.
+AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT = 262_144, 64 * 2**20
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy SQLite's write-ahead log into the database file, as far as its readers allow
+    (PASSIVE: it waits for nobody), outside any commit. Nothing to do on PostgreSQL."""
+    if engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        raw.close()
 
 
 def _begin_immediate(conn: Connection, busy_timeout_ms: int) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from worker.clock import utcnow
 from worker.retention import TABLES, Cutoffs
 from worker.store import tallies
+from worker.store.db import checkpoint
 from worker.store.models import (
     FINISHED,
     Delivery,
@@ -174,18 +175,10 @@ class Pruner:
         self.size = max(min(self.batch, MIN_BATCH), min(self.batch, scaled, 2 * self.size))
         if self.shared_lock:
             started = time.perf_counter()
-            self._checkpoint()
+            # The prune writes most of the log's pages between dispatch ticks: it copies them
+            # itself, so the log stays short and a tick's checkpoint has little left to do.
+            checkpoint(self.sessions.kw["bind"])
             self.sleep(max(0.0, held_s - (time.perf_counter() - started)))
-
-    def _checkpoint(self) -> None:
-        # SQLite copies its write-ahead log into the database file in whichever connection's commit
-        # passes 1,000 pages; the prune writes most of those pages, so it copies them itself,
-        # instead of some poll's commit taking 100 ms longer. PASSIVE: it waits for nobody.
-        raw = self.sessions.kw["bind"].raw_connection()
-        try:
-            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            raw.close()
 
     def _delete_events(self, s: Session, positions: Sequence[int], add: Callable[[str, int], None], *,
                        mark: bool = False) -> None:
