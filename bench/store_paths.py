@@ -192,9 +192,9 @@ def one_round(b: Bench) -> dict[str, tuple[float, int]]:
     ms, rest = timed(lambda: claim(DISPATCH_LIMIT))
     out[TICK] = (ms, len(rest))
     out[CLAIMS] = (out[CLAIM][0] + ms, len(chunk) + len(rest))
+    checkpoint(b.engine)  # untimed, as the tick's (PollerService.dispatch_due) after its claim
     with b.sessions.begin() as s:
         record_heartbeat(s, "dispatch", at=now, seconds=ms / 1000, claimed=len(chunk) + len(rest))
-    checkpoint(b.engine)  # untimed, as the tick's (PollerService.dispatch_due) after its claim
     load_ms, apply_ms = poll_chunk(b, chunk, now)
     out[POLL], out[LOAD], out[APPLY] = (load_ms + apply_ms, len(chunk)), (load_ms, len(chunk)), (apply_ms, len(chunk))
     settle_tick(b, rest, now)

@@ -144,12 +144,13 @@ class PollerService:
         except Exception:  # noqa: BLE001 - the tick's own work is done; this is advice
             log.exception("capacity.check_failed")
         # The heartbeat `poller health` reads: beat, broker and a worker all did their part.
+        # SQLite: the tick copies the log into the database file, so no poll's or delivery's
+        # commit does (see worker.store.db.AUTOCHECKPOINT_PAGES); the heartbeat's small write
+        # then starts the log afresh.
+        checkpoint(self.sessions.kw["bind"])
         with self.sessions.begin() as session:
             record_heartbeat(session, "dispatch", at=self.clock(), seconds=round(elapsed, 6), claimed=len(claims))
             tallies.fold(session)  # the running counts' deltas since the last tick, one row per key again
-        # SQLite: the tick copies the log into the database file, so no poll's or delivery's
-        # commit does (see worker.store.db.AUTOCHECKPOINT_PAGES).
-        checkpoint(self.sessions.kw["bind"])
         return len(claims)
 
     # -- polling --------------------------------------------------------------------------

@@ -85,7 +85,6 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
         # rewound, so it stays that long). The dispatch tick and the prune's batches checkpoint
         # instead (see checkpoint); a commit only past this far higher mark, a safety net.
         cur.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES:d}")
-        cur.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT:d}")  # the log file shrinks back to this
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -98,9 +97,11 @@ def _sqlite_pragmas(engine: Engine, *, busy_timeout_ms: int) -> None:
             _begin_immediate(conn, busy_timeout_ms)
 
 
-#: SQLite's automatic checkpoint threshold (pages of 4 KiB: 1 GiB; a day's prune at 10,000,000
-#: events grew the log to 0.5 GiB), and the size its log file is cut back to after a checkpoint.
-AUTOCHECKPOINT_PAGES, JOURNAL_SIZE_LIMIT = 262_144, 64 * 2**20
+#: SQLite's automatic checkpoint threshold, in pages of 4 KiB: 1 GiB (a day's prune at 10,000,000
+#: events grew the log to 0.5 GiB). The log file keeps the largest size it reached, as by default:
+#: cut back after each checkpoint, the next tick's writes grew it again and a poll's writes took
+#: 15-25 ms longer.
+AUTOCHECKPOINT_PAGES = 262_144
 
 
 def checkpoint(engine: Engine) -> None:
