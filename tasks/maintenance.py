@@ -33,7 +33,7 @@ def prune_in_child(*, timeout_s: float) -> dict[str, int]:
 
     In the worker's process (a threads pool by default) the prune's Python work would hold the GIL
     that every poll's and delivery's database call waits for again after releasing it: beside a
-    busy thread, a 300-row SQLite read took 1,100 ms instead of 0.5 (the convoy effect). The child
+    busy thread, a 300-row SQLite read took 1,100 ms instead of 0.5 (the convoy effect; bench/gil_convoy.py). The child
     inherits the environment, so the same settings, log stream and metrics directory (its counts
     reach /metrics), and records the prune's heartbeat itself. It has a session of its own, so a
     Ctrl-C meant for `poller run` does not cut it short; if this task ends any other way than by
