@@ -132,18 +132,25 @@ def test_storm_pauses_provider_with_one_event_and_resumes(engine, sim, client):
     assert types.index("provider.resumed") < types.index("status.observed")
 
 
-def test_a_rate_limit_wait_past_the_deadline_skips_the_poll(engine, sim, client):
-    """A poll that would wait for its rate-limit slot beyond the chunk's deadline is left for the
-    next dispatch (which owns the item by then), not polled late beside it."""
-    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234",
-                              rate_limit_per_second=1, rate_limit_burst=1)
-    service = PollerService(make_sessionmaker(engine), ProviderSet({"billit": settings}), PollPolicy(),
-                            guard=RedisGuard(client, FAST), max_throttle_wait_s=5)
+def two_claimed_orders(engine, sim, client, **settings):
+    """A service whose Billit allows one call a second (burst 1), and its claims of two orders."""
+    billit = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234",
+                            rate_limit_per_second=1, rate_limit_burst=1, **settings)
+    service = PollerService(make_sessionmaker(engine), ProviderSet(
+        {"billit": billit}, ProviderContext(http=HttpOptions(timeout_s=10))), PollPolicy(),
+        guard=RedisGuard(client, FAST), max_throttle_wait_s=5)
     for ref in (3001, 3002):
         sim.billit.create_order(ref)
         service.track("billit", str(ref), interval_s=60)
     claims: list = []
     service.dispatch_due(claims.extend, lease_s=30, limit=10, chunk_size=10)
+    return service, claims
+
+
+def test_a_rate_limit_wait_past_the_deadline_skips_the_poll(engine, sim, client):
+    """A poll that would wait for its rate-limit slot beyond the chunk's deadline is not polled
+    late (beside the next claim's poll of it) but made due again at its slot."""
+    service, claims = two_claimed_orders(engine, sim, client)
     started = service.clock()
     report = service.poll_claims(claims, deadline=started + timedelta(seconds=0.5))
     assert (report.polled, report.skipped, report.deferred) == (1, 1, 1)  # the second slot is a second away
@@ -157,16 +164,7 @@ def test_no_poll_starts_within_a_call_timeout_of_the_deadline(engine, sim, clien
     """The chunk writes after its last call, and from its deadline the items may be claimed again:
     a poll that could still run then is not started (here its provider's own 1 s timeout does not
     fit in what is left, so it must start in the first half of that: the slot 1 s away does not)."""
-    settings = BillitSettings(base_url=sim.url, api_key="sim-billit-key", party_id="1234",
-                              rate_limit_per_second=1, rate_limit_burst=1, timeout_seconds=1.0)
-    service = PollerService(make_sessionmaker(engine), ProviderSet(
-        {"billit": settings}, ProviderContext(http=HttpOptions(timeout_s=10))), PollPolicy(),
-        guard=RedisGuard(client, FAST), max_throttle_wait_s=5)
-    for ref in (3001, 3002):
-        sim.billit.create_order(ref)
-        service.track("billit", str(ref), interval_s=60)
-    claims: list = []
-    service.dispatch_due(claims.extend, lease_s=30, limit=10, chunk_size=10)
+    service, claims = two_claimed_orders(engine, sim, client, timeout_seconds=1.0)
     report = service.poll_claims(claims, deadline=service.clock() + timedelta(seconds=1.8))
     assert (report.polled, report.skipped) == (1, 1)
     assert sim.stats()["requests"]["billit"]["total"] == 1
