@@ -66,6 +66,7 @@ from sqlalchemy import Engine, Text, func, make_url, select, text  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 from store_data import Layout  # noqa: E402
 from store_paths import (  # noqa: E402
+    BACKLOG,
     CLAIM,
     CLAIMS,
     DASHBOARD,
@@ -81,6 +82,7 @@ from store_paths import (  # noqa: E402
     Bench,
     Samples,
     SimClock,
+    claim_backlog,
     one_round,
 )
 from store_populate import populate, progress, record_digests  # noqa: E402
@@ -245,6 +247,8 @@ def run(args: argparse.Namespace, url: str, fresh: bool) -> None:
     quiet = Samples()
     for _ in range(args.runs):
         quiet.add(paced_round())
+    for _ in range(min(args.runs, 5)):  # after the rounds: see claim_backlog
+        quiet.add({BACKLOG: claim_backlog(bench, bench.clock())})
     print(f"## Each path, {args.runs} rounds after {args.warmup} warm-up rounds")
     print()
     print("\n".join(table(quiet, TARGET_MS)))

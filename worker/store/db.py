@@ -7,7 +7,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,6 +116,21 @@ def checkpoint(engine: Engine) -> None:
         driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
     finally:
         raw.close()
+
+
+def vacuum(engine: Engine, tables: Sequence[str]) -> None:
+    """VACUUM ``tables`` on PostgreSQL, now; nothing to do on SQLite, whose deletes free their
+    index entries at once.
+
+    After a prune: the rows it deleted leave dead entries at the start of each index until a
+    VACUUM removes them, and every read from the start steps over them (the oldest event: 1,825
+    pages after a day's prune of 10,000,000 events, 4 after). Autovacuum waits for a fifth of a
+    table to be dead, about six days of prunes at 30 days' retention.
+    """
+    if engine.dialect.name != "postgresql" or not tables:
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # not in a transaction
+        conn.exec_driver_sql(f"VACUUM {', '.join(tables)}")
 
 
 def _begin_immediate(conn: Connection, busy_timeout_ms: int) -> None:

@@ -321,3 +321,17 @@ class DeliveryTally(Base):
     subscription_id: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16))
     n: Mapped[int] = mapped_column(BigInteger)
+
+
+class ItemFailure(Base):
+    """An item that failed its latest polls, as its row in ``items`` says (only while
+    ``consecutive_failures > 0``). Written by triggers on ``items`` (migration 0019), read by the
+    failure counts (worker.store.health.failures): a few pages where ``items`` needs thousands."""
+
+    __tablename__ = "item_failures"
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(16))
+    consecutive_failures: Mapped[int] = mapped_column(Integer)
+    failing: Mapped[bool] = mapped_column(Boolean)

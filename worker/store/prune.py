@@ -21,7 +21,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from worker.clock import utcnow
 from worker.retention import TABLES, Cutoffs
 from worker.store import tallies
-from worker.store.db import checkpoint
+from worker.store.db import checkpoint, vacuum
 from worker.store.models import (
     FINISHED,
     Delivery,
@@ -39,6 +39,9 @@ from worker.store.repo import lock_leases
 ITEMS_PER_SCAN = 500
 #: How long one batch should hold its locks, and the fewest rows a batch removes.
 HOLD_S, MIN_BATCH = 0.025, 50
+#: The tables each kind of history is deleted from (with what goes by cascade), vacuumed after.
+DELETES_FROM = {"delivery_attempts": ("delivery_attempts",), "events": ("events", "deliveries", "delivery_attempts"),
+                "snapshots": ("snapshots",), "items": ("items", "item_schedules", "item_labels", "item_failures")}
 
 
 def _undelivered() -> ColumnElement[bool]:
@@ -85,8 +88,8 @@ class Pruner:
                  sleep: Callable[[float], None] = time.sleep, reads: sessionmaker[Session] | None = None) -> None:
         self.sessions, self.clock, self.batch, self.hold_s, self.sleep = sessions, clock, batch, hold_s, sleep
         self.size, self.reads = min(batch, MIN_BATCH), reads or sessions
-        bind = sessions.kw.get("bind")
-        self.shared_lock = bind is not None and bind.dialect.name == "sqlite"
+        self.bind = sessions.kw.get("bind")
+        self.shared_lock = self.bind is not None and self.bind.dialect.name == "sqlite"
         self.progress = progress or (lambda _table, _n: None)
 
     def count(self, cut: Cutoffs) -> dict[str, int]:
@@ -135,6 +138,8 @@ class Pruner:
                         Event.position, lambda s, ids: self._delete_events(s, ids, add))
         if cut.snapshots_keep is not None:
             self._trim_snapshots(cut.snapshots_keep, add)
+        if self.bind is not None:
+            vacuum(self.bind, sorted({table for kind, n in done.items() if n for table in DELETES_FROM[kind]}))
         return done
 
     # -- batches --------------------------------------------------------------------------
