@@ -44,8 +44,8 @@ class Item(Base):
 
     Its schedule (``next_poll_at``, ``lease_id``, ``claims_since_poll``, ``due_since``) is a row of
     ``item_schedules`` (worker.store.schedule), made with the item and offered as its attributes.
-    Invariant: ``failing`` implies ``consecutive_failures > 0`` (a success clears both), so the
-    failures index holds every failing item.
+    Invariant: ``failing`` implies ``consecutive_failures > 0`` (a success clears both), so
+    ``item_failures`` and the failures index hold every failing item.
 
     The partial indexes hold only the rows their condition admits (the few failing or finished
     items): small, and a quiet poll's write changes no indexed column of the row.
@@ -55,9 +55,7 @@ class Item(Base):
     __table_args__ = (
         UniqueConstraint("provider", "account", "kind", "ref", name="uq_items_identity"),
         # No index for counting items: `poller status`, the metrics and the capacity check read
-        # the running counts of item_tallies (worker.store.tallies) instead.
-        Index("ix_items_failures", "provider", "consecutive_failures", "failing",
-              **partial("consecutive_failures > 0")),
+        # the running counts of item_tallies (worker.store.tallies) and item_failures instead.
         # "The most failures first" (the dashboard) reads the end of this one only.
         Index("ix_items_most_failures", "consecutive_failures", **partial("consecutive_failures > 0")),
         # The prune's pick. Its query names the states as literals, as here: SQLite matches a
