@@ -287,3 +287,16 @@ def test_a_prune_vacuums_the_tables_it_deleted_from(stack, engine):
     after = vacuumed()
     assert [t for t in ("events", "deliveries", "delivery_attempts") if after[t] is None or after[t] == before[t]] == []
     assert after["snapshots"] == before["snapshots"] and after["items"] == before["items"]  # nothing deleted there
+
+
+def test_a_table_the_role_may_not_vacuum_is_logged_not_lost(engine):
+    """PostgreSQL skips a table the role does not own with a warning to the client, not an error:
+    the prune logs it (the child's log is the worker's), or it would land nowhere."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has nothing to vacuum after a prune")
+    from worker.store.db import vacuum
+
+    with structlog.testing.capture_logs() as logs:
+        vacuum(engine, ["pg_authid"])  # a shared catalog: only a superuser may vacuum it
+    skipped = [e for e in logs if e["event"] == "store.vacuum_skipped"]
+    assert len(skipped) == 1 and "pg_authid" in skipped[0]["reason"] and skipped[0]["log_level"] == "warning", logs

@@ -11,11 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.documents import dumps_strict
+
+log = structlog.get_logger(__name__)
 
 M = TypeVar("M")
 
@@ -126,11 +129,29 @@ def vacuum(engine: Engine, tables: Sequence[str]) -> None:
     VACUUM removes them, and every read from the start steps over them (the oldest event: 1,825
     pages after a day's prune of 10,000,000 events, 4 after). Autovacuum waits for a fifth of a
     table to be dead, about six days of prunes at 30 days' retention.
+
+    A table the role may not vacuum (it does not own it) is skipped by PostgreSQL with a warning
+    to the client, not an error: it is logged here (``store.vacuum_skipped``), or it would land
+    nowhere.
     """
     if engine.dialect.name != "postgresql" or not tables:
         return
+    skipped: list[str] = []
+
+    def keep(notice: Any) -> None:  # read now: a notice's fields are gone once the handler returns
+        if notice.severity_nonlocalized == "WARNING":
+            skipped.append(notice.message_primary)
+
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:  # not in a transaction
-        conn.exec_driver_sql(f"VACUUM {', '.join(tables)}")
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.add_notice_handler(keep)
+        try:
+            conn.exec_driver_sql(f"VACUUM {', '.join(tables)}")
+        finally:
+            driver.remove_notice_handler(keep)
+    for reason in skipped:
+        log.warning("store.vacuum_skipped", reason=reason)
 
 
 def _begin_immediate(conn: Connection, busy_timeout_ms: int) -> None:
