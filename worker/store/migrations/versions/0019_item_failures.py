@@ -29,6 +29,7 @@ revision, down_revision = "0019", "0018"
 
 COLUMNS = ("provider", "state", "consecutive_failures", "failing")
 _NAMES = ", ".join(COLUMNS)
+_NEW = ", ".join(f"NEW.{c}" for c in COLUMNS)
 
 
 def _changed(old_differs: str) -> str:
@@ -36,8 +37,7 @@ def _changed(old_differs: str) -> str:
 
 
 def _sqlite() -> list[str]:
-    new = ", ".join(f"NEW.{c}" for c in COLUMNS)
-    upsert = (f"INSERT INTO item_failures (item_id, {_NAMES}) VALUES (NEW.id, {new}) ON CONFLICT (item_id) DO UPDATE "
+    upsert = (f"INSERT INTO item_failures (item_id, {_NAMES}) VALUES (NEW.id, {_NEW}) ON CONFLICT (item_id) DO UPDATE "
               f"SET {', '.join(f'{c} = excluded.{c}' for c in COLUMNS)}")
     return [
         f"CREATE TRIGGER items_failures_insert AFTER INSERT ON items WHEN NEW.consecutive_failures > 0 "
@@ -51,12 +51,11 @@ def _sqlite() -> list[str]:
 
 
 def _postgresql() -> list[str]:
-    new = ", ".join(f"NEW.{c}" for c in COLUMNS)
     return [
         f"""CREATE FUNCTION items_failures_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF NEW.consecutive_failures > 0 THEN
-    INSERT INTO item_failures (item_id, {_NAMES}) VALUES (NEW.id, {new})
+    INSERT INTO item_failures (item_id, {_NAMES}) VALUES (NEW.id, {_NEW})
     ON CONFLICT (item_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in COLUMNS)};
   ELSE
     DELETE FROM item_failures WHERE item_id = NEW.id;
