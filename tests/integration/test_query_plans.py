@@ -309,9 +309,8 @@ EXPECTED: dict[str, list[str]] = {
     "dispatch claim": [r"^UPDATE item_schedules SET next_poll_at"],
     "poll writes": [r"^UPDATE items SET .* RETURNING .*event_seq",  # apply_outcome
                     # quiet polls (worker.store.quiet): PostgreSQL from unnest(), SQLite executemany
-                    r"^UPDATE item_schedules (AS s SET next_poll_at = v\.|SET next_poll_at=.* WHERE item_schedules"
-                    r"\.item_id = [^ ]+$)",
-                    r"^UPDATE items (AS i SET last_polled_at = v\.|SET .*last_polled_at=.* WHERE items\.id = [^ ]+$)",
+                    r"^UPDATE item_schedules (AS s SET next_poll_at = v\.|SET next_poll_at = .* WHERE item_id = \?$)",
+                    r"^UPDATE items (AS i SET last_polled_at = v\.|SET last_polled_at = .* WHERE id = :id$)",
                     # defer_many
                     r"^UPDATE item_schedules SET next_poll_at=[^,]+, claims_since_poll=[^ ]+ WHERE .*lease_id"],
     "delivery claim": [r"^UPDATE deliveries SET lease_id=.*, leased_until=", r"FROM delivery_attempts WHERE"],

@@ -7,7 +7,7 @@ that moved the lease on wins), and the items of the polls that held theirs get o
 changes an indexed column of ``items``, so PostgreSQL updates the rows in place (HOT). Measured at
 1,000,000 items, the two statements took 6-12 ms for 200 polls where locking the rows and two
 executemany UPDATEs took 21-30 ms. SQLite holds the whole database for the writer, so its leases
-are read first and the rows written by executemany.
+are read first and the rows written by executemany, handed to the driver as they are.
 """
 
 from __future__ import annotations
@@ -15,16 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import String, Table, bindparam, case, func, text, update
+from sqlalchemy import Table, text
 from sqlalchemy.orm import Session
 
-from worker.store.models import Item, Schedule
-from worker.store.schedule import polled
+from worker.store.models import Item
 
 _ITEMS = cast(Table, Item.__table__)
-_SCHEDULES = cast(Table, Schedule.__table__)
 
 
 @dataclass(frozen=True)
@@ -95,24 +93,45 @@ def write_quiet(session: Session, polls: Sequence[QuietPoll], *, now: datetime,
     return {p.item_id for p in kept}
 
 
+def sqlite_leases(session: Session, ids: Sequence[int]) -> dict[int, int]:
+    """Item id -> its current lease, for those of ``ids`` that exist, on SQLite (whose writer
+    holds the whole database, so nothing is locked). Through the driver: SQLAlchemy's expanding
+    ``IN`` of 256 values and its ORM row handling were 2.7 ms of a 3.1 ms read."""
+    rows = session.connection().exec_driver_sql(
+        "SELECT s.item_id, s.lease_id FROM item_schedules AS s JOIN items AS i ON i.id = s.item_id "
+        f"WHERE s.item_id IN ({', '.join('?' * len(ids))})", tuple(ids))
+    return {item_id: lease for item_id, lease in rows}
+
+
+# SQLite's writes, what _MOVE_ON and _RECORD say, a row at a time (executemany, in the driver's
+# loop). Every SET expression reads the row as it was before the UPDATE, as on PostgreSQL.
+_SQLITE_MOVE_ON = ("UPDATE item_schedules SET next_poll_at = ?, lease_id = lease_id + 1, claims_since_poll = 0, "
+                   "due_since = NULL WHERE item_id = ?")
+_SQLITE_RECORD = (
+    "UPDATE items SET last_polled_at = :polled, consecutive_failures = :failures, failing = :failing, "
+    "version = CASE WHEN :ok THEN :version ELSE version END, "
+    "last_success_at = CASE WHEN :ok THEN :polled ELSE last_success_at END, "
+    "last_error = CASE WHEN :ok THEN last_error ELSE :error END, "
+    "last_error_at = CASE WHEN :ok THEN last_error_at ELSE :polled END, "
+    "snapshot_digest = coalesce(:digest, snapshot_digest), "
+    "updated_at = CASE WHEN NOT :ok OR consecutive_failures <> 0 THEN :now ELSE updated_at END "
+    "WHERE id = :id")
+
+
 def _write_many(session: Session, polls: Sequence[QuietPoll], *, now: datetime) -> None:
+    """SQLite: the rows handed to the driver as they are. Through SQLAlchemy, its per-row parameter
+    handling (bind processors, parameter dictionaries) was 7.5 ms of the 12 ms these two
+    statements took for a chunk of 200 (measured at 1,000,000 items)."""
     if not polls:
         return
     conn = session.connection()
-    conn.execute(update(_SCHEDULES).where(_SCHEDULES.c.item_id == bindparam("b_id"))
-                 .values(**polled(bindparam("b_next"))), [{"b_id": p.item_id, "b_next": p.next_poll_at} for p in polls])
-    for ok in (True, False):
-        rows: list[dict[str, Any]] = [
-            {"b_id": p.item_id, "consecutive_failures": p.consecutive_failures, "failing": p.failing,
-             "last_polled_at": p.polled_at,
-             **({"version": p.version, "last_success_at": p.polled_at, "b_digest": p.digest} if ok
-                else {"last_error": p.error, "last_error_at": p.polled_at})}
-            for p in polls if (p.error is None) == ok]
-        if rows:
-            values: dict[str, Any] = {name: bindparam(name) for name in rows[0] if not name.startswith("b_")}
-            if ok:
-                values["snapshot_digest"] = func.coalesce(bindparam("b_digest", type_=String()),
-                                                          _ITEMS.c.snapshot_digest)
-            values["updated_at"] = case((_ITEMS.c.consecutive_failures != 0, now),
-                                        else_=_ITEMS.c.updated_at) if ok else now
-            conn.execute(update(_ITEMS).where(_ITEMS.c.id == bindparam("b_id")).values(**values), rows)
+    # The columns' own conversion (worker.store.types.UTCDateTime, then SQLite's text format), so
+    # what is stored is what every other write stores.
+    stamp = _ITEMS.c.last_polled_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+    assert stamp is not None
+    conn.exec_driver_sql(_SQLITE_MOVE_ON, [(stamp(p.next_poll_at), p.item_id) for p in polls])
+    at = stamp(now)
+    conn.exec_driver_sql(_SQLITE_RECORD, [
+        {"id": p.item_id, "polled": stamp(p.polled_at), "failures": p.consecutive_failures, "failing": p.failing,
+         "ok": p.error is None, "version": p.version, "error": p.error, "digest": p.digest, "now": at}
+        for p in polls])

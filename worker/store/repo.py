@@ -15,7 +15,7 @@ from worker.domain import ItemRef, ItemState, PollOutcome, PollState, StatusDocu
 from worker.errors import Conflict, DuplicateItemError, ItemNotFoundError
 from worker.store.deliveries import enqueue_deliveries
 from worker.store.models import DUE_KEY, Event, Item, Schedule, Snapshot, due_by
-from worker.store.quiet import QuietPoll, write_quiet
+from worker.store.quiet import QuietPoll, sqlite_leases, write_quiet
 from worker.store.schedule import polled
 
 #: The schedules table, for Core executemany updates (ORM bulk updates would match on the key only).
@@ -262,10 +262,10 @@ def lock_leases(session: Session, ids: Sequence[int]) -> dict[int, int]:
     order); SQLite's writer holds the whole database already."""
     if not ids:
         return {}
+    if session.get_bind().dialect.name == "sqlite":
+        return sqlite_leases(session, padded(list(ids)))
     q = (select(Item.id, Schedule.lease_id).join(Schedule, Schedule.item_id == Item.id)
-         .where(Item.id.in_(padded(list(ids)))).order_by(Item.id))
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(of=Schedule)
+         .where(Item.id.in_(padded(list(ids)))).order_by(Item.id).with_for_update(of=Schedule))
     return {row.id: row.lease_id for row in session.execute(q)}
 
 
