@@ -80,8 +80,13 @@ def status_table(st: Any) -> str:
     if st.store is not None:
         rows = ", ".join(f"{t} {'~' if t in st.store.estimated else ''}{n}" for t, n in st.store.rows.items())
         size = "unknown" if st.store.bytes is None else f"{st.store.bytes / 1e6:.1f} MB"
-        lines += [f"database            {size}: {rows}",
-                  f"oldest event        {iso_z(st.oldest_event) if st.oldest_event else 'none'}",
+        lines.append(f"database            {size}: {rows}")
+        if st.store.cache_bytes is not None and st.store.hot_bytes is not None:
+            cache = (f"database cache      shared_buffers {st.store.cache_bytes / 1e6:.1f} MB for "
+                     f"{st.store.hot_bytes / 1e6:.1f} MB of items and schedules")
+            lines.append(cache + ("  SMALL: every poll reads past it; raise shared_buffers (docs/sizing.md)"
+                                  if st.store.cache_short else ""))
+        lines += [f"oldest event        {iso_z(st.oldest_event) if st.oldest_event else 'none'}",
                   f"last prune          {iso_z(st.last_prune) if st.last_prune else 'never'}"]
     for sw in st.sweeps:
         state = f"ok {iso_z(sw['ok_at'])}" if sw["ok_at"] else "not yet ok"

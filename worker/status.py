@@ -70,8 +70,10 @@ class Status:
             "last_tick": iso_z(self.last_tick),
             "last_tick_seconds": self.last_tick_seconds,
             "capacity": [n.to_dict() for n in self.capacity],
-            "store": None if self.store is None else {"bytes": self.store.bytes, "rows": self.store.rows,
-                                                      "estimated": self.store.estimated},
+            "store": None if self.store is None else {
+                "bytes": self.store.bytes, "rows": self.store.rows, "estimated": self.store.estimated,
+                "cache_bytes": self.store.cache_bytes, "hot_bytes": self.store.hot_bytes,
+                "cache_short": self.store.cache_short},
             "oldest_event": iso_z(self.oldest_event),
             "last_prune": iso_z(self.last_prune),
             "sweeps": [{**sw, "ok_at": iso_z(sw["ok_at"]), "degraded_at": iso_z(sw["degraded_at"])}

@@ -121,3 +121,31 @@ def test_cli_health_exit_codes_and_status_json(tmp_path):
     assert proc.returncode == 1 and "FAIL  beat" in proc.stdout and "ok    database" in proc.stdout
     st = json.loads(poller("status", "--json").stdout)
     assert set(st) >= {"items", "overdue", "failing", "deliveries_pending", "oldest_pending_seconds", "last_tick"}
+
+
+def test_status_weighs_postgresqls_buffers_against_what_every_poll_reads(engine, clock):
+    """On PostgreSQL `poller status` gives shared_buffers beside the items and schedules every poll
+    reads, and says SMALL when they do not fit (at 1,000,000 items and the default 128 MB a poll's
+    writes went over 50 ms at p95); SQLite, read through the OS's cache, has no such line."""
+    from dataclasses import replace
+
+    from sqlalchemy import text
+
+    from cli.render import status_table
+
+    sessions = make_sessionmaker(engine)
+    _items(sessions, clock, 3)
+    st = read_status(sessions, tick_s=5, clock=clock)
+    assert st.store is not None
+    if engine.dialect.name == "sqlite":
+        assert st.store.cache_bytes is None and not st.store.cache_short
+        assert "database cache" not in status_table(st)
+        return
+    with engine.connect() as conn:
+        buffers = conn.execute(text("SELECT pg_size_bytes(current_setting('shared_buffers'))")).scalar_one()
+    assert st.store.cache_bytes == buffers and 0 < st.store.hot_bytes < buffers and not st.store.cache_short
+    line = next(x for x in status_table(st).splitlines() if x.startswith("database cache"))
+    assert f"shared_buffers {buffers / 1e6:.1f} MB" in line and "SMALL" not in line
+    assert st.to_dict()["store"]["cache_short"] is False
+    st.store = replace(st.store, hot_bytes=buffers + 1)  # as at 1,000,000 items with the default
+    assert st.store.cache_short and "SMALL: every poll reads past it" in status_table(st)

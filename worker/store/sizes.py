@@ -29,6 +29,17 @@ class StoreSize:
     bytes: int | None = None
     rows: dict[str, int] = field(default_factory=dict)
     estimated: list[str] = field(default_factory=list)  # tables whose count is an estimate
+    #: PostgreSQL: its ``shared_buffers``, and the bytes every poll reads from (the items and their
+    #: schedules, with their indexes). None on SQLite, which reads through the OS's cache.
+    cache_bytes: int | None = None
+    hot_bytes: int | None = None
+
+    @property
+    def cache_short(self) -> bool:
+        """PostgreSQL's buffers cannot hold what every poll reads: at 1,000,000 items (0.8 GB of
+        them) with the default 128 MB, a poll's writes and the deep event pages went over 50 ms at
+        p95, within it with 6 GB (BENCHMARKS.md, bench/store.py)."""
+        return self.cache_bytes is not None and self.hot_bytes is not None and self.cache_bytes < self.hot_bytes
 
 
 def store_size(session: Session) -> StoreSize:
@@ -36,7 +47,10 @@ def store_size(session: Session) -> StoreSize:
     bind = session.get_bind()
     size = StoreSize()
     if bind.dialect.name == "postgresql":
-        size.bytes = session.scalar(text("SELECT pg_database_size(current_database())"))
+        size.bytes, size.cache_bytes, size.hot_bytes = session.execute(text(
+            "SELECT pg_database_size(current_database()), pg_size_bytes(current_setting('shared_buffers')), "
+            "coalesce(pg_total_relation_size(to_regclass('items')), 0) "
+            "+ coalesce(pg_total_relation_size(to_regclass('item_schedules')), 0)")).one()
         estimates = {name: int(n) for name, n in session.execute(
             text("SELECT relname, reltuples::bigint FROM pg_class WHERE relkind = 'r' AND relname = ANY(:names)"),
             {"names": list(TABLES)})}
