@@ -16,7 +16,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.documents import dumps_strict
+from worker.documents import dumps_strict, loads_stored
 
 log = structlog.get_logger(__name__)
 
@@ -39,10 +39,11 @@ def make_engine(url: str, *, busy_timeout_s: float = 30.0, **kwargs: Any) -> Eng
         # A small statement cache: the hot statements stay in it, while one-off texts (IN lists of
         # other lengths) no longer pile up to 128 prepared statements on every pooled connection.
         engine = create_engine(url, connect_args={"timeout": busy_timeout_s, "cached_statements": 32},
-                               json_serializer=dumps_strict, **kwargs)
+                               json_serializer=dumps_strict, json_deserializer=loads_stored, **kwargs)
         _sqlite_pragmas(engine, busy_timeout_ms=round(busy_timeout_s * 1000))
         return engine
-    return create_engine(url, pool_pre_ping=True, json_serializer=dumps_strict, **kwargs)
+    return create_engine(url, pool_pre_ping=True, json_serializer=dumps_strict, json_deserializer=loads_stored,
+                         **kwargs)
 
 
 def get_or_raise(session: Session, model: type[M], key: Any, error: Callable[[str], Exception], message: str) -> M:
