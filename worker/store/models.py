@@ -45,7 +45,7 @@ class Item(Base):
     Its schedule (``next_poll_at``, ``lease_id``, ``claims_since_poll``, ``due_since``) is a row of
     ``item_schedules`` (worker.store.schedule), made with the item and offered as its attributes.
     Invariant: ``failing`` implies ``consecutive_failures > 0`` (a success clears both), so
-    ``item_failures`` and the failures index hold every failing item.
+    ``item_failures`` and ``ix_items_most_failures`` hold every failing item.
 
     The partial indexes hold only the rows their condition admits (the few failing or finished
     items): small, and a quiet poll's write changes no indexed column of the row.

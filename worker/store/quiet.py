@@ -49,7 +49,7 @@ _MOVE_ON = text(
     "AS v(item_id, lease_id, next_poll_at) "
     "WHERE s.item_id = v.item_id AND s.lease_id = v.lease_id RETURNING s.item_id")
 
-# A failure, or a success ending failures, changes the record (and the failures index), so it
+# A failure, or a success ending failures, changes the record (and ix_items_most_failures), so it
 # moves updated_at; any other quiet poll leaves updated_at as it is, and so every indexed column.
 _RECORD = text(
     "UPDATE items AS i SET last_polled_at = v.polled_at, consecutive_failures = v.failures, "

@@ -37,8 +37,8 @@ class StoreSize:
     @property
     def cache_short(self) -> bool:
         """PostgreSQL's buffers cannot hold what every poll reads: at 1,000,000 items (0.8 GB of
-        them) with the default 128 MB, a poll's writes and the deep event pages went over 50 ms at
-        p95, within it with 6 GB (BENCHMARKS.md, bench/store.py)."""
+        them) with the default 128 MB, a poll's writes went over 50 ms at p95 (48-60 over three
+        runs), within it with 6 GB (BENCHMARKS.md, bench/store.py)."""
         return self.cache_bytes is not None and self.hot_bytes is not None and self.cache_bytes < self.hot_bytes
 
 
